@@ -1,0 +1,116 @@
+// The SQLite catalog: backups, their volumes (the node-id namespace), and the
+// restore_mounts rows of attached backups. Thread-safe: one connection behind
+// a mutex; callers keep it off hot paths (reads never wait on it).
+//
+// Times in the API are Unix seconds (UTC); the database stores ISO-8601 UTC
+// text ("2026-11-24T04:30:00Z") like the original design's timestamps.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+struct sqlite3;
+
+namespace sendense {
+
+struct BackupRecord {
+  int64_t num = 0;            // permanent integer key (node-id namespace of backup dirs); 0 = unassigned
+  std::string id;             // "backup-<vm>-<YYYYMMDDhhmmss>" or any unique name
+  std::string vm;
+  std::string image_path;     // absolute path of the top image
+  std::string format;         // "qcow2" or "raw"
+  std::string parent_id;      // backup this incremental builds on ("" for a full)
+  std::string kind;           // "full" or "incremental"
+  int64_t created_at = 0;     // backup time
+  uint64_t size = 0;          // bytes of the image file
+  std::string status = "completed";
+};
+
+struct VolumeRecord {
+  int64_t id = 0;             // permanent, never reused (AUTOINCREMENT)
+  std::string backup_id;
+  std::string name;           // "part1", "disk"
+  std::string fs_type;        // "ext4", ...
+  uint64_t offset = 0;
+  uint64_t length = 0;
+};
+
+struct MountRecord {
+  std::string id;             // UUID
+  std::string backup_id;
+  std::string mount_path;     // the FUSE mount point serving it
+  std::string nbd_device;     // "" for the userspace backend
+  std::string filesystem_type;// comma-separated types of the served volumes
+  std::string mount_mode = "read-only";
+  std::string status;         // mounting, mounted, unmounting, failed
+  std::string attach_mode;    // "userspace" (kernel later)
+  int64_t created_at = 0;
+  int64_t last_accessed_at = 0;
+  int64_t expires_at = 0;     // last_accessed_at + idle timeout
+  int64_t owner_pid = 0;      // daemon that made the row
+  std::string error;          // why it failed
+};
+
+class Catalog {
+ public:
+  // Opens (creating if needed) the database, applies pending numbered
+  // migrations, sets WAL mode, a busy timeout and foreign keys on.
+  // Throws Error(EIO) naming the file on failure.
+  explicit Catalog(const std::string& path);
+  ~Catalog();
+  Catalog(const Catalog&) = delete;
+  Catalog& operator=(const Catalog&) = delete;
+
+  const std::string& path() const { return path_; }
+  int schema_version();
+
+  // Backups. upsert keeps `num` of an existing id.
+  void upsert_backup(const BackupRecord& b);
+  std::vector<BackupRecord> list_backups();            // ordered by vm, created_at
+  std::optional<BackupRecord> find_backup(const std::string& id);
+  bool remove_backup(const std::string& id);           // cascades to volumes and mounts
+
+  // Volumes: returns the permanent id of (backup, name), creating the row
+  // the first time and updating type/offset/length after.
+  int64_t ensure_volume(const VolumeRecord& v);
+  std::vector<VolumeRecord> volumes_of(const std::string& backup_id);
+  std::vector<VolumeRecord> list_volumes();
+
+  // restore_mounts lifecycle.
+  std::string begin_mount(const std::string& backup_id, const std::string& mount_path,
+                          const std::string& attach_mode, int64_t idle_timeout);  // status mounting; returns UUID
+  void set_mount_status(const std::string& mount_id, const std::string& status,
+                        const std::string& filesystem_type = {}, const std::string& error = {});
+  // One transaction for the whole batch: (mount id, last access time).
+  void touch_mounts(const std::vector<std::pair<std::string, int64_t>>& accesses, int64_t idle_timeout);
+  void end_mount(const std::string& mount_id);         // deletes the row
+  std::vector<MountRecord> list_mounts();
+  // Rows of `mount_path` left by a run that is gone (status not failed):
+  // marked failed with error "reconciled after unclean shutdown". Returns them.
+  std::vector<MountRecord> reconcile_mounts(const std::string& mount_path);
+
+ private:
+  std::string path_;
+  sqlite3* db_ = nullptr;
+  std::mutex mutex_;
+};
+
+struct ImportReport {
+  std::vector<std::string> added;
+  std::vector<std::string> updated;
+  std::vector<std::string> unchanged;
+  std::vector<std::string> errors;   // "path: reason"
+};
+
+// Walks `dir` recursively: every qcow2 (by magic) or raw (.raw/.img) image
+// becomes a backup. Ids/vm/time from "backup-<vm>-<YYYYMMDDhhmmss>" names,
+// else vm = parent folder name, time = file mtime, id = file stem.
+// qcow2 backing names link incrementals to their parents. Idempotent.
+ImportReport import_repository(Catalog& catalog, const std::string& dir);
+
+}  // namespace sendense

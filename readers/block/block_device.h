@@ -1,0 +1,73 @@
+// BlockDevice: the one interface every reader above the image layer sees.
+// A device is immutable for its lifetime (backups never change), so
+// read_at is positional, const, and safe to call from many threads at once.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace sendense {
+
+class BlockDevice {
+ public:
+  virtual ~BlockDevice() = default;
+
+  // Size in bytes.
+  virtual uint64_t size() const = 0;
+
+  // Fills `buf` with the bytes at [offset, offset + buf.size()).
+  // Throws Error(EIO) naming the device and offset when the range is past
+  // the end or the underlying image cannot be read. Thread-safe.
+  virtual void read_at(uint64_t offset, std::span<std::byte> buf) const = 0;
+
+  // Human-readable name for errors and logs ("/repo/a.qcow2", "... part1").
+  virtual std::string describe() const = 0;
+};
+
+using BlockDevicePtr = std::shared_ptr<const BlockDevice>;
+
+// Image formats recorded in the catalog. The format is never guessed from a
+// file's content when serving: a raw disk holding a qcow2 header stays raw.
+enum class ImageFormat { raw, qcow2 };
+const char* to_string(ImageFormat f);
+ImageFormat image_format_from_string(const std::string& s);  // throws Error(EINVAL)
+
+// Opens a plain file O_RDONLY (pread).
+BlockDevicePtr open_raw_image(const std::string& path);
+
+// One link of a qcow2 backing chain, top (the image itself) first.
+struct ChainLink {
+  std::string path;            // canonical path of this image
+  std::string backing_name;    // as stored in the header ("" for the base)
+  int version = 0;             // qcow2 header version (2 or 3)
+  uint64_t virtual_size = 0;
+};
+
+// Opens a qcow2 image read-only through libqcow with its whole backing chain.
+// Relative backing names resolve against the folder of the image naming
+// them. Refused, with an Error naming the file: a missing backing file, a
+// loop, a chain deeper than 64, a protocol or "json:" name, a backing file
+// that is not qcow2, a path that escapes `confine_root` (when non-empty).
+BlockDevicePtr open_qcow2_image(const std::string& path, const std::string& confine_root = {});
+
+// Describes the chain without keeping it open (for inspect/import).
+std::vector<ChainLink> read_qcow2_chain(const std::string& path, const std::string& confine_root = {});
+
+// Reads only the backing file name stored in a qcow2 header ("" if none).
+// Cheap: no chain is opened. Throws Error(EIO) if `path` is not qcow2.
+std::string read_qcow2_backing_name(const std::string& path);
+
+// True if the file starts with the qcow2 magic "QFI\xfb".
+bool has_qcow2_magic(const std::string& path);
+
+BlockDevicePtr open_image(const std::string& path, ImageFormat format, const std::string& confine_root = {});
+
+// A window [offset, offset + length) over `parent` (a partition, an LV).
+// Throws Error(EINVAL) if the window does not fit inside the parent.
+BlockDevicePtr make_slice(BlockDevicePtr parent, uint64_t offset, uint64_t length, const std::string& name);
+
+}  // namespace sendense

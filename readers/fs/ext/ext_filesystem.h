@@ -1,0 +1,17 @@
+// ext2/ext3/ext4 through libext2fs, read-only, over a BlockDevice (a custom
+// io_manager: no temporary files, no loop devices). The journal is never
+// replayed. File data is read by mapping extents (or indirect blocks) once
+// at open() and reading large runs straight from the BlockDevice.
+#pragma once
+
+#include <string>
+
+#include "readers/fs/filesystem.h"
+
+namespace sendense {
+
+// Throws Error(EIO) naming `name` (e.g. "backup-x/part1") when the
+// superblock or group descriptors are damaged.
+FilesystemPtr open_ext_filesystem(BlockDevicePtr device, const std::string& name);
+
+}  // namespace sendense

@@ -1,0 +1,90 @@
+// Filesystem: a read-only filesystem tree keyed by the filesystem's own inode
+// numbers. Message-shaped on purpose (plain values in and out, no pointers or
+// callbacks across it) so a reader can later move behind a process boundary.
+//
+// Threading: every method may be called from many threads at once; an
+// implementation serialises access to its library where it must.
+// Errors: lookup misses and absent xattrs are normal outcomes (std::nullopt);
+// everything else throws sendense::Error (ENOENT for a bad inode, EIO for
+// damaged metadata, ENOTDIR/EISDIR/EINVAL for misuse).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <ctime>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "readers/block/block_device.h"
+
+namespace sendense {
+
+struct Attr {
+  uint64_t ino = 0;        // the filesystem's inode number
+  uint32_t mode = 0;       // type and permission bits as stored (S_IFREG|0644, ...)
+  uint32_t nlink = 0;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  uint64_t size = 0;
+  uint64_t blocks = 0;     // 512-byte units actually allocated
+  uint64_t rdev = 0;       // device number for block/char devices
+  uint64_t generation = 0; // for NFS file handles
+  timespec atime{};
+  timespec mtime{};
+  timespec ctime{};
+};
+
+struct DirEntry {
+  std::string name;        // as stored; "." and ".." included
+  uint64_t ino = 0;
+  uint32_t type = 0;       // S_IFMT bits of the entry (S_IFDIR, ...), 0 if unknown
+};
+
+struct FsStat {
+  uint64_t block_size = 0;
+  uint64_t blocks = 0;
+  uint64_t blocks_free = 0;
+  uint64_t files = 0;
+  uint64_t files_free = 0;
+  uint64_t name_max = 255;
+};
+
+class Filesystem {
+ public:
+  virtual ~Filesystem() = default;
+
+  virtual uint64_t root_ino() const = 0;
+  virtual std::string type_name() const = 0;  // "ext4", ...
+
+  virtual Attr getattr(uint64_t ino) = 0;
+  // The entry `name` of directory `dir` with its attributes, or nullopt.
+  virtual std::optional<Attr> lookup(uint64_t dir, std::string_view name) = 0;
+  // The whole directory, in on-disk order (stable: backups never change).
+  virtual std::vector<DirEntry> readdir(uint64_t dir) = 0;
+  // The symlink's target exactly as stored; never followed.
+  virtual std::string readlink(uint64_t ino) = 0;
+
+  // Prepares `ino` for reading (maps its extents once) and returns a handle
+  // for read(); release() frees it. Throws EISDIR for a directory.
+  virtual uint64_t open(uint64_t ino) = 0;
+  // Reads up to buf.size() bytes at `offset`; returns the count (short only
+  // at end of file). Holes and unwritten extents read as zeros.
+  virtual size_t read(uint64_t handle, uint64_t offset, std::span<std::byte> buf) = 0;
+  virtual void release(uint64_t handle) = 0;
+
+  // Full names ("user.x", "security.selinux", "system.posix_acl_access").
+  virtual std::vector<std::string> listxattr(uint64_t ino) = 0;
+  virtual std::optional<std::string> getxattr(uint64_t ino, std::string_view name) = 0;
+
+  virtual FsStat statfs() = 0;
+};
+
+using FilesystemPtr = std::shared_ptr<Filesystem>;
+
+}  // namespace sendense

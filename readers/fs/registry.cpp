@@ -1,0 +1,30 @@
+#include "readers/fs/registry.h"
+
+#include "readers/common/error.h"
+#include "readers/fs/ext/ext_filesystem.h"
+
+namespace sendense {
+
+bool has_reader(FsType type) {
+  switch (type) {
+    case FsType::ext2:
+    case FsType::ext3:
+    case FsType::ext4:
+      return true;
+    default:
+      return false;
+  }
+}
+
+FilesystemPtr open_filesystem(FsType type, BlockDevicePtr device, const std::string& name) {
+  switch (type) {
+    case FsType::ext2:
+    case FsType::ext3:
+    case FsType::ext4:
+      return open_ext_filesystem(std::move(device), name);
+    default:
+      throw Error(EOPNOTSUPP, std::string("no reader for filesystem type ") + to_string(type), name);
+  }
+}
+
+}  // namespace sendense

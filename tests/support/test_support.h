@@ -1,0 +1,51 @@
+// Helpers shared by the tests: a temporary folder removed afterwards, and
+// running the real tools (mkfs, sfdisk, qemu-img, ...) with their output.
+#pragma once
+
+#include <string>
+
+namespace sendense::test {
+
+struct CommandResult {
+  int status = -1;      // exit code (or 128 + signal)
+  std::string output;   // stdout and stderr together
+};
+
+// Runs `command` with /bin/sh -c, capturing stdout+stderr.
+CommandResult run(const std::string& command);
+
+// Runs `command` and fails the current test (ADD_FAILURE) if it exits non-zero.
+std::string run_ok(const std::string& command);
+
+// True if `tool` is on PATH.
+bool have_tool(const std::string& tool);
+
+// Single-quotes `s` for the shell.
+std::string shell_quote(const std::string& s);
+
+// A fresh folder under $TMPDIR, removed (recursively) on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+void write_file(const std::string& path, const std::string& content);
+std::string read_file(const std::string& path);
+std::string sha256_of(const std::string& path);
+
+}  // namespace sendense::test
+
+// Skips the current test loudly when a tool is missing: the skip reason is
+// printed so a run never passes silently without its checks.
+#define SENDENSE_REQUIRE_TOOL(tool)                                                     \
+  do {                                                                                \
+    if (!::sendense::test::have_tool(tool)) GTEST_SKIP() << "SKIPPED: needs " << (tool); \
+  } while (0)
