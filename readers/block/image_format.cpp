@@ -1,0 +1,28 @@
+#include "readers/block/block_device.h"
+#include "readers/common/error.h"
+
+namespace sendense {
+
+const char* to_string(ImageFormat f) {
+  switch (f) {
+    case ImageFormat::raw: return "raw";
+    case ImageFormat::qcow2: return "qcow2";
+  }
+  return "?";
+}
+
+ImageFormat image_format_from_string(const std::string& s) {
+  if (s == "raw") return ImageFormat::raw;
+  if (s == "qcow2") return ImageFormat::qcow2;
+  throw Error(EINVAL, "unknown image format '" + s + "' (expected qcow2 or raw)");
+}
+
+BlockDevicePtr open_image(const std::string& path, ImageFormat format, const std::string& confine_root) {
+  switch (format) {
+    case ImageFormat::raw: return open_raw_image(path);
+    case ImageFormat::qcow2: return open_qcow2_image(path, confine_root);
+  }
+  throw Error(EINVAL, "unknown image format", path);
+}
+
+}  // namespace sendense
