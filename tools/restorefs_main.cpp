@@ -1,1 +1,88 @@
-int main() { return 1; }  // placeholder
+// sendense-restorefs MOUNTPOINT --catalog DB [--idle-timeout SECONDS]
+//   [--max-mounts N] [-f] [-o FUSE_OPTION]... [--log-level debug|info|warn|error]
+// Parses the command line and runs the daemon; nothing else lives here.
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <string>
+
+#include "fuse/daemon.h"
+#include "readers/common/log.h"
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: sendense-restorefs MOUNTPOINT --catalog DB [--idle-timeout SECONDS] [--max-mounts N]\n"
+    "                          [-f] [-o FUSE_OPTION]... [--log-level debug|info|warn|error]\n"
+    "Serves every backup in the catalog as a read-only tree under MOUNTPOINT.\n"
+    "  --catalog DB          SQLite catalog (default /var/lib/sendense-restore/catalog.db)\n"
+    "  --idle-timeout S      detach a backup with no open files after S seconds idle (default 3600)\n"
+    "  --max-mounts N        at most N backups attached at once (default 8)\n"
+    "  -f                    stay in the foreground\n"
+    "  -o OPTION             extra FUSE mount option (repeatable)\n"
+    "  --log-level LEVEL     default info\n";
+
+long parse_number(const char* flag, const char* value, long min) {
+  char* end = nullptr;
+  long v = std::strtol(value, &end, 10);
+  if (!*value || *end || v < min) {
+    std::cerr << "sendense-restorefs: " << flag << " needs a number >= " << min << ", got '" << value << "'\n";
+    std::exit(2);
+  }
+  return v;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  sendense::DaemonOptions options;
+  options.catalog_path = "/var/lib/sendense-restore/catalog.db";
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    auto value = [&]() -> const char* {
+      if (i + 1 >= argc) {
+        std::cerr << "sendense-restorefs: " << arg << " needs a value\n" << kUsage;
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (arg == "-h" || arg == "--help") {
+      std::cout << kUsage;
+      return 0;
+    } else if (arg == "--catalog") {
+      options.catalog_path = value();
+    } else if (arg == "--idle-timeout") {
+      options.idle_timeout = std::chrono::seconds(parse_number("--idle-timeout", value(), 1));
+    } else if (arg == "--max-mounts") {
+      options.max_mounts = static_cast<size_t>(parse_number("--max-mounts", value(), 1));
+    } else if (arg == "-f") {
+      options.foreground = true;
+    } else if (arg == "-o") {
+      options.fuse_options.emplace_back(value());
+    } else if (arg == "--log-level") {
+      std::string level = value();
+      using sendense::log::Level;
+      if (level == "debug") sendense::log::set_level(Level::debug);
+      else if (level == "info") sendense::log::set_level(Level::info);
+      else if (level == "warn") sendense::log::set_level(Level::warn);
+      else if (level == "error") sendense::log::set_level(Level::error);
+      else {
+        std::cerr << "sendense-restorefs: unknown log level '" << level << "'\n";
+        return 2;
+      }
+    } else if (!arg.empty() && arg[0] == '-') {
+      std::cerr << "sendense-restorefs: unknown option " << arg << "\n" << kUsage;
+      return 2;
+    } else if (options.mountpoint.empty()) {
+      options.mountpoint = arg;
+    } else {
+      std::cerr << "sendense-restorefs: unexpected argument " << arg << "\n" << kUsage;
+      return 2;
+    }
+  }
+  if (options.mountpoint.empty()) {
+    std::cerr << kUsage;
+    return 2;
+  }
+  return sendense::run_daemon(options);
+}

@@ -1,0 +1,272 @@
+#include "fuse/attach_manager.h"
+
+#include <algorithm>
+#include <filesystem>
+
+#include "readers/common/error.h"
+#include "readers/common/log.h"
+#include "readers/fs/registry.h"
+#include "readers/volume/volume.h"
+
+namespace sendense {
+
+int64_t steady_now_ms() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count();
+}
+
+namespace {
+int64_t wall_now() {
+  using namespace std::chrono;
+  return duration_cast<seconds>(system_clock::now().time_since_epoch()).count();
+}
+}  // namespace
+
+const AttachedVolume* AttachedBackup::volume(int64_t id) const {
+  for (const auto& v : volumes)
+    if (v.id == id) return &v;
+  return nullptr;
+}
+
+const AttachedVolume* AttachedBackup::volume_named(std::string_view name) const {
+  for (const auto& v : volumes)
+    if (v.name == name) return &v;
+  return nullptr;
+}
+
+void AttachedBackup::touch() { last_access_ms.store(steady_now_ms(), std::memory_order_relaxed); }
+
+AttachManager::AttachManager(Catalog& catalog, CatalogView& view, AttachOptions options)
+    : catalog_(catalog), view_(view), options_(std::move(options)) {}
+
+AttachManager::~AttachManager() = default;
+
+std::shared_ptr<std::mutex> AttachManager::attach_lock(const std::string& backup_id) {
+  std::lock_guard lock(locks_mutex_);
+  auto& slot = attach_locks_[backup_id];
+  if (!slot) slot = std::make_shared<std::mutex>();
+  return slot;
+}
+
+AttachedBackupPtr AttachManager::find(const std::string& backup_id) const {
+  std::shared_lock lock(table_mutex_);
+  auto it = attached_.find(backup_id);
+  return it == attached_.end() ? nullptr : it->second;
+}
+
+AttachedBackupPtr AttachManager::acquire(const std::string& backup_id) {
+  if (auto hit = find(backup_id)) {
+    hit->touch();
+    return hit;
+  }
+  auto snap = view_.snapshot();
+  const BackupRecord* record = snap->find(backup_id);
+  if (!record) throw Error(ENOENT, "no such backup in the catalog", backup_id);
+
+  auto lock_ptr = attach_lock(backup_id);
+  std::lock_guard attach_guard(*lock_ptr);
+  if (auto hit = find(backup_id)) {  // attached by another thread meanwhile
+    hit->touch();
+    return hit;
+  }
+  {
+    std::lock_guard lock(failures_mutex_);
+    auto it = failures_.find(backup_id);
+    if (it != failures_.end() && std::chrono::steady_clock::now() - it->second.when < options_.failure_backoff)
+      throw Error(it->second.code, it->second.message, backup_id);
+  }
+  make_room(backup_id);
+  AttachedBackupPtr attached;
+  try {
+    attached = attach(*record);
+  } catch (...) {
+    std::unique_lock lock(table_mutex_);
+    --attaching_;
+    throw;
+  }
+  std::unique_lock lock(table_mutex_);
+  --attaching_;
+  attached_[backup_id] = attached;
+  return attached;
+}
+
+// Reserves a slot for one more attach (attaching_++), evicting the least
+// recently used backup with no open files when the table is full.
+void AttachManager::make_room(const std::string& for_backup) {
+  AttachedBackupPtr victim;
+  {
+    std::unique_lock lock(table_mutex_);
+    if (attached_.size() + attaching_ >= options_.max_mounts) {
+      for (const auto& [id, b] : attached_) {
+        if (b->open_handles.load() > 0) continue;
+        if (!victim || b->last_access_ms.load() < victim->last_access_ms.load()) victim = b;
+      }
+      if (!victim) {
+        log::warn("busy", {{"backup", for_backup},
+                           {"reason", "max-mounts " + std::to_string(options_.max_mounts) +
+                                          " reached and every attached backup has open files"}});
+        throw Error(EBUSY, "too many attached backups with open files", for_backup);
+      }
+      attached_.erase(victim->backup_id);
+    }
+    ++attaching_;
+  }
+  if (victim) {
+    log::info("evict", {{"backup", victim->backup_id}, {"for", for_backup}});
+    release(victim, "evict");
+  }
+}
+
+AttachedBackupPtr AttachManager::attach(const BackupRecord& record) {
+  const auto started = steady_now_ms();
+  std::string previous_failed_row;
+  {
+    std::lock_guard lock(failures_mutex_);
+    auto it = failures_.find(record.id);
+    if (it != failures_.end()) {
+      previous_failed_row = it->second.mount_id;
+      failures_.erase(it);
+    }
+  }
+  std::string mount_id;
+  try {
+    if (!previous_failed_row.empty()) catalog_.end_mount(previous_failed_row);
+    mount_id = catalog_.begin_mount(record.id, options_.mount_path, "userspace",
+                                    static_cast<int64_t>(options_.idle_timeout.count()));
+  } catch (const Error& e) {
+    log::error("attach_failed", {{"backup", record.id}, {"error", e.what()}});
+    throw Error(EIO, std::string("catalog: ") + e.what(), record.id);
+  }
+
+  auto backup = std::make_shared<AttachedBackup>();
+  backup->backup_id = record.id;
+  backup->num = record.num;
+  backup->mount_id = mount_id;
+  std::string types;
+  try {
+    const std::string folder = std::filesystem::path(record.image_path).parent_path().string();
+    BlockDevicePtr disk = open_image(record.image_path, image_format_from_string(record.format), folder);
+    DiskLayout layout = discover_volumes(disk);
+    for (const auto& w : layout.table.warnings) log::warn("partition_table", {{"backup", record.id}, {"warning", w}});
+    std::vector<std::string> volume_errors;
+    for (const auto& v : layout.volumes) {
+      const std::string where = record.id + "/" + v.name;
+      if (!has_reader(v.type)) {
+        log::info("volume_skipped", {{"backup", record.id}, {"volume", v.name}, {"type", to_string(v.type)},
+                                     {"reason", "no reader for this type yet"}});
+        continue;
+      }
+      try {
+        AttachedVolume av;
+        av.fs = open_filesystem(v.type, v.device, where);
+        av.name = v.name;
+        av.fs_type = av.fs->type_name();
+        av.id = catalog_.ensure_volume(VolumeRecord{0, record.id, v.name, av.fs_type, v.offset, v.length});
+        view_.remember_volume(av.id, record.id);
+        if (!types.empty()) types += ",";
+        types += av.fs_type;
+        backup->volumes.push_back(std::move(av));
+      } catch (const Error& e) {
+        log::error("volume_failed", {{"backup", record.id}, {"volume", v.name}, {"error", e.what()}});
+        volume_errors.push_back(e.what());
+      }
+    }
+    if (backup->volumes.empty() && !volume_errors.empty())
+      throw Error(EIO, "no volume could be opened: " + volume_errors.front());
+    catalog_.set_mount_status(mount_id, "mounted", types);
+  } catch (const std::exception& e) {
+    const Error* err = dynamic_cast<const Error*>(&e);
+    const int code = (err && err->code() == EBUSY) ? EBUSY : EIO;
+    log::error("attach_failed", {{"backup", record.id}, {"image", record.image_path}, {"error", e.what()}});
+    try {
+      catalog_.set_mount_status(mount_id, "failed", types, e.what());
+    } catch (const std::exception& e2) {
+      log::error("catalog_error", {{"backup", record.id}, {"error", e2.what()}});
+    }
+    std::lock_guard lock(failures_mutex_);
+    failures_[record.id] = Failure{std::chrono::steady_clock::now(), code, e.what(), mount_id};
+    throw Error(code, e.what(), record.id);
+  }
+  backup->touch();
+  log::info("attach", {{"backup", record.id},
+                       {"volumes", std::to_string(backup->volumes.size())},
+                       {"types", types},
+                       {"mode", "userspace"},
+                       {"ms", std::to_string(steady_now_ms() - started)}});
+  return backup;
+}
+
+void AttachManager::release(const AttachedBackupPtr& backup, std::string_view reason) {
+  try {
+    catalog_.set_mount_status(backup->mount_id, "unmounting");
+    catalog_.end_mount(backup->mount_id);
+  } catch (const std::exception& e) {
+    log::error("catalog_error", {{"backup", backup->backup_id}, {"error", e.what()}});
+  }
+  log::info("detach", {{"backup", backup->backup_id}, {"reason", std::string(reason)}});
+  // The readers close when the last in-flight request drops its reference.
+}
+
+void AttachManager::detach(const std::string& backup_id, std::string_view reason) {
+  AttachedBackupPtr victim;
+  {
+    std::unique_lock lock(table_mutex_);
+    auto it = attached_.find(backup_id);
+    if (it == attached_.end()) return;
+    victim = it->second;
+    attached_.erase(it);
+  }
+  release(victim, reason);
+}
+
+void AttachManager::detach_idle() {
+  const int64_t now = steady_now_ms();
+  const int64_t limit = static_cast<int64_t>(options_.idle_timeout.count()) * 1000;
+  std::vector<AttachedBackupPtr> idle;
+  {
+    std::unique_lock lock(table_mutex_);
+    for (auto it = attached_.begin(); it != attached_.end();) {
+      const auto& b = it->second;
+      if (b->open_handles.load() == 0 && now - b->last_access_ms.load() >= limit) {
+        idle.push_back(b);
+        it = attached_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (const auto& b : idle) release(b, "idle");
+}
+
+void AttachManager::flush_access_times() {
+  std::vector<std::pair<std::string, int64_t>> batch;
+  const int64_t now_steady = steady_now_ms();
+  const int64_t now_wall = wall_now();
+  {
+    std::shared_lock lock(table_mutex_);
+    for (const auto& [id, b] : attached_) {
+      const int64_t last = b->last_access_ms.load();
+      if (last == b->last_flushed_ms.load()) continue;
+      b->last_flushed_ms.store(last);
+      batch.emplace_back(b->mount_id, now_wall - (now_steady - last) / 1000);
+    }
+  }
+  if (batch.empty()) return;
+  try {
+    catalog_.touch_mounts(batch, static_cast<int64_t>(options_.idle_timeout.count()));
+  } catch (const std::exception& e) {
+    log::error("catalog_error", {{"what", "flush last_accessed_at"}, {"error", e.what()}});
+  }
+}
+
+void AttachManager::detach_all(std::string_view reason) {
+  std::vector<AttachedBackupPtr> all;
+  {
+    std::unique_lock lock(table_mutex_);
+    for (auto& [id, b] : attached_) all.push_back(b);
+    attached_.clear();
+  }
+  for (const auto& b : all) release(b, reason);
+}
+
+}  // namespace sendense

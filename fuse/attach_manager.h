@@ -1,0 +1,111 @@
+// Attach lifecycle: the first access inside a backup opens its image,
+// partition table and filesystems; idle backups are detached again; at most
+// `max_mounts` are attached at once (the least recently used idle one is
+// evicted to make room, else EBUSY). Each attach has a restore_mounts row.
+//
+// Locks, in the order they may be taken:
+//   1. the backup's attach lock (one per backup id): serialises attaching
+//      one backup; other backups attach and serve in parallel;
+//   2. table_mutex_: the attached_ map and the attaching_ count; held only
+//      for map operations, never across I/O or SQLite.
+// The read path takes (2) shared for a lookup and touches two atomics.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "catalog/catalog.h"
+#include "fuse/catalog_view.h"
+#include "readers/fs/filesystem.h"
+
+namespace sendense {
+
+struct AttachedVolume {
+  int64_t id = 0;          // volumes.id: the node-id namespace
+  std::string name;        // "part1", "disk"
+  std::string fs_type;
+  FilesystemPtr fs;
+};
+
+class AttachedBackup {
+ public:
+  std::string backup_id;
+  int64_t num = 0;
+  std::string mount_id;    // restore_mounts.id
+  std::vector<AttachedVolume> volumes;
+
+  const AttachedVolume* volume(int64_t id) const;
+  const AttachedVolume* volume_named(std::string_view name) const;
+
+  void touch();
+  std::atomic<int64_t> last_access_ms{0};   // steady clock
+  std::atomic<int64_t> last_flushed_ms{0};
+  std::atomic<int> open_handles{0};
+};
+
+using AttachedBackupPtr = std::shared_ptr<AttachedBackup>;
+
+struct AttachOptions {
+  std::chrono::seconds idle_timeout{3600};
+  size_t max_mounts = 8;
+  std::string mount_path;                      // recorded in restore_mounts
+  std::chrono::seconds failure_backoff{3};     // a failed attach is retried after this
+};
+
+class AttachManager {
+ public:
+  AttachManager(Catalog& catalog, CatalogView& view, AttachOptions options);
+  ~AttachManager();
+
+  // The attached backup, attaching it first when needed; touched.
+  // Throws Error: ENOENT (not in the catalog), EBUSY (max mounts reached and
+  // none idle), EIO (the attach failed; logged with the backup and cause).
+  AttachedBackupPtr acquire(const std::string& backup_id);
+
+  // The attached backup if it is attached now (no attach, no touch).
+  AttachedBackupPtr find(const std::string& backup_id) const;
+
+  // Housekeeping, called by the daemon's background thread.
+  void detach_idle();
+  void flush_access_times();
+  void detach(const std::string& backup_id, std::string_view reason);
+  void detach_all(std::string_view reason);
+
+ private:
+  AttachedBackupPtr attach(const BackupRecord& record);
+  void make_room(const std::string& for_backup);
+  void release(const AttachedBackupPtr& backup, std::string_view reason);
+  std::shared_ptr<std::mutex> attach_lock(const std::string& backup_id);
+
+  Catalog& catalog_;
+  CatalogView& view_;
+  AttachOptions options_;
+
+  mutable std::shared_mutex table_mutex_;
+  std::unordered_map<std::string, AttachedBackupPtr> attached_;
+  size_t attaching_ = 0;
+
+  std::mutex locks_mutex_;
+  std::unordered_map<std::string, std::shared_ptr<std::mutex>> attach_locks_;
+
+  struct Failure {
+    std::chrono::steady_clock::time_point when;
+    int code;
+    std::string message;
+    std::string mount_id;
+  };
+  std::mutex failures_mutex_;
+  std::unordered_map<std::string, Failure> failures_;
+};
+
+int64_t steady_now_ms();
+
+}  // namespace sendense

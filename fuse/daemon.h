@@ -1,0 +1,27 @@
+// The daemon: takes the single-instance lock, reconciles what a crashed run
+// left, mounts the tree, serves it with a multi-threaded loop, runs the
+// housekeeping thread (catalog refresh, idle detach, access-time flush) and
+// releases everything on SIGINT/SIGTERM.
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+namespace sendense {
+
+struct DaemonOptions {
+  std::string mountpoint;
+  std::string catalog_path;
+  std::chrono::seconds idle_timeout{3600};
+  size_t max_mounts = 8;
+  bool foreground = false;
+  std::vector<std::string> fuse_options;        // extra -o options
+  std::chrono::milliseconds refresh_interval{2000};
+  std::chrono::seconds flush_interval{5};
+};
+
+// Returns the process exit code. Errors before mounting are logged.
+int run_daemon(const DaemonOptions& options);
+
+}  // namespace sendense

@@ -1,0 +1,278 @@
+#include "fuse/fuse_ops.h"
+
+#include <fcntl.h>
+#include <sys/statvfs.h>
+
+#include <cstring>
+#include <memory>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "fuse/node_id.h"
+#include "fuse/restore_tree.h"
+#include "readers/common/error.h"
+#include "readers/common/log.h"
+
+namespace sendense {
+
+namespace {
+
+RestoreTree& tree_of(fuse_req_t req) { return *static_cast<RestoreTree*>(fuse_req_userdata(req)); }
+
+std::string hex(uint64_t v) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+// Runs `body` (which replies on success) and turns what it throws into one
+// error reply. Expected misses are debug; damage and I/O failures are logged.
+template <class Body>
+void checked(fuse_req_t req, const char* op, uint64_t node, Body&& body) {
+  try {
+    body();
+  } catch (const Error& e) {
+    const int code = e.code();
+    if (code == EIO || code == EBUSY || code == ESTALE || code == EOVERFLOW)
+      log::warn("op_failed", {{"op", op}, {"node", hex(node)}, {"errno", std::strerror(code)}, {"error", e.what()}});
+    else
+      log::debug("op_error", {{"op", op}, {"node", hex(node)}, {"errno", std::strerror(code)}, {"error", e.what()}});
+    fuse_reply_err(req, code);
+  } catch (const std::bad_alloc&) {
+    log::error("op_failed", {{"op", op}, {"node", hex(node)}, {"error", "out of memory"}});
+    fuse_reply_err(req, ENOMEM);
+  } catch (const std::exception& e) {
+    log::error("op_failed", {{"op", op}, {"node", hex(node)}, {"error", e.what()}});
+    fuse_reply_err(req, EIO);
+  }
+}
+
+fuse_entry_param entry_of(const NodeAttr& a) {
+  fuse_entry_param e{};
+  e.ino = a.st.st_ino;
+  e.generation = a.generation;
+  e.attr = a.st;
+  e.attr_timeout = a.timeout;
+  e.entry_timeout = a.timeout;
+  return e;
+}
+
+struct DirHandle {
+  std::vector<NodeEntry> entries;
+};
+
+void op_init(void*, fuse_conn_info* conn) {
+  if (conn->capable & FUSE_CAP_EXPORT_SUPPORT) conn->want |= FUSE_CAP_EXPORT_SUPPORT;
+  if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
+  if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+  // Plain readdir + lookups: readdirplus would stat every entry of the root,
+  // and the kernel caches lookups inside backups for a long time anyway.
+  conn->want &= ~FUSE_CAP_READDIRPLUS;
+  conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+}
+
+void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  checked(req, "lookup", parent, [&] {
+    double negative_timeout = 0;
+    auto attr = tree_of(req).lookup(parent, name, &negative_timeout);
+    if (!attr) {
+      fuse_entry_param e{};
+      e.ino = 0;  // a negative entry the kernel may cache
+      e.entry_timeout = negative_timeout;
+      fuse_reply_entry(req, &e);
+      return;
+    }
+    fuse_entry_param e = entry_of(*attr);
+    fuse_reply_entry(req, &e);
+  });
+}
+
+void op_forget(fuse_req_t req, fuse_ino_t, uint64_t) { fuse_reply_none(req); }
+void op_forget_multi(fuse_req_t req, size_t, fuse_forget_data*) { fuse_reply_none(req); }
+
+void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  checked(req, "getattr", ino, [&] {
+    NodeAttr a = tree_of(req).getattr(ino);
+    fuse_reply_attr(req, &a.st, a.timeout);
+  });
+}
+
+void op_readlink(fuse_req_t req, fuse_ino_t ino) {
+  checked(req, "readlink", ino, [&] {
+    std::string target = tree_of(req).readlink(ino);
+    fuse_reply_readlink(req, target.c_str());
+  });
+}
+
+void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  checked(req, "opendir", ino, [&] {
+    auto handle = std::make_unique<DirHandle>();
+    handle->entries = tree_of(req).list(ino);
+    fi->fh = reinterpret_cast<uint64_t>(handle.get());
+    if (node::is_volume_node(ino)) {  // a backup never changes: let the kernel cache it
+      fi->cache_readdir = 1;
+      fi->keep_cache = 1;
+    }
+    if (fuse_reply_open(req, fi) == 0) handle.release();
+  });
+}
+
+void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_file_info* fi) {
+  checked(req, "readdir", ino, [&] {
+    auto* handle = reinterpret_cast<DirHandle*>(fi->fh);
+    std::vector<char> buf(size);
+    size_t used = 0;
+    // Cookies are 1 + the index of the next entry: stable, since listings never change.
+    for (size_t i = static_cast<size_t>(offset); i < handle->entries.size(); ++i) {
+      const NodeEntry& e = handle->entries[i];
+      struct stat st {};
+      st.st_ino = e.node;
+      st.st_mode = e.type;
+      size_t need = fuse_add_direntry(req, buf.data() + used, size - used, e.name.c_str(), &st,
+                                      static_cast<off_t>(i + 1));
+      if (need > size - used) break;
+      used += need;
+    }
+    fuse_reply_buf(req, buf.data(), used);
+  });
+}
+
+void op_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  delete reinterpret_cast<DirHandle*>(fi->fh);
+  fuse_reply_err(req, 0);
+}
+
+void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  checked(req, "open", ino, [&] {
+    if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) throw Error(EROFS, "read-only tree");
+    OpenFile* file = tree_of(req).open(ino);
+    fi->fh = reinterpret_cast<uint64_t>(file);
+    fi->keep_cache = 1;
+    if (fuse_reply_open(req, fi) != 0) tree_of(req).close(file);
+  });
+}
+
+void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_file_info* fi) {
+  checked(req, "read", ino, [&] {
+    thread_local std::vector<std::byte> buf;
+    if (buf.size() < size) buf.resize(size);
+    auto* file = reinterpret_cast<OpenFile*>(fi->fh);
+    size_t n = tree_of(req).read(*file, static_cast<uint64_t>(offset), std::span(buf.data(), size));
+    fuse_reply_buf(req, reinterpret_cast<const char*>(buf.data()), n);
+  });
+}
+
+void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  checked(req, "release", ino, [&] {
+    tree_of(req).close(reinterpret_cast<OpenFile*>(fi->fh));
+    fuse_reply_err(req, 0);
+  });
+}
+
+void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 0); }
+void op_fsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) { fuse_reply_err(req, 0); }
+
+void op_statfs(fuse_req_t req, fuse_ino_t ino) {
+  checked(req, "statfs", ino, [&] {
+    FsStat s = tree_of(req).statfs(ino);
+    struct statvfs v {};
+    v.f_bsize = v.f_frsize = s.block_size ? s.block_size : 4096;
+    v.f_blocks = s.blocks;
+    v.f_bfree = v.f_bavail = s.blocks_free;
+    v.f_files = s.files;
+    v.f_ffree = v.f_favail = s.files_free;
+    v.f_namemax = s.name_max;
+    v.f_flag = ST_RDONLY | ST_NOSUID | ST_NODEV;
+    fuse_reply_statfs(req, &v);
+  });
+}
+
+void reply_xattr_value(fuse_req_t req, const std::string& value, size_t size) {
+  if (size == 0) fuse_reply_xattr(req, value.size());
+  else if (size < value.size()) fuse_reply_err(req, ERANGE);
+  else fuse_reply_buf(req, value.data(), value.size());
+}
+
+void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  checked(req, "getxattr", ino, [&] {
+    auto value = tree_of(req).getxattr(ino, name);
+    if (!value) {
+      fuse_reply_err(req, ENODATA);
+      return;
+    }
+    reply_xattr_value(req, *value, size);
+  });
+}
+
+void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  checked(req, "listxattr", ino, [&] {
+    std::string names;
+    for (const auto& n : tree_of(req).listxattr(ino)) {
+      names += n;
+      names.push_back('\0');
+    }
+    reply_xattr_value(req, names, size);
+  });
+}
+
+void op_access(fuse_req_t req, fuse_ino_t, int mask) { fuse_reply_err(req, (mask & W_OK) ? EROFS : 0); }
+
+// Everything that would write answers EROFS.
+void rofs(fuse_req_t req) { fuse_reply_err(req, EROFS); }
+void op_setattr(fuse_req_t req, fuse_ino_t, struct stat*, int, fuse_file_info*) { rofs(req); }
+void op_mknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) { rofs(req); }
+void op_mkdir(fuse_req_t req, fuse_ino_t, const char*, mode_t) { rofs(req); }
+void op_unlink(fuse_req_t req, fuse_ino_t, const char*) { rofs(req); }
+void op_symlink(fuse_req_t req, const char*, fuse_ino_t, const char*) { rofs(req); }
+void op_rename(fuse_req_t req, fuse_ino_t, const char*, fuse_ino_t, const char*, unsigned) { rofs(req); }
+void op_link(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) { rofs(req); }
+void op_write(fuse_req_t req, fuse_ino_t, const char*, size_t, off_t, fuse_file_info*) { rofs(req); }
+void op_setxattr(fuse_req_t req, fuse_ino_t, const char*, const char*, size_t, int) { rofs(req); }
+void op_create(fuse_req_t req, fuse_ino_t, const char*, mode_t, fuse_file_info*) { rofs(req); }
+void op_fallocate(fuse_req_t req, fuse_ino_t, int, off_t, off_t, fuse_file_info*) { rofs(req); }
+void op_copy_file_range(fuse_req_t req, fuse_ino_t, off_t, fuse_file_info*, fuse_ino_t, off_t, fuse_file_info*,
+                        size_t, int) {
+  rofs(req);
+}
+
+}  // namespace
+
+fuse_lowlevel_ops make_fuse_operations() {
+  fuse_lowlevel_ops ops{};
+  ops.init = op_init;
+  ops.lookup = op_lookup;
+  ops.forget = op_forget;
+  ops.forget_multi = op_forget_multi;
+  ops.getattr = op_getattr;
+  ops.readlink = op_readlink;
+  ops.opendir = op_opendir;
+  ops.readdir = op_readdir;
+  ops.releasedir = op_releasedir;
+  ops.open = op_open;
+  ops.read = op_read;
+  ops.release = op_release;
+  ops.flush = op_flush;
+  ops.fsync = op_fsync;
+  ops.statfs = op_statfs;
+  ops.getxattr = op_getxattr;
+  ops.listxattr = op_listxattr;
+  ops.access = op_access;
+  ops.setattr = op_setattr;
+  ops.mknod = op_mknod;
+  ops.mkdir = op_mkdir;
+  ops.unlink = op_unlink;
+  ops.rmdir = op_unlink;
+  ops.symlink = op_symlink;
+  ops.rename = op_rename;
+  ops.link = op_link;
+  ops.write = op_write;
+  ops.setxattr = op_setxattr;
+  ops.removexattr = op_unlink;
+  ops.create = op_create;
+  ops.fallocate = op_fallocate;
+  ops.copy_file_range = op_copy_file_range;
+  return ops;
+}
+
+}  // namespace sendense

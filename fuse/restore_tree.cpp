@@ -1,0 +1,285 @@
+#include "fuse/restore_tree.h"
+
+#include <chrono>
+
+#include "fuse/node_id.h"
+#include "readers/common/error.h"
+
+namespace sendense {
+
+namespace {
+
+constexpr const char* kByVm = "by-vm";
+
+int64_t wall_now() {
+  using namespace std::chrono;
+  return duration_cast<seconds>(system_clock::now().time_since_epoch()).count();
+}
+
+// The vm folder, or ENOENT when the vm has no backup any more.
+const std::vector<std::pair<std::string, size_t>>& vm_entries(const CatalogSnapshot& snap, uint64_t node) {
+  auto vm = snap.vm_by_key.find(node::key_of(node));
+  if (vm == snap.vm_by_key.end()) throw Error(ENOENT, "no such vm folder");
+  return snap.by_vm.at(vm->second);
+}
+
+}  // namespace
+
+RestoreTree::RestoreTree(CatalogView& view, AttachManager& manager, TreeTimeouts timeouts)
+    : view_(view), manager_(manager), timeouts_(timeouts), started_at_(wall_now()) {}
+
+NodeAttr RestoreTree::synthetic_dir(uint64_t node, int64_t mtime) const {
+  NodeAttr a;
+  a.st.st_ino = node;
+  a.st.st_mode = S_IFDIR | 0555;
+  // nlink 1 says "count unknown": find(1) must not skip subfolders.
+  a.st.st_nlink = 1;
+  a.st.st_size = 4096;
+  a.st.st_blksize = 4096;
+  a.st.st_mtim.tv_sec = a.st.st_ctim.tv_sec = a.st.st_atim.tv_sec = mtime;
+  a.timeout = timeouts_.synthetic;
+  return a;
+}
+
+NodeAttr RestoreTree::synthetic_link(uint64_t node, int64_t mtime, size_t target_length) const {
+  NodeAttr a = synthetic_dir(node, mtime);
+  a.st.st_mode = S_IFLNK | 0777;
+  a.st.st_size = static_cast<off_t>(target_length);
+  return a;
+}
+
+uint64_t RestoreTree::volume_node(const AttachedVolume& v, uint64_t ino) const {
+  auto n = node::volume_node(v.id, ino);
+  if (!n) throw Error(EOVERFLOW, "inode " + std::to_string(ino) + " does not fit the node-id space", v.name);
+  return *n;
+}
+
+NodeAttr RestoreTree::volume_attr(const Resolved& r, const Attr& attr) const {
+  NodeAttr a;
+  a.st.st_ino = volume_node(*r.volume, attr.ino);
+  a.st.st_mode = attr.mode;
+  a.st.st_nlink = attr.nlink;
+  a.st.st_uid = attr.uid;
+  a.st.st_gid = attr.gid;
+  a.st.st_size = static_cast<off_t>(attr.size);
+  a.st.st_blocks = static_cast<blkcnt_t>(attr.blocks);
+  a.st.st_blksize = 4096;
+  a.st.st_rdev = attr.rdev;
+  a.st.st_atim = attr.atime;
+  a.st.st_mtim = attr.mtime;
+  a.st.st_ctim = attr.ctime;
+  a.generation = attr.generation;
+  a.timeout = timeouts_.backup;
+  return a;
+}
+
+const BackupRecord& RestoreTree::backup_of_dir(const CatalogSnapshot& snap, uint64_t node) const {
+  const BackupRecord* b = snap.find_num(static_cast<int64_t>(node::key_of(node)));
+  if (!b) throw Error(ENOENT, "backup no longer in the catalog");
+  return *b;
+}
+
+RestoreTree::Resolved RestoreTree::resolve(uint64_t node) {
+  const int64_t vid = node::volume_of(node);
+  auto backup_id = view_.backup_of_volume(vid);
+  if (!backup_id) throw Error(ESTALE, "unknown volume id " + std::to_string(vid));
+  Resolved r;
+  r.backup = manager_.acquire(*backup_id);
+  r.volume = r.backup->volume(vid);
+  if (!r.volume) throw Error(ESTALE, "volume id " + std::to_string(vid) + " is no longer readable", *backup_id);
+  r.ino = node::inode_of(node);
+  return r;
+}
+
+std::optional<NodeAttr> RestoreTree::lookup(uint64_t parent, std::string_view name, double* negative_timeout) {
+  *negative_timeout = timeouts_.synthetic;
+  auto snap = view_.snapshot();
+  if (name == ".") return getattr(parent);
+  if (parent == node::kRoot) {
+    if (name == "..") return getattr(node::kRoot);
+    if (name == kByVm) return synthetic_dir(node::kByVm, started_at_);
+    const BackupRecord* b = snap->find(std::string(name));
+    if (!b) return std::nullopt;
+    return synthetic_dir(node::synthetic(node::Kind::backup_dir, static_cast<uint64_t>(b->num)), b->created_at);
+  }
+  if (parent == node::kByVm) {
+    if (name == "..") return getattr(node::kRoot);
+    auto it = snap->by_vm.find(std::string(name));
+    if (it == snap->by_vm.end()) return std::nullopt;
+    return getattr(node::synthetic(node::Kind::vm_dir, node::vm_key(it->first)));
+  }
+  if (node::is_synthetic(parent)) {
+    switch (node::kind_of(parent)) {
+      case node::Kind::vm_dir: {
+        if (name == "..") return getattr(node::kByVm);
+        const auto& entries = vm_entries(*snap, parent);
+        if (name == "latest" && !entries.empty())
+          return getattr(node::synthetic(node::Kind::latest_link, node::key_of(parent)));
+        for (const auto& [entry, index] : entries)
+          if (entry == name)
+            return getattr(
+                node::synthetic(node::Kind::dated_link, static_cast<uint64_t>(snap->backups[index].num)));
+        return std::nullopt;
+      }
+      case node::Kind::backup_dir: {
+        if (name == "..") return getattr(node::kRoot);
+        const BackupRecord& b = backup_of_dir(*snap, parent);
+        auto attached = manager_.acquire(b.id);
+        const AttachedVolume* v = attached->volume_named(name);
+        if (!v) return std::nullopt;
+        Resolved r{attached, v, v->fs->root_ino()};
+        return volume_attr(r, v->fs->getattr(r.ino));
+      }
+      default:
+        throw Error(ENOTDIR, "not a folder");
+    }
+  }
+  Resolved r = resolve(parent);
+  *negative_timeout = timeouts_.backup;
+  if (name == ".." && r.ino == r.volume->fs->root_ino())
+    return getattr(node::synthetic(node::Kind::backup_dir, static_cast<uint64_t>(r.backup->num)));
+  auto attr = r.volume->fs->lookup(r.ino, name);
+  if (!attr) return std::nullopt;
+  return volume_attr(r, *attr);
+}
+
+NodeAttr RestoreTree::getattr(uint64_t node) {
+  if (node == node::kRoot || node == node::kByVm) return synthetic_dir(node, started_at_);
+  if (node::is_synthetic(node)) {
+    auto snap = view_.snapshot();
+    switch (node::kind_of(node)) {
+      case node::Kind::backup_dir:
+        return synthetic_dir(node, backup_of_dir(*snap, node).created_at);
+      case node::Kind::vm_dir: {
+        const auto& entries = vm_entries(*snap, node);
+        return synthetic_dir(node, entries.empty() ? 0 : snap->backups[entries.back().second].created_at);
+      }
+      case node::Kind::dated_link:
+      case node::Kind::latest_link: {
+        std::string target = link_target(*snap, node);
+        const BackupRecord* b = snap->find(target.substr(6));  // after "../../"
+        return synthetic_link(node, b ? b->created_at : 0, target.size());
+      }
+    }
+    throw Error(ENOENT, "unknown node");
+  }
+  Resolved r = resolve(node);
+  return volume_attr(r, r.volume->fs->getattr(r.ino));
+}
+
+std::string RestoreTree::link_target(const CatalogSnapshot& snap, uint64_t node) const {
+  if (node::kind_of(node) == node::Kind::dated_link) return "../../" + backup_of_dir(snap, node).id;
+  const auto& entries = vm_entries(snap, node);
+  if (entries.empty()) throw Error(ENOENT, "vm has no backups");
+  return "../../" + snap.backups[entries.back().second].id;
+}
+
+std::vector<NodeEntry> RestoreTree::list(uint64_t dir) {
+  std::vector<NodeEntry> out;
+  auto snap = view_.snapshot();
+  if (dir == node::kRoot) {
+    out.push_back({".", node::kRoot, S_IFDIR});
+    out.push_back({"..", node::kRoot, S_IFDIR});
+    out.push_back({kByVm, node::kByVm, S_IFDIR});
+    for (const auto& b : snap->backups)
+      out.push_back({b.id, node::synthetic(node::Kind::backup_dir, static_cast<uint64_t>(b.num)), S_IFDIR});
+    return out;
+  }
+  if (dir == node::kByVm) {
+    out.push_back({".", node::kByVm, S_IFDIR});
+    out.push_back({"..", node::kRoot, S_IFDIR});
+    for (const auto& [vm, entries] : snap->by_vm)
+      out.push_back({vm, node::synthetic(node::Kind::vm_dir, node::vm_key(vm)), S_IFDIR});
+    return out;
+  }
+  if (node::is_synthetic(dir)) {
+    switch (node::kind_of(dir)) {
+      case node::Kind::vm_dir: {
+        const auto& entries = vm_entries(*snap, dir);
+        out.push_back({".", dir, S_IFDIR});
+        out.push_back({"..", node::kByVm, S_IFDIR});
+        for (const auto& [name, index] : entries)
+          out.push_back(
+              {name, node::synthetic(node::Kind::dated_link, static_cast<uint64_t>(snap->backups[index].num)),
+               S_IFLNK});
+        if (!entries.empty()) out.push_back({"latest", node::synthetic(node::Kind::latest_link, node::key_of(dir)), S_IFLNK});
+        return out;
+      }
+      case node::Kind::backup_dir: {
+        const BackupRecord& b = backup_of_dir(*snap, dir);
+        auto attached = manager_.acquire(b.id);
+        out.push_back({".", dir, S_IFDIR});
+        out.push_back({"..", node::kRoot, S_IFDIR});
+        for (const auto& v : attached->volumes) out.push_back({v.name, volume_node(v, v.fs->root_ino()), S_IFDIR});
+        return out;
+      }
+      default:
+        throw Error(ENOTDIR, "not a folder");
+    }
+  }
+  Resolved r = resolve(dir);
+  const bool at_root = r.ino == r.volume->fs->root_ino();
+  for (auto& e : r.volume->fs->readdir(r.ino)) {
+    uint64_t n;
+    if (at_root && e.name == "..")
+      n = node::synthetic(node::Kind::backup_dir, static_cast<uint64_t>(r.backup->num));
+    else
+      n = volume_node(*r.volume, e.ino);
+    out.push_back({std::move(e.name), n, e.type});
+  }
+  return out;
+}
+
+std::string RestoreTree::readlink(uint64_t node) {
+  if (node::is_synthetic(node)) {
+    auto k = node::kind_of(node);
+    if (k != node::Kind::dated_link && k != node::Kind::latest_link) throw Error(EINVAL, "not a symlink");
+    return link_target(*view_.snapshot(), node);
+  }
+  if (!node::is_volume_node(node)) throw Error(EINVAL, "not a symlink");
+  Resolved r = resolve(node);
+  return r.volume->fs->readlink(r.ino);
+}
+
+OpenFile* RestoreTree::open(uint64_t node) {
+  if (!node::is_volume_node(node)) throw Error(EISDIR, "not a regular file");
+  Resolved r = resolve(node);
+  auto file = std::make_unique<OpenFile>();
+  file->handle = r.volume->fs->open(r.ino);
+  file->fs = r.volume->fs;
+  file->backup = r.backup;
+  r.backup->open_handles.fetch_add(1);
+  return file.release();
+}
+
+size_t RestoreTree::read(OpenFile& file, uint64_t offset, std::span<std::byte> buf) {
+  file.backup->touch();
+  return file.fs->read(file.handle, offset, buf);
+}
+
+void RestoreTree::close(OpenFile* file) {
+  std::unique_ptr<OpenFile> owned(file);
+  owned->backup->touch();
+  owned->backup->open_handles.fetch_sub(1);
+  owned->fs->release(owned->handle);
+}
+
+std::vector<std::string> RestoreTree::listxattr(uint64_t node) {
+  if (!node::is_volume_node(node)) return {};
+  Resolved r = resolve(node);
+  return r.volume->fs->listxattr(r.ino);
+}
+
+std::optional<std::string> RestoreTree::getxattr(uint64_t node, std::string_view name) {
+  if (!node::is_volume_node(node)) return std::nullopt;
+  Resolved r = resolve(node);
+  return r.volume->fs->getxattr(r.ino, name);
+}
+
+FsStat RestoreTree::statfs(uint64_t node) {
+  if (!node::is_volume_node(node)) return FsStat{};
+  Resolved r = resolve(node);
+  return r.volume->fs->statfs();
+}
+
+}  // namespace sendense

@@ -1,0 +1,85 @@
+// The tree the daemon serves, in plain values: root, by-vm/, backup folders
+// (from the catalog snapshot only) and the volumes inside them (through the
+// attach manager). Knows node ids, nothing of FUSE; the FUSE edge
+// (fuse_ops.cpp) turns these answers into replies and errors into errnos.
+#pragma once
+
+#include <sys/stat.h>
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fuse/attach_manager.h"
+#include "fuse/catalog_view.h"
+
+namespace sendense {
+
+struct TreeTimeouts {
+  double synthetic = 1.0;       // root, by-vm, backup folders: new backups appear quickly
+  double backup = 86400.0;      // inside a backup: it never changes
+};
+
+struct NodeAttr {
+  struct stat st {};
+  uint64_t generation = 0;
+  double timeout = 0;           // attr and entry timeout
+};
+
+struct NodeEntry {
+  std::string name;
+  uint64_t node = 0;
+  uint32_t type = 0;            // S_IFMT bits
+};
+
+// An open regular file: keeps its backup attached (open_handles) and its
+// reader alive until released.
+struct OpenFile {
+  AttachedBackupPtr backup;
+  FilesystemPtr fs;
+  uint64_t handle = 0;
+};
+
+class RestoreTree {
+ public:
+  RestoreTree(CatalogView& view, AttachManager& manager, TreeTimeouts timeouts);
+
+  // nullopt: no such name (a negative entry the kernel may cache for the
+  // returned timeout). Throws Error for everything else.
+  std::optional<NodeAttr> lookup(uint64_t parent, std::string_view name, double* negative_timeout);
+  NodeAttr getattr(uint64_t node);
+  std::vector<NodeEntry> list(uint64_t dir);
+  std::string readlink(uint64_t node);
+
+  OpenFile* open(uint64_t node);                          // caller owns; close() frees
+  size_t read(OpenFile& file, uint64_t offset, std::span<std::byte> buf);
+  void close(OpenFile* file);
+
+  std::vector<std::string> listxattr(uint64_t node);
+  std::optional<std::string> getxattr(uint64_t node, std::string_view name);
+  FsStat statfs(uint64_t node);
+
+ private:
+  struct Resolved {
+    AttachedBackupPtr backup;
+    const AttachedVolume* volume = nullptr;
+    uint64_t ino = 0;
+  };
+  Resolved resolve(uint64_t node);
+  NodeAttr synthetic_dir(uint64_t node, int64_t mtime) const;
+  NodeAttr synthetic_link(uint64_t node, int64_t mtime, size_t target_length) const;
+  NodeAttr volume_attr(const Resolved& r, const Attr& attr) const;
+  uint64_t volume_node(const AttachedVolume& v, uint64_t ino) const;
+  const BackupRecord& backup_of_dir(const CatalogSnapshot& snap, uint64_t node) const;
+  std::string link_target(const CatalogSnapshot& snap, uint64_t node) const;
+
+  CatalogView& view_;
+  AttachManager& manager_;
+  TreeTimeouts timeouts_;
+  int64_t started_at_;
+};
+
+}  // namespace sendense
