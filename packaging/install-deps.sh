@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs every build, run and test dependency of sendense-restore from
+# Debian 12 packages. Idempotent; needs root.
+set -euo pipefail
+
+packages=(
+  # build
+  build-essential cmake pkg-config
+  libfuse3-dev libqcow-dev libext2fs-dev libsqlite3-dev nlohmann-json3-dev
+  libgtest-dev googletest
+  # run
+  fuse3 sqlite3
+  # fixtures and integration tests: the real tools
+  qemu-utils qemu-system-common e2fsprogs fdisk util-linux rsync attr acl
+  dosfstools ntfs-3g xfsprogs btrfs-progs cryptsetup-bin lvm2 file procps
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps.sh: run as root (apt-get install)" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${packages[@]}"

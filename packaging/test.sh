@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Builds everything with AddressSanitizer + UndefinedBehaviorSanitizer and
+# warnings as errors, then runs the whole test suite (unit tests and the
+# integration tests on a real FUSE mount). Needs root (FUSE mounts, loop devices).
+#   bash packaging/test.sh            # installs dependencies first
+#   SKIP_DEPS=1 bash packaging/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "${SKIP_DEPS:-0}" != 1 ]; then
+  bash packaging/install-deps.sh
+fi
+build=${BUILD_DIR:-build-test}
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSENDENSE_SANITIZE=ON -DSENDENSE_WERROR=ON
+cmake --build "$build" -j"$(nproc)"
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+cd "$build"
+ctest --output-on-failure --timeout 900 -j1
