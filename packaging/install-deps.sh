@@ -12,7 +12,7 @@ packages=(
   fuse3 sqlite3
   # fixtures and integration tests: the real tools
   qemu-utils qemu-system-common e2fsprogs fdisk util-linux rsync attr acl
-  dosfstools ntfs-3g xfsprogs btrfs-progs cryptsetup-bin lvm2 file procps
+  dosfstools ntfs-3g xfsprogs btrfs-progs cryptsetup-bin lvm2 file procps bc fuse2fs
 )
 
 if [ "$(id -u)" -ne 0 ]; then
