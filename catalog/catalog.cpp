@@ -1,1 +1,537 @@
-// placeholder: being written
+#include "catalog/catalog.h"
+
+#include <unistd.h>
+
+#include <array>
+#include <cctype>
+#include <cstdio>
+#include <ctime>
+#include <random>
+
+#include "catalog/sqlite_handle.h"
+#include "readers/common/error.h"
+#include "readers/common/log.h"
+
+namespace sendense {
+
+namespace {
+
+using sqlite::Statement;
+using sqlite::Transaction;
+
+// Numbered migrations, applied in order, each once, in one transaction at
+// open. Never edit a released migration: add the next number.
+struct Migration {
+  int version;
+  const char* sql;
+};
+
+constexpr Migration kMigrations[] = {
+    {1, R"sql(
+CREATE TABLE backup_jobs (
+  num              INTEGER PRIMARY KEY AUTOINCREMENT,
+  id               TEXT NOT NULL UNIQUE,
+  vm_name          TEXT NOT NULL,
+  image_path       TEXT NOT NULL,
+  format           TEXT NOT NULL CHECK (format IN ('qcow2', 'raw')),
+  parent_backup_id TEXT REFERENCES backup_jobs(id) ON DELETE SET NULL
+                   CHECK (parent_backup_id IS NULL OR parent_backup_id <> id),
+  kind             TEXT NOT NULL CHECK (kind IN ('full', 'incremental')),
+  created_at       TEXT NOT NULL,
+  size_bytes       INTEGER NOT NULL DEFAULT 0,
+  status           TEXT NOT NULL DEFAULT 'completed'
+);
+CREATE INDEX idx_backup_jobs_vm ON backup_jobs(vm_name, created_at);
+CREATE INDEX idx_backup_jobs_parent ON backup_jobs(parent_backup_id);
+CREATE INDEX idx_backup_jobs_image ON backup_jobs(image_path);
+
+CREATE TABLE restore_mounts (
+  id               TEXT PRIMARY KEY,
+  backup_id        TEXT NOT NULL REFERENCES backup_jobs(id) ON DELETE CASCADE,
+  mount_path       TEXT NOT NULL,
+  nbd_device       TEXT,
+  filesystem_type  TEXT,
+  mount_mode       TEXT NOT NULL DEFAULT 'read-only' CHECK (mount_mode = 'read-only'),
+  status           TEXT NOT NULL CHECK (status IN ('mounting', 'mounted', 'unmounting', 'failed')),
+  created_at       TEXT NOT NULL,
+  last_accessed_at TEXT NOT NULL,
+  expires_at       TEXT,
+  attach_mode      TEXT NOT NULL DEFAULT 'userspace' CHECK (attach_mode IN ('userspace', 'kernel')),
+  owner_pid        INTEGER NOT NULL DEFAULT 0,
+  error            TEXT
+);
+CREATE INDEX idx_restore_mounts_backup ON restore_mounts(backup_id);
+CREATE INDEX idx_restore_mounts_status ON restore_mounts(status);
+
+-- The node-id namespace: ids are never reused (AUTOINCREMENT) and must fit
+-- the 23 bits fuse/node_id.h gives them.
+CREATE TABLE volumes (
+  id           INTEGER PRIMARY KEY AUTOINCREMENT CHECK (id BETWEEN 1 AND 8388607),
+  backup_id    TEXT NOT NULL REFERENCES backup_jobs(id) ON DELETE CASCADE,
+  name         TEXT NOT NULL,
+  fs_type      TEXT NOT NULL DEFAULT 'unknown',
+  offset_bytes INTEGER NOT NULL DEFAULT 0,
+  length_bytes INTEGER NOT NULL DEFAULT 0,
+  UNIQUE (backup_id, name)
+);
+)sql"},
+};
+
+constexpr int64_t kMaxVolumeId = (1LL << 23) - 1;
+
+int64_t now_seconds() { return static_cast<int64_t>(::time(nullptr)); }
+
+// Times are stored as text; a row written by hand with a bad time reads as 0.
+int64_t time_column(const Statement& st, int col) {
+  if (st.column_is_null(col)) return 0;
+  return parse_iso8601(st.column_text(col)).value_or(0);
+}
+
+std::string new_uuid_v4() {
+  std::random_device rd;  // /dev/urandom (getrandom) on Linux
+  std::array<unsigned char, 16> b{};
+  for (size_t i = 0; i < b.size(); i += 4) {
+    const uint32_t r = rd();
+    for (size_t j = 0; j < 4; ++j) b[i + j] = static_cast<unsigned char>(r >> (8 * j));
+  }
+  b[6] = static_cast<unsigned char>((b[6] & 0x0f) | 0x40);  // version 4
+  b[8] = static_cast<unsigned char>((b[8] & 0x3f) | 0x80);  // RFC 4122 variant
+  static const char* hex = "0123456789abcdef";
+  std::string s;
+  for (size_t i = 0; i < b.size(); ++i) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) s += '-';
+    s += hex[b[i] >> 4];
+    s += hex[b[i] & 0x0f];
+  }
+  return s;
+}
+
+// Backup ids and vm names become directory names under the FUSE root and
+// by-vm/: refuse what cannot be one (or would shadow by-vm/ itself).
+void check_name(const std::string& value, const char* what, const std::string& db_path) {
+  if (value.empty() || value == "." || value == ".." || value.find('/') != std::string::npos ||
+      value.find('\0') != std::string::npos)
+    throw Error(EINVAL, std::string("invalid ") + what + " '" + value + "' (must be a non-empty file name)", db_path);
+}
+
+constexpr const char* kBackupColumns =
+    "num, id, vm_name, image_path, format, COALESCE(parent_backup_id, ''), kind, created_at, size_bytes, status";
+
+BackupRecord backup_from_row(const Statement& st) {
+  BackupRecord b;
+  b.num = st.column_int(0);
+  b.id = st.column_text(1);
+  b.vm = st.column_text(2);
+  b.image_path = st.column_text(3);
+  b.format = st.column_text(4);
+  b.parent_id = st.column_text(5);
+  b.kind = st.column_text(6);
+  b.created_at = time_column(st, 7);
+  b.size = static_cast<uint64_t>(st.column_int(8));
+  b.status = st.column_text(9);
+  return b;
+}
+
+constexpr const char* kVolumeColumns = "id, backup_id, name, fs_type, offset_bytes, length_bytes";
+
+VolumeRecord volume_from_row(const Statement& st) {
+  VolumeRecord v;
+  v.id = st.column_int(0);
+  v.backup_id = st.column_text(1);
+  v.name = st.column_text(2);
+  v.fs_type = st.column_text(3);
+  v.offset = static_cast<uint64_t>(st.column_int(4));
+  v.length = static_cast<uint64_t>(st.column_int(5));
+  return v;
+}
+
+constexpr const char* kMountColumns =
+    "id, backup_id, mount_path, COALESCE(nbd_device, ''), COALESCE(filesystem_type, ''), mount_mode, status, "
+    "attach_mode, created_at, last_accessed_at, expires_at, owner_pid, COALESCE(error, '')";
+
+MountRecord mount_from_row(const Statement& st) {
+  MountRecord m;
+  m.id = st.column_text(0);
+  m.backup_id = st.column_text(1);
+  m.mount_path = st.column_text(2);
+  m.nbd_device = st.column_text(3);
+  m.filesystem_type = st.column_text(4);
+  m.mount_mode = st.column_text(5);
+  m.status = st.column_text(6);
+  m.attach_mode = st.column_text(7);
+  m.created_at = time_column(st, 8);
+  m.last_accessed_at = time_column(st, 9);
+  m.expires_at = time_column(st, 10);
+  m.owner_pid = st.column_int(11);
+  m.error = st.column_text(12);
+  return m;
+}
+
+int read_schema_version(sqlite3* db, const std::string& path) {
+  Statement st(db, path, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations");
+  return st.step() ? static_cast<int>(st.column_int(0)) : 0;
+}
+
+void apply_migrations(sqlite3* db, const std::string& path) {
+  sqlite::exec(db, path,
+               "CREATE TABLE IF NOT EXISTS schema_migrations ("
+               " version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)");
+  Transaction tx(db, path);
+  const int current = read_schema_version(db, path);
+  const int latest = Catalog::latest_schema_version();
+  if (current > latest)
+    throw Error(EIO,
+                "catalog schema version " + std::to_string(current) + " is newer than this program understands (" +
+                    std::to_string(latest) + ")",
+                path);
+  for (const Migration& m : kMigrations) {
+    if (m.version <= current) continue;
+    sqlite::exec(db, path, m.sql);
+    Statement ins(db, path, "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)");
+    ins.bind(1, static_cast<int64_t>(m.version)).bind(2, to_iso8601(now_seconds())).run();
+    log::info("catalog_migrated", {{"db", path}, {"version", std::to_string(m.version)}});
+  }
+  tx.commit();
+}
+
+}  // namespace
+
+// ---- time ------------------------------------------------------------------
+
+std::string to_iso8601(int64_t unix_seconds) {
+  const time_t t = static_cast<time_t>(unix_seconds);
+  struct tm tm {};
+  if (!::gmtime_r(&t, &tm)) return "1970-01-01T00:00:00Z";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                tm.tm_hour, tm.tm_min, tm.tm_sec);
+  return buf;
+}
+
+std::optional<int64_t> parse_iso8601(const std::string& text) {
+  size_t pos = 0;
+  auto number = [&](size_t digits, int& out) {
+    if (pos + digits > text.size()) return false;
+    int v = 0;
+    for (size_t i = 0; i < digits; ++i) {
+      const char c = text[pos + i];
+      if (!std::isdigit(static_cast<unsigned char>(c))) return false;
+      v = v * 10 + (c - '0');
+    }
+    out = v;
+    pos += digits;
+    return true;
+  };
+  auto literal = [&](char c) {
+    if (pos < text.size() && text[pos] == c) {
+      ++pos;
+      return true;
+    }
+    return false;
+  };
+
+  int year = 0, mon = 0, day = 0, hour = 0, min = 0, sec = 0;
+  if (!number(4, year) || !literal('-') || !number(2, mon) || !literal('-') || !number(2, day)) return std::nullopt;
+  if (pos < text.size()) {
+    if (!literal('T') && !literal('t') && !literal(' ')) return std::nullopt;
+    if (!number(2, hour) || !literal(':') || !number(2, min)) return std::nullopt;
+    if (literal(':')) {
+      if (!number(2, sec)) return std::nullopt;
+      if (literal('.') || literal(',')) {
+        const size_t start = pos;
+        while (pos < text.size() && std::isdigit(static_cast<unsigned char>(text[pos]))) ++pos;
+        if (pos == start) return std::nullopt;
+      }
+    }
+  }
+  int64_t offset = 0;
+  if (pos < text.size()) {
+    if (literal('Z') || literal('z')) {
+    } else if (text[pos] == '+' || text[pos] == '-') {
+      const int sign = text[pos] == '-' ? -1 : 1;
+      ++pos;
+      int oh = 0, om = 0;
+      if (!number(2, oh)) return std::nullopt;
+      literal(':');
+      if (!number(2, om) || oh > 23 || om > 59) return std::nullopt;
+      offset = sign * (oh * 3600 + om * 60);
+    } else {
+      return std::nullopt;
+    }
+  }
+  if (pos != text.size()) return std::nullopt;
+  if (mon < 1 || mon > 12 || day < 1 || day > 31 || hour > 23 || min > 59 || sec > 60) return std::nullopt;
+
+  struct tm tm {};
+  tm.tm_year = year - 1900;
+  tm.tm_mon = mon - 1;
+  tm.tm_mday = day;
+  tm.tm_hour = hour;
+  tm.tm_min = min;
+  tm.tm_sec = sec;
+  const time_t t = ::timegm(&tm);
+  if (tm.tm_mday != day || tm.tm_mon != mon - 1) return std::nullopt;  // Feb 30 and the like
+  return static_cast<int64_t>(t) - offset;
+}
+
+// ---- open ------------------------------------------------------------------
+
+int Catalog::latest_schema_version() { return kMigrations[std::size(kMigrations) - 1].version; }
+
+Catalog::Catalog(const std::string& path) : path_(path) {
+  sqlite3* raw = nullptr;
+  const int rc = sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                                 nullptr);
+  sqlite::DbPtr db(raw);  // sqlite3_open_v2 hands out a handle even on failure
+  if (rc != SQLITE_OK) sqlite::fail(db.get(), path_, "cannot open catalog");
+  sqlite3_extended_result_codes(db.get(), 1);
+  if (sqlite3_busy_timeout(db.get(), 5000) != SQLITE_OK) sqlite::fail(db.get(), path_, "busy_timeout");
+  sqlite::exec(db.get(), path_, "PRAGMA foreign_keys = ON");
+  {
+    Statement wal(db.get(), path_, "PRAGMA journal_mode = WAL");
+    if (!wal.step() || wal.column_text(0) != "wal")
+      throw Error(EIO, "cannot switch the catalog to WAL mode (journal_mode is " + wal.column_text(0) + ")", path_);
+  }
+  sqlite::exec(db.get(), path_, "PRAGMA synchronous = NORMAL");
+  apply_migrations(db.get(), path_);
+  db_ = db.release();
+}
+
+Catalog::~Catalog() { sqlite::DbCloser{}(db_); }
+
+int Catalog::schema_version() {
+  std::lock_guard lock(mutex_);
+  return read_schema_version(db_, path_);
+}
+
+// ---- backups ---------------------------------------------------------------
+
+void Catalog::upsert_backup(const BackupRecord& in) {
+  BackupRecord b = in;
+  check_name(b.id, "backup id", path_);
+  check_name(b.vm, "vm name", path_);
+  if (b.format != "qcow2" && b.format != "raw")
+    throw Error(EINVAL, "backup " + b.id + ": format must be qcow2 or raw, not '" + b.format + "'", path_);
+  if (b.kind.empty()) b.kind = b.parent_id.empty() ? "full" : "incremental";
+  if (b.kind != "full" && b.kind != "incremental")
+    throw Error(EINVAL, "backup " + b.id + ": kind must be full or incremental, not '" + b.kind + "'", path_);
+  if (b.parent_id == b.id) throw Error(EINVAL, "backup " + b.id + " cannot be its own parent", path_);
+  if (b.status.empty()) b.status = "completed";
+
+  std::lock_guard lock(mutex_);
+  Transaction tx(db_, path_);
+  if (!b.parent_id.empty()) {
+    Statement p(db_, path_, "SELECT 1 FROM backup_jobs WHERE id = ?1");
+    p.bind(1, b.parent_id);
+    if (!p.step()) throw Error(ENOENT, "backup " + b.id + ": parent '" + b.parent_id + "' is not in the catalog", path_);
+  }
+  Statement st(db_, path_,
+               "INSERT INTO backup_jobs (id, vm_name, image_path, format, parent_backup_id, kind, created_at,"
+               " size_bytes, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+               " ON CONFLICT(id) DO UPDATE SET vm_name = excluded.vm_name, image_path = excluded.image_path,"
+               " format = excluded.format, parent_backup_id = excluded.parent_backup_id, kind = excluded.kind,"
+               " created_at = excluded.created_at, size_bytes = excluded.size_bytes, status = excluded.status");
+  st.bind(1, b.id)
+      .bind(2, b.vm)
+      .bind(3, b.image_path)
+      .bind(4, b.format)
+      .bind_text_or_null(5, b.parent_id)
+      .bind(6, b.kind)
+      .bind(7, to_iso8601(b.created_at))
+      .bind(8, static_cast<int64_t>(b.size))
+      .bind(9, b.status)
+      .run();
+  tx.commit();
+}
+
+std::vector<BackupRecord> Catalog::list_backups() {
+  std::lock_guard lock(mutex_);
+  Statement st(db_, path_,
+               (std::string("SELECT ") + kBackupColumns + " FROM backup_jobs ORDER BY vm_name, created_at, id").c_str());
+  std::vector<BackupRecord> out;
+  while (st.step()) out.push_back(backup_from_row(st));
+  return out;
+}
+
+std::optional<BackupRecord> Catalog::find_backup(const std::string& id) {
+  std::lock_guard lock(mutex_);
+  Statement st(db_, path_, (std::string("SELECT ") + kBackupColumns + " FROM backup_jobs WHERE id = ?1").c_str());
+  st.bind(1, id);
+  if (!st.step()) return std::nullopt;
+  return backup_from_row(st);
+}
+
+bool Catalog::remove_backup(const std::string& id) {
+  std::lock_guard lock(mutex_);
+  Transaction tx(db_, path_);
+  Statement st(db_, path_, "DELETE FROM backup_jobs WHERE id = ?1");
+  st.bind(1, id).run();
+  const bool removed = sqlite3_changes(db_) > 0;
+  tx.commit();
+  return removed;
+}
+
+// ---- volumes ---------------------------------------------------------------
+
+int64_t Catalog::ensure_volume(const VolumeRecord& v) {
+  if (v.name.empty()) throw Error(EINVAL, "volume of " + v.backup_id + " has no name", path_);
+  std::lock_guard lock(mutex_);
+  Transaction tx(db_, path_);
+  {
+    Statement b(db_, path_, "SELECT 1 FROM backup_jobs WHERE id = ?1");
+    b.bind(1, v.backup_id);
+    if (!b.step()) throw Error(ENOENT, "backup '" + v.backup_id + "' is not in the catalog", path_);
+  }
+  int64_t id = 0;
+  {
+    Statement sel(db_, path_, "SELECT id FROM volumes WHERE backup_id = ?1 AND name = ?2");
+    sel.bind(1, v.backup_id).bind(2, v.name);
+    if (sel.step()) id = sel.column_int(0);
+  }
+  const std::string fs_type = v.fs_type.empty() ? "unknown" : v.fs_type;
+  if (id != 0) {
+    Statement up(db_, path_, "UPDATE volumes SET fs_type = ?2, offset_bytes = ?3, length_bytes = ?4 WHERE id = ?1");
+    up.bind(1, id).bind(2, fs_type).bind(3, static_cast<int64_t>(v.offset)).bind(4, static_cast<int64_t>(v.length));
+    up.run();
+  } else {
+    {
+      // The next AUTOINCREMENT id; refuse clearly rather than through CHECK.
+      Statement seq(db_, path_, "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'volumes'), 0)");
+      if (seq.step() && seq.column_int(0) >= kMaxVolumeId)
+        throw Error(ENOSPC, "volume ids exhausted (node-id namespace holds " + std::to_string(kMaxVolumeId) + ")",
+                    path_);
+    }
+    Statement ins(db_, path_,
+                  "INSERT INTO volumes (backup_id, name, fs_type, offset_bytes, length_bytes)"
+                  " VALUES (?1, ?2, ?3, ?4, ?5)");
+    ins.bind(1, v.backup_id)
+        .bind(2, v.name)
+        .bind(3, fs_type)
+        .bind(4, static_cast<int64_t>(v.offset))
+        .bind(5, static_cast<int64_t>(v.length))
+        .run();
+    id = sqlite3_last_insert_rowid(db_);
+  }
+  tx.commit();
+  return id;
+}
+
+std::vector<VolumeRecord> Catalog::volumes_of(const std::string& backup_id) {
+  std::lock_guard lock(mutex_);
+  Statement st(db_, path_,
+               (std::string("SELECT ") + kVolumeColumns + " FROM volumes WHERE backup_id = ?1 ORDER BY id").c_str());
+  st.bind(1, backup_id);
+  std::vector<VolumeRecord> out;
+  while (st.step()) out.push_back(volume_from_row(st));
+  return out;
+}
+
+std::vector<VolumeRecord> Catalog::list_volumes() {
+  std::lock_guard lock(mutex_);
+  Statement st(db_, path_, (std::string("SELECT ") + kVolumeColumns + " FROM volumes ORDER BY id").c_str());
+  std::vector<VolumeRecord> out;
+  while (st.step()) out.push_back(volume_from_row(st));
+  return out;
+}
+
+// ---- restore_mounts --------------------------------------------------------
+
+std::string Catalog::begin_mount(const std::string& backup_id, const std::string& mount_path,
+                                 const std::string& attach_mode, int64_t idle_timeout) {
+  const std::string mode = attach_mode.empty() ? "userspace" : attach_mode;
+  if (mode != "userspace" && mode != "kernel")
+    throw Error(EINVAL, "attach mode must be userspace or kernel, not '" + mode + "'", path_);
+  const int64_t now = now_seconds();
+  std::string id = new_uuid_v4();
+
+  std::lock_guard lock(mutex_);
+  Transaction tx(db_, path_);
+  {
+    Statement b(db_, path_, "SELECT 1 FROM backup_jobs WHERE id = ?1");
+    b.bind(1, backup_id);
+    if (!b.step()) throw Error(ENOENT, "backup '" + backup_id + "' is not in the catalog", path_);
+  }
+  Statement st(db_, path_,
+               "INSERT INTO restore_mounts (id, backup_id, mount_path, nbd_device, filesystem_type, mount_mode,"
+               " status, created_at, last_accessed_at, expires_at, attach_mode, owner_pid, error)"
+               " VALUES (?1, ?2, ?3, NULL, NULL, 'read-only', 'mounting', ?4, ?4, ?5, ?6, ?7, NULL)");
+  st.bind(1, id)
+      .bind(2, backup_id)
+      .bind(3, mount_path)
+      .bind(4, to_iso8601(now))
+      .bind(5, to_iso8601(now + idle_timeout))
+      .bind(6, mode)
+      .bind(7, static_cast<int64_t>(::getpid()))
+      .run();
+  tx.commit();
+  own_mounts_.insert(id);
+  return id;
+}
+
+void Catalog::set_mount_status(const std::string& mount_id, const std::string& status,
+                               const std::string& filesystem_type, const std::string& error) {
+  if (status != "mounting" && status != "mounted" && status != "unmounting" && status != "failed")
+    throw Error(EINVAL, "mount status must be mounting, mounted, unmounting or failed, not '" + status + "'", path_);
+  std::lock_guard lock(mutex_);
+  // A row removed meanwhile (its backup was removed) is not an error: nothing to update.
+  Statement st(db_, path_,
+               "UPDATE restore_mounts SET status = ?2,"
+               " filesystem_type = CASE WHEN ?3 = '' THEN filesystem_type ELSE ?3 END,"
+               " error = CASE WHEN ?4 <> '' THEN ?4 WHEN ?2 = 'failed' THEN error ELSE NULL END"
+               " WHERE id = ?1");
+  st.bind(1, mount_id).bind(2, status).bind(3, filesystem_type).bind(4, error).run();
+}
+
+void Catalog::touch_mounts(const std::vector<std::pair<std::string, int64_t>>& accesses, int64_t idle_timeout) {
+  if (accesses.empty()) return;
+  std::lock_guard lock(mutex_);
+  Transaction tx(db_, path_);
+  Statement st(db_, path_, "UPDATE restore_mounts SET last_accessed_at = ?2, expires_at = ?3 WHERE id = ?1");
+  for (const auto& [id, when] : accesses) {
+    st.bind(1, id).bind(2, to_iso8601(when)).bind(3, to_iso8601(when + idle_timeout)).run();
+    st.reset();
+  }
+  tx.commit();
+}
+
+void Catalog::end_mount(const std::string& mount_id) {
+  std::lock_guard lock(mutex_);
+  Statement st(db_, path_, "DELETE FROM restore_mounts WHERE id = ?1");
+  st.bind(1, mount_id).run();
+  own_mounts_.erase(mount_id);
+}
+
+std::vector<MountRecord> Catalog::list_mounts() {
+  std::lock_guard lock(mutex_);
+  Statement st(db_, path_,
+               (std::string("SELECT ") + kMountColumns + " FROM restore_mounts ORDER BY created_at, id").c_str());
+  std::vector<MountRecord> out;
+  while (st.step()) out.push_back(mount_from_row(st));
+  return out;
+}
+
+std::vector<MountRecord> Catalog::reconcile_mounts(const std::string& mount_path) {
+  static const std::string kReason = "reconciled after unclean shutdown";
+  std::lock_guard lock(mutex_);
+  Transaction tx(db_, path_);
+  std::vector<MountRecord> stale;
+  {
+    Statement st(db_, path_,
+                 (std::string("SELECT ") + kMountColumns +
+                  " FROM restore_mounts WHERE mount_path = ?1 AND status <> 'failed' ORDER BY created_at, id")
+                     .c_str());
+    st.bind(1, mount_path);
+    while (st.step()) {
+      MountRecord m = mount_from_row(st);
+      if (!own_mounts_.contains(m.id)) stale.push_back(std::move(m));
+    }
+  }
+  for (const MountRecord& m : stale) {
+    Statement up(db_, path_, "UPDATE restore_mounts SET status = 'failed', error = ?2 WHERE id = ?1");
+    up.bind(1, m.id).bind(2, kReason).run();
+  }
+  tx.commit();
+  return stale;
+}
+
+}  // namespace sendense

@@ -10,6 +10,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -68,6 +69,7 @@ class Catalog {
 
   const std::string& path() const { return path_; }
   int schema_version();
+  static int latest_schema_version();  // the highest migration this build knows
 
   // Backups. upsert keeps `num` of an existing id.
   void upsert_backup(const BackupRecord& b);
@@ -91,21 +93,49 @@ class Catalog {
   void end_mount(const std::string& mount_id);         // deletes the row
   std::vector<MountRecord> list_mounts();
   // Rows of `mount_path` left by a run that is gone (status not failed):
-  // marked failed with error "reconciled after unclean shutdown". Returns them.
+  // marked failed with error "reconciled after unclean shutdown". Returns them
+  // as they were found (status before the change).
+  // "A run that is gone" = every row not begun through this Catalog object
+  // (owner_pid alone cannot tell: a daemon in a container is PID 1 each run);
+  // call it after taking the single-instance lock for `mount_path`.
   std::vector<MountRecord> reconcile_mounts(const std::string& mount_path);
 
  private:
   std::string path_;
   sqlite3* db_ = nullptr;
   std::mutex mutex_;
+  std::set<std::string> own_mounts_;  // ids begun through this object (guarded by mutex_)
 };
+
+// "2026-11-24T04:30:00Z" from Unix seconds, and back. parse_iso8601 accepts
+// "YYYY-MM-DD[T| ]hh:mm[:ss[.fff]][Z|+hh:mm|-hh:mm]" and "YYYY-MM-DD" (UTC
+// unless an offset is given); std::nullopt if the text is not such a time.
+std::string to_iso8601(int64_t unix_seconds);
+std::optional<int64_t> parse_iso8601(const std::string& text);
 
 struct ImportReport {
   std::vector<std::string> added;
   std::vector<std::string> updated;
   std::vector<std::string> unchanged;
-  std::vector<std::string> errors;   // "path: reason"
+  std::vector<std::string> errors;   // "path: reason" (not imported)
+  std::vector<std::string> warnings; // "path: note" (imported, e.g. backing file not in the catalog)
+  std::vector<std::string> missing;  // ids of cataloged backups under `dir` whose image file is gone (kept)
 };
+
+// What import makes of one image file, without the catalog: the record
+// (canonical image_path, id = file stem, vm and created_at from a
+// "backup-<vm>-<YYYYMMDDhhmmss>" name or else the parent folder's name and
+// the file's mtime, size, format, kind from the backing file; parent_id
+// empty) plus its backing file. `format` "" means by magic (qcow2 magic,
+// else raw); "qcow2" on a file without the magic throws Error(EINVAL).
+// Throws Error naming the file if it cannot be read or its qcow2 header is
+// damaged, or if the backing name is a protocol or "json:" name.
+struct ImageDescription {
+  BackupRecord record;
+  std::string backing_name;   // as stored in the qcow2 header ("" for none)
+  std::string backing_path;   // canonical path of the backing file; "" if none or missing
+};
+ImageDescription describe_image(const std::string& path, const std::string& format = {});
 
 // Walks `dir` recursively: every qcow2 (by magic) or raw (.raw/.img) image
 // becomes a backup. Ids/vm/time from "backup-<vm>-<YYYYMMDDhhmmss>" names,
