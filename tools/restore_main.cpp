@@ -1,1 +1,78 @@
-int main() { return 1; }  // placeholder
+// sendense-restore: the operator's CLI. Parses the command words and
+// dispatches to tools/cli/; every error becomes one line on stderr.
+#include <cstring>
+#include <exception>
+#include <iostream>
+#include <string>
+
+#include "readers/common/error.h"
+#include "readers/common/log.h"
+#include "tools/cli/commands.h"
+
+namespace {
+
+constexpr const char* kUsage = R"(usage: sendense-restore COMMAND [ARGS]
+
+  catalog import DIR [--catalog DB]
+      Add every backup image under DIR (qcow2 by magic, raw *.raw/*.img).
+      Ids, vm and time from backup-<vm>-<YYYYMMDDhhmmss> names, else the file
+      stem, parent folder and mtime. Re-running is idempotent.
+  catalog add --id ID --path IMAGE [--vm NAME] [--time ISO8601]
+              [--format qcow2|raw] [--parent ID] [--catalog DB]
+      Add or update one backup.
+  catalog list [--json] [--catalog DB]
+  catalog remove ID [--catalog DB]
+      Forget a backup (its volumes and mount rows too); the image stays.
+  status [--json] [--catalog DB]
+      What the daemon has attached: status, mode, device, volumes, idle time.
+  inspect IMAGE [--format qcow2|raw] [--json]
+      The qcow2 chain, partition table and volumes of one image.
+
+  --catalog DB defaults to /var/lib/sendense-restore/catalog.db.
+  Exit status: 0 ok, 1 error, 2 usage error.
+)";
+
+bool wants_help(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--") == 0) return false;
+    if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) return true;
+  }
+  return false;
+}
+
+int dispatch(int argc, char** argv) {
+  using namespace sendense::cli;
+  const std::string cmd = argc > 1 ? argv[1] : "";
+  if (cmd == "catalog") {
+    const std::string sub = argc > 2 ? argv[2] : "";
+    if (sub == "import") return catalog_import(argc, argv, 3);
+    if (sub == "add") return catalog_add(argc, argv, 3);
+    if (sub == "list") return catalog_list(argc, argv, 3);
+    if (sub == "remove") return catalog_remove(argc, argv, 3);
+    throw UsageError(sub.empty() ? "catalog needs a subcommand (import, add, list, remove)"
+                                 : "unknown catalog subcommand '" + sub + "'");
+  }
+  if (cmd == "status") return status(argc, argv, 2);
+  if (cmd == "inspect") return inspect(argc, argv, 2);
+  throw UsageError(cmd.empty() ? "missing command" : "unknown command '" + cmd + "'");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (wants_help(argc, argv)) {
+    std::cout << kUsage;
+    return 0;
+  }
+  // Library log lines (e.g. a migration) stay out of the way of the output.
+  sendense::log::set_level(sendense::log::Level::warn);
+  try {
+    return dispatch(argc, argv);
+  } catch (const sendense::cli::UsageError& e) {
+    std::cerr << "sendense-restore: " << e.what() << " (see sendense-restore --help)\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "sendense-restore: " << e.what() << "\n";
+    return 1;
+  }
+}

@@ -1,0 +1,135 @@
+// catalog import / add / list / remove.
+#include <unistd.h>
+
+#include <filesystem>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "catalog/catalog.h"
+#include "readers/common/error.h"
+#include "tools/cli/commands.h"
+#include "tools/cli/format.h"
+
+namespace sendense::cli {
+
+namespace {
+
+// Commands that only read refuse a catalog that does not exist instead of
+// creating an empty one at a mistyped path.
+void require_existing(const std::string& db) {
+  std::error_code ec;
+  if (!std::filesystem::exists(db, ec)) throw Error(ENOENT, "catalog not found (give --catalog DB)", db);
+}
+
+nlohmann::json to_json(const BackupRecord& b) {
+  return {{"id", b.id},
+          {"num", b.num},
+          {"vm", b.vm},
+          {"time", to_iso8601(b.created_at)},
+          {"kind", b.kind},
+          {"parent", b.parent_id.empty() ? nlohmann::json(nullptr) : nlohmann::json(b.parent_id)},
+          {"format", b.format},
+          {"size", b.size},
+          {"path", b.image_path},
+          {"status", b.status}};
+}
+
+}  // namespace
+
+int catalog_import(int argc, char** argv, int first) {
+  const Args args = parse_args(argc, argv, first, {"--catalog"}, {});
+  expect_positionals(args, {"DIR"});
+  Catalog catalog(args.value_or("--catalog", kDefaultCatalog));
+  const ImportReport r = import_repository(catalog, args.positional[0]);
+
+  for (const auto& id : r.added) std::cout << "added      " << id << "\n";
+  for (const auto& id : r.updated) std::cout << "updated    " << id << "\n";
+  for (const auto& id : r.missing) std::cout << "missing    " << id << " (image file gone; kept in the catalog)\n";
+  for (const auto& w : r.warnings) std::cerr << "sendense-restore: warning: " << w << "\n";
+  for (const auto& e : r.errors) std::cerr << "sendense-restore: error: " << e << "\n";
+  std::cout << r.added.size() << " added, " << r.updated.size() << " updated, " << r.unchanged.size()
+            << " unchanged, " << r.errors.size() << " errors, " << r.missing.size() << " missing\n";
+  return r.errors.empty() ? 0 : 1;
+}
+
+int catalog_add(int argc, char** argv, int first) {
+  const Args args =
+      parse_args(argc, argv, first, {"--id", "--path", "--vm", "--time", "--format", "--parent", "--catalog"}, {});
+  expect_positionals(args, {});
+  const std::string id = args.required("--id");
+  const std::string path = args.required("--path");
+  const auto format = args.value("--format");
+  if (format && *format != "qcow2" && *format != "raw")
+    throw UsageError("--format must be qcow2 or raw, not '" + *format + "'");
+  std::optional<int64_t> when;
+  if (auto t = args.value("--time")) {
+    when = parse_iso8601(*t);
+    if (!when) throw UsageError("--time '" + *t + "' is not an ISO-8601 time (e.g. 2026-01-01T12:00:00Z)");
+  }
+
+  Catalog catalog(args.value_or("--catalog", kDefaultCatalog));
+  ImageDescription d = describe_image(path, format.value_or(""));
+  BackupRecord& b = d.record;
+  b.id = id;
+  if (auto vm = args.value("--vm")) b.vm = *vm;
+  if (when) b.created_at = *when;
+  if (auto parent = args.value("--parent")) {
+    if (!catalog.find_backup(*parent)) throw Error(ENOENT, "parent backup '" + *parent + "' is not in the catalog", catalog.path());
+    b.parent_id = *parent;
+    b.kind = "incremental";
+  } else if (!d.backing_name.empty()) {
+    for (const BackupRecord& other : catalog.list_backups()) {
+      if (!d.backing_path.empty() && other.image_path == d.backing_path && other.id != b.id) {
+        b.parent_id = other.id;
+        break;
+      }
+    }
+    if (b.parent_id.empty())
+      std::cerr << "sendense-restore: warning: " << b.image_path << ": backing file '" << d.backing_name
+                << "' is not a cataloged backup; added without parent\n";
+  }
+  const bool existed = catalog.find_backup(b.id).has_value();
+  catalog.upsert_backup(b);
+  std::cout << (existed ? "updated " : "added ") << b.id << " (" << b.format << ", " << b.kind
+            << (b.parent_id.empty() ? "" : ", parent " + b.parent_id) << ")\n";
+  return 0;
+}
+
+int catalog_list(int argc, char** argv, int first) {
+  const Args args = parse_args(argc, argv, first, {"--catalog"}, {"--json"});
+  expect_positionals(args, {});
+  const std::string db = args.value_or("--catalog", kDefaultCatalog);
+  require_existing(db);
+  Catalog catalog(db);
+  const auto backups = catalog.list_backups();
+  if (args.flag("--json")) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& b : backups) out.push_back(to_json(b));
+    std::cout << out.dump(2) << "\n";
+    return 0;
+  }
+  std::vector<std::vector<std::string>> rows{{"ID", "VM", "TIME", "KIND", "PARENT", "FORMAT", "SIZE", "PATH"}};
+  for (const auto& b : backups)
+    rows.push_back({b.id, b.vm, to_iso8601(b.created_at), b.kind, b.parent_id.empty() ? "-" : b.parent_id, b.format,
+                    human_size(b.size), b.image_path});
+  std::cout << table(rows);
+  return 0;
+}
+
+int catalog_remove(int argc, char** argv, int first) {
+  const Args args = parse_args(argc, argv, first, {"--catalog"}, {});
+  expect_positionals(args, {"ID"});
+  const std::string db = args.value_or("--catalog", kDefaultCatalog);
+  require_existing(db);
+  Catalog catalog(db);
+  const std::string& id = args.positional[0];
+  std::vector<std::string> children;
+  for (const auto& b : catalog.list_backups())
+    if (b.parent_id == id) children.push_back(b.id);
+  if (!catalog.remove_backup(id)) throw Error(ENOENT, "no backup '" + id + "' in the catalog", db);
+  std::cout << "removed " << id << " (the image file is left in place)\n";
+  for (const auto& c : children) std::cout << "note: " << c << " no longer has a parent in the catalog\n";
+  return 0;
+}
+
+}  // namespace sendense::cli
