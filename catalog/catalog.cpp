@@ -309,6 +309,7 @@ int Catalog::schema_version() {
 void Catalog::upsert_backup(const BackupRecord& in) {
   BackupRecord b = in;
   check_name(b.id, "backup id", path_);
+  if (b.id == "by-vm") throw Error(EINVAL, "backup id 'by-vm' is reserved (a folder of the restore tree)", path_);
   check_name(b.vm, "vm name", path_);
   if (b.format != "qcow2" && b.format != "raw")
     throw Error(EINVAL, "backup " + b.id + ": format must be qcow2 or raw, not '" + b.format + "'", path_);
