@@ -1,0 +1,290 @@
+// Integration harness: the fixtures made by tests/fixtures/make-fixtures.sh,
+// and the real sendense-restorefs daemon on a real FUSE mount.
+//
+// Header-only so the daemon_test target stays one source file.
+//
+// RestoreDaemon starts `sendense-restorefs MOUNT --catalog DB -f ...` as a
+// child with stdout+stderr in a log file, waits (bounded) until the mount is
+// in /proc/self/mountinfo, and stop() sends SIGTERM, waits and checks the
+// mount is gone. Its destructor is the safety net: SIGKILL and `umount -l`
+// so a failing test never leaves a mount or a process behind.
+#pragma once
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/support/test_support.h"
+
+namespace sendense::test {
+
+inline std::string build_dir() { return SENDENSE_BUILD_DIR; }
+inline std::string fixtures_dir() { return SENDENSE_FIXTURES_DIR; }
+inline std::string restorefs_binary() { return build_dir() + "/sendense-restorefs"; }
+inline std::string cli_binary() { return build_dir() + "/sendense-restore"; }
+
+inline bool file_exists(const std::string& path) {
+  struct stat st {};
+  return ::lstat(path.c_str(), &st) == 0;
+}
+
+// KEY="value" lines of OUTDIR/manifest.env.
+class Manifest {
+ public:
+  explicit Manifest(const std::string& path) {
+    std::ifstream in(path);
+    if (!in) throw std::runtime_error("cannot read " + path);
+    std::string line;
+    while (std::getline(in, line)) {
+      auto eq = line.find('=');
+      if (line.empty() || line[0] == '#' || eq == std::string::npos) continue;
+      std::string value = line.substr(eq + 1);
+      if (value.size() >= 2 && value.front() == '"' && value.back() == '"') value = value.substr(1, value.size() - 2);
+      values_[line.substr(0, eq)] = value;
+    }
+  }
+  std::string operator[](const std::string& key) const {
+    auto it = values_.find(key);
+    if (it == values_.end()) throw std::runtime_error("manifest.env has no " + key);
+    return it->second;
+  }
+  std::vector<std::string> list(const std::string& key) const {
+    std::vector<std::string> out;
+    std::istringstream in((*this)[key]);
+    std::string word;
+    while (in >> word) out.push_back(word);
+    return out;
+  }
+
+ private:
+  std::map<std::string, std::string> values_;
+};
+
+// Mount points listed in /proc/self/mountinfo (octal escapes decoded), with
+// their per-mount options and filesystem type.
+struct MountEntry {
+  std::string mount_point;
+  std::string mount_options;  // per-mount (ro, nosuid, nodev, ...)
+  std::string fs_type;
+};
+
+inline std::string unescape_mountinfo(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\\' && i + 3 < s.size()) {
+      int v = 0;
+      bool ok = true;
+      for (size_t k = 1; k <= 3; ++k) {
+        char c = s[i + k];
+        if (c < '0' || c > '7') ok = false;
+        v = v * 8 + (c - '0');
+      }
+      if (ok) {
+        out += static_cast<char>(v);
+        i += 3;
+        continue;
+      }
+    }
+    out += s[i];
+  }
+  return out;
+}
+
+inline std::vector<MountEntry> read_mountinfo() {
+  std::vector<MountEntry> out;
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream ls(line);
+    std::vector<std::string> f;
+    std::string w;
+    while (ls >> w) f.push_back(w);
+    if (f.size() < 7) continue;
+    size_t dash = 6;
+    while (dash < f.size() && f[dash] != "-") ++dash;
+    MountEntry e;
+    e.mount_point = unescape_mountinfo(f[4]);
+    e.mount_options = f[5];
+    if (dash + 1 < f.size()) e.fs_type = f[dash + 1];
+    out.push_back(e);
+  }
+  return out;
+}
+
+inline bool is_mounted(const std::string& path) {
+  for (const auto& e : read_mountinfo())
+    if (e.mount_point == path) return true;
+  return false;
+}
+
+// Polls `pred` every 100 ms until it holds or `timeout` passes.
+inline bool wait_for(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    if (pred()) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
+class RestoreDaemon {
+ public:
+  RestoreDaemon(std::string mount_point, std::string catalog, std::string log_path)
+      : mount_point_(std::move(mount_point)), catalog_(std::move(catalog)), log_path_(std::move(log_path)) {}
+  ~RestoreDaemon() { force_cleanup(); }
+  RestoreDaemon(const RestoreDaemon&) = delete;
+  RestoreDaemon& operator=(const RestoreDaemon&) = delete;
+
+  bool running() const { return pid_ > 0; }
+  const std::string& log_path() const { return log_path_; }
+
+  // Starts the daemon in the foreground (-f) as a child process; appends to
+  // the log. Returns "" when the mount appeared, else why not.
+  std::string start(const std::vector<std::string>& extra_args) {
+    if (pid_ > 0) return "already running";
+    std::vector<std::string> args = {restorefs_binary(), mount_point_, "--catalog", catalog_, "-f",
+                                     "--log-level", "debug"};
+    args.insert(args.end(), extra_args.begin(), extra_args.end());
+    std::string cmdline;
+    for (const auto& a : args) cmdline += (cmdline.empty() ? "" : " ") + a;
+    {
+      std::ofstream log(log_path_, std::ios::app);
+      log << "=== harness: starting " << cmdline << "\n";
+    }
+    int fd = ::open(log_path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return "cannot open log " + log_path_;
+    pid_t pid = ::fork();
+    if (pid < 0) {
+      ::close(fd);
+      return "fork failed";
+    }
+    if (pid == 0) {
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+      int devnull = ::open("/dev/null", O_RDONLY);
+      if (devnull >= 0) ::dup2(devnull, 0);
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv(argv[0], argv.data());
+      std::perror("execv sendense-restorefs");
+      ::_exit(127);
+    }
+    ::close(fd);
+    pid_ = pid;
+    bool up = wait_for(
+        [&] {
+          if (is_mounted(mount_point_)) return true;
+          int st = 0;
+          if (::waitpid(pid_, &st, WNOHANG) == pid_) {
+            exit_status_ = st;
+            pid_ = -1;
+            return true;  // exited: stop waiting
+          }
+          return false;
+        },
+        std::chrono::seconds(15));
+    if (pid_ < 0) return "daemon exited before mounting (" + describe_status(exit_status_) + "); log:\n" + log();
+    if (!up) return "mount did not appear in /proc/self/mountinfo within 15 s; log:\n" + log();
+    return {};
+  }
+
+  // SIGTERM (or `sig`), wait up to 20 s. Returns "" when the daemon exited 0
+  // and the mount is gone, else what went wrong (after cleaning up).
+  std::string stop(int sig = SIGTERM) {
+    if (pid_ <= 0) return is_mounted(mount_point_) ? "not running but still mounted" : "";
+    ::kill(pid_, sig);
+    int st = 0;
+    bool exited = wait_for(
+        [&] { return ::waitpid(pid_, &st, WNOHANG) == pid_; }, std::chrono::seconds(20));
+    std::string problem;
+    if (!exited) {
+      problem = "daemon did not exit within 20 s of signal " + std::to_string(sig);
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, &st, 0);
+    } else if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
+      problem = "daemon exit status: " + describe_status(st);
+    }
+    pid_ = -1;
+    exit_status_ = st;
+    if (is_mounted(mount_point_)) {
+      problem += (problem.empty() ? "" : "; ") + std::string("mount still present after the daemon exited");
+      run("umount -l " + shell_quote(mount_point_));
+    }
+    return problem;
+  }
+
+  // Last resort: never leave a process or a mount behind.
+  void force_cleanup() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGTERM);
+      int st = 0;
+      if (!wait_for([&] { return ::waitpid(pid_, &st, WNOHANG) == pid_; }, std::chrono::seconds(10))) {
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, &st, 0);
+      }
+      pid_ = -1;
+    }
+    if (is_mounted(mount_point_)) run("umount -l " + shell_quote(mount_point_));
+  }
+
+  std::string log() const {
+    std::ifstream in(log_path_);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+
+  static std::string describe_status(int st) {
+    if (WIFEXITED(st)) return "exit " + std::to_string(WEXITSTATUS(st));
+    if (WIFSIGNALED(st)) return std::string("killed by signal ") + std::to_string(WTERMSIG(st));
+    return "status " + std::to_string(st);
+  }
+
+ private:
+  std::string mount_point_;
+  std::string catalog_;
+  std::string log_path_;
+  pid_t pid_ = -1;
+  int exit_status_ = 0;
+};
+
+// Shell snippets used to compare trees.
+
+// One line per entry: path, type, mode, owner, nlink, mtime with
+// nanoseconds, size (not for folders), symlink target. Sorted.
+inline std::string tree_listing_command(const std::string& dir, bool skip_lost_found) {
+  std::string prune = skip_lost_found ? "-path ./lost+found -prune -o " : "";
+  return "cd " + shell_quote(dir) + " && { find . " + prune + "-type d -printf '%p d %m %U %G %n %T@\\n'; find . " +
+         prune + "! -type d -printf '%p %y %m %U %G %n %T@ %s %l\\n'; } | LC_ALL=C sort";
+}
+
+inline std::string checksums_command(const std::string& dir, bool skip_lost_found) {
+  std::string prune = skip_lost_found ? "-path ./lost+found -prune -o " : "";
+  return "cd " + shell_quote(dir) + " && find . " + prune +
+         "-type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum";
+}
+
+// rsync's own view: content (--checksum), permissions, owners, times, hard
+// links, ACLs, xattrs, devices, and extra or missing names (--delete).
+inline std::string rsync_compare_command(const std::string& actual, const std::string& expected,
+                                         bool skip_lost_found) {
+  return "rsync -aHAX --dry-run --itemize-changes --checksum --delete " +
+         std::string(skip_lost_found ? "--exclude=/lost+found " : "") + shell_quote(actual + "/") + " " +
+         shell_quote(expected + "/");
+}
+
+}  // namespace sendense::test
