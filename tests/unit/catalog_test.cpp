@@ -1,1 +1,574 @@
-// placeholder until the tests land
+// The catalog on real SQLite files, import over real qemu-img images, and the
+// `sendense-restore` CLI run as a process.
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
+
+#include "catalog/catalog.h"
+#include "readers/common/error.h"
+#include "tests/support/test_support.h"
+
+namespace sendense {
+namespace {
+
+namespace fs = std::filesystem;
+using test::run;
+using test::run_ok;
+using test::shell_quote;
+using test::TempDir;
+
+// A second, plain connection for checking what is really on disk.
+struct RawDb {
+  explicit RawDb(const std::string& path) {
+    if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK)
+      throw std::runtime_error("cannot open " + path);
+  }
+  ~RawDb() { sqlite3_close_v2(db); }
+  std::string text(const std::string& sql) {
+    sqlite3_stmt* st = nullptr;
+    std::string out;
+    if (sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) != SQLITE_OK)
+      throw std::runtime_error(sqlite3_errmsg(db));
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
+      out = reinterpret_cast<const char*>(sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    return out;
+  }
+  sqlite3* db = nullptr;
+};
+
+BackupRecord backup(const std::string& id, const std::string& parent = {}) {
+  BackupRecord b;
+  b.id = id;
+  b.vm = "vm1";
+  b.image_path = "/repo/" + id + ".qcow2";
+  b.format = "qcow2";
+  b.parent_id = parent;
+  b.kind = parent.empty() ? "full" : "incremental";
+  b.created_at = 1767268800;  // 2026-01-01T12:00:00Z
+  b.size = 4096;
+  return b;
+}
+
+// ---- schema and storage ----------------------------------------------------
+
+TEST(Catalog, MigrationsAppliedOnceAndReopenKeepsData) {
+  TempDir dir;
+  const std::string db = dir / "catalog.db";
+  {
+    Catalog c(db);
+    EXPECT_EQ(c.schema_version(), Catalog::latest_schema_version());
+    c.upsert_backup(backup("b1"));
+  }
+  {
+    Catalog c(db);  // reopen: nothing re-applied, data kept
+    EXPECT_EQ(c.schema_version(), Catalog::latest_schema_version());
+    auto b = c.find_backup("b1");
+    ASSERT_TRUE(b);
+    EXPECT_EQ(b->vm, "vm1");
+    EXPECT_EQ(b->created_at, 1767268800);
+    EXPECT_EQ(b->status, "completed");
+    EXPECT_GT(b->num, 0);
+  }
+  RawDb raw(db);
+  EXPECT_EQ(raw.text("SELECT COUNT(*) FROM schema_migrations"), std::to_string(Catalog::latest_schema_version()));
+  EXPECT_EQ(raw.text("SELECT created_at FROM backup_jobs WHERE id = 'b1'"), "2026-01-01T12:00:00Z");
+}
+
+TEST(Catalog, WalModeAndForeignKeys) {
+  TempDir dir;
+  const std::string db = dir / "catalog.db";
+  Catalog c(db);
+  RawDb raw(db);
+  EXPECT_EQ(raw.text("PRAGMA journal_mode"), "wal");  // persistent in the file
+  c.upsert_backup(backup("b1"));
+  EXPECT_TRUE(fs::exists(db + "-wal"));
+}
+
+TEST(Catalog, OpenErrorNamesTheFile) {
+  TempDir dir;
+  const std::string db = dir / "no/such/folder/catalog.db";
+  try {
+    Catalog c(db);
+    FAIL() << "opened a catalog in a missing folder";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), EIO);
+    EXPECT_NE(std::string(e.what()).find(db), std::string::npos) << e.what();
+  }
+}
+
+TEST(Catalog, NewerSchemaIsRefused) {
+  TempDir dir;
+  const std::string db = dir / "catalog.db";
+  { Catalog c(db); }
+  {
+    RawDb raw(db);
+    raw.text("INSERT INTO schema_migrations (version, applied_at) VALUES (999, '2030-01-01T00:00:00Z')");
+  }
+  EXPECT_THROW(Catalog c(db), Error);
+}
+
+TEST(Catalog, UpsertKeepsNumAndValidates) {
+  TempDir dir;
+  Catalog c(dir / "catalog.db");
+  c.upsert_backup(backup("b1"));
+  const int64_t num = c.find_backup("b1")->num;
+  BackupRecord changed = backup("b1");
+  changed.vm = "vm2";
+  c.upsert_backup(changed);
+  EXPECT_EQ(c.find_backup("b1")->num, num);
+  EXPECT_EQ(c.find_backup("b1")->vm, "vm2");
+
+  BackupRecord bad = backup("b2");
+  bad.format = "vmdk";
+  EXPECT_THROW(c.upsert_backup(bad), Error);
+  EXPECT_THROW(c.upsert_backup(backup("a/b")), Error);
+  EXPECT_THROW(c.upsert_backup(backup("by-vm")), Error);
+  EXPECT_THROW(c.upsert_backup(backup("b3", "no-such-parent")), Error);
+  EXPECT_EQ(c.list_backups().size(), 1u);
+}
+
+TEST(Catalog, RemoveCascadesToVolumesAndMountsAndUnlinksChildren) {
+  TempDir dir;
+  Catalog c(dir / "catalog.db");
+  c.upsert_backup(backup("full"));
+  c.upsert_backup(backup("inc", "full"));
+  c.ensure_volume({0, "full", "part1", "ext4", 1048576, 1 << 20});
+  c.ensure_volume({0, "inc", "part1", "ext4", 1048576, 1 << 20});
+  c.begin_mount("full", "/mnt/r", "userspace", 600);
+  c.begin_mount("inc", "/mnt/r", "userspace", 600);
+
+  EXPECT_TRUE(c.remove_backup("full"));
+  EXPECT_FALSE(c.remove_backup("full"));
+  EXPECT_TRUE(c.volumes_of("full").empty());
+  EXPECT_EQ(c.volumes_of("inc").size(), 1u);
+  auto mounts = c.list_mounts();
+  ASSERT_EQ(mounts.size(), 1u);
+  EXPECT_EQ(mounts[0].backup_id, "inc");
+  auto inc = c.find_backup("inc");
+  ASSERT_TRUE(inc);
+  EXPECT_EQ(inc->parent_id, "");  // ON DELETE SET NULL
+}
+
+TEST(Catalog, VolumeIdsArePermanentAndNeverReused) {
+  TempDir dir;
+  const std::string db = dir / "catalog.db";
+  int64_t p1 = 0, p2 = 0;
+  {
+    Catalog c(db);
+    c.upsert_backup(backup("b1"));
+    p1 = c.ensure_volume({0, "b1", "part1", "ext4", 1048576, 100});
+    p2 = c.ensure_volume({0, "b1", "part2", "unknown", 2097152, 100});
+    EXPECT_NE(p1, p2);
+    EXPECT_GT(p1, 0);
+    // Same (backup, name): same id, updated type.
+    EXPECT_EQ(c.ensure_volume({0, "b1", "part2", "ntfs", 2097152, 100}), p2);
+    EXPECT_EQ(c.volumes_of("b1")[1].fs_type, "ntfs");
+  }
+  Catalog c(db);
+  EXPECT_EQ(c.ensure_volume({0, "b1", "part1", "ext4", 1048576, 100}), p1);
+  ASSERT_TRUE(c.remove_backup("b1"));
+  c.upsert_backup(backup("b1"));
+  const int64_t again = c.ensure_volume({0, "b1", "part1", "ext4", 1048576, 100});
+  EXPECT_GT(again, p2) << "a deleted volume id was handed out again";
+  EXPECT_LT(again, int64_t{1} << 23);
+  EXPECT_THROW(c.ensure_volume({0, "missing", "part1", "ext4", 0, 1}), Error);
+}
+
+TEST(Catalog, ConcurrentEnsureVolumeGivesDistinctIds) {
+  TempDir dir;
+  Catalog c(dir / "catalog.db");
+  c.upsert_backup(backup("b1"));
+  std::vector<std::thread> threads;
+  std::vector<int64_t> ids(8);
+  for (int t = 0; t < 8; ++t)
+    threads.emplace_back([&, t] { ids[t] = c.ensure_volume({0, "b1", "part" + std::to_string(t), "ext4", 0, 1}); });
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(std::set<int64_t>(ids.begin(), ids.end()).size(), 8u);
+  EXPECT_EQ(c.list_volumes().size(), 8u);
+}
+
+TEST(Catalog, MountLifecycle) {
+  TempDir dir;
+  Catalog c(dir / "catalog.db");
+  c.upsert_backup(backup("b1"));
+  const std::string id = c.begin_mount("b1", "/mnt/r", "userspace", 600);
+  ASSERT_EQ(id.size(), 36u);
+  EXPECT_EQ(id[14], '4');  // UUID v4
+  auto rows = c.list_mounts();
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].status, "mounting");
+  EXPECT_EQ(rows[0].attach_mode, "userspace");
+  EXPECT_EQ(rows[0].mount_mode, "read-only");
+  EXPECT_EQ(rows[0].nbd_device, "");
+  EXPECT_EQ(rows[0].owner_pid, ::getpid());
+  EXPECT_EQ(rows[0].expires_at, rows[0].last_accessed_at + 600);
+
+  c.set_mount_status(id, "mounted", "ext4,ntfs");
+  rows = c.list_mounts();
+  EXPECT_EQ(rows[0].status, "mounted");
+  EXPECT_EQ(rows[0].filesystem_type, "ext4,ntfs");
+  EXPECT_THROW(c.set_mount_status(id, "bogus"), Error);
+
+  c.touch_mounts({{id, 1800000000}, {"not-a-mount", 1800000000}}, 300);
+  rows = c.list_mounts();
+  EXPECT_EQ(rows[0].last_accessed_at, 1800000000);
+  EXPECT_EQ(rows[0].expires_at, 1800000300);
+
+  c.set_mount_status(id, "failed", {}, "ext4: bad superblock");
+  EXPECT_EQ(c.list_mounts()[0].error, "ext4: bad superblock");
+  EXPECT_EQ(c.list_mounts()[0].filesystem_type, "ext4,ntfs");
+
+  c.end_mount(id);
+  EXPECT_TRUE(c.list_mounts().empty());
+  EXPECT_THROW(c.begin_mount("no-such-backup", "/mnt/r", "userspace", 600), Error);
+  EXPECT_THROW(c.begin_mount("b1", "/mnt/r", "magic", 600), Error);
+}
+
+TEST(Catalog, ReconcileMarksRowsOfAGoneRunFailed) {
+  TempDir dir;
+  const std::string db = dir / "catalog.db";
+  std::string stale, other_path;
+  {
+    Catalog crashed(db);  // a daemon run that ends without cleaning up
+    crashed.upsert_backup(backup("b1"));
+    stale = crashed.begin_mount("b1", "/mnt/r", "userspace", 600);
+    crashed.set_mount_status(stale, "mounted", "ext4");
+    other_path = crashed.begin_mount("b1", "/mnt/other", "userspace", 600);
+  }
+  Catalog c(db);
+  const std::string mine = c.begin_mount("b1", "/mnt/r", "userspace", 600);
+  auto reconciled = c.reconcile_mounts("/mnt/r");
+  ASSERT_EQ(reconciled.size(), 1u);
+  EXPECT_EQ(reconciled[0].id, stale);
+  EXPECT_EQ(reconciled[0].status, "mounted");  // as found
+
+  for (const auto& m : c.list_mounts()) {
+    if (m.id == stale) {
+      EXPECT_EQ(m.status, "failed");
+      EXPECT_EQ(m.error, "reconciled after unclean shutdown");
+    } else {
+      EXPECT_EQ(m.status, "mounting") << m.id;  // own row and other mount point untouched
+    }
+  }
+  EXPECT_TRUE(c.reconcile_mounts("/mnt/r").empty());  // failed rows are not reported twice
+  (void)mine;
+  (void)other_path;
+}
+
+TEST(Catalog, Iso8601) {
+  EXPECT_EQ(to_iso8601(0), "1970-01-01T00:00:00Z");
+  EXPECT_EQ(to_iso8601(1767268800), "2026-01-01T12:00:00Z");
+  EXPECT_EQ(parse_iso8601("2026-01-01T12:00:00Z"), 1767268800);
+  EXPECT_EQ(parse_iso8601("2026-01-01 12:00:00"), 1767268800);
+  EXPECT_EQ(parse_iso8601("2026-01-01T12:00:00.250Z"), 1767268800);
+  EXPECT_EQ(parse_iso8601("2026-01-01T14:00:00+02:00"), 1767268800);
+  EXPECT_EQ(parse_iso8601("2026-01-01T12:00"), 1767268800);
+  EXPECT_EQ(parse_iso8601("2026-01-01"), 1767225600);
+  EXPECT_FALSE(parse_iso8601("2026-02-30T00:00:00Z"));
+  EXPECT_FALSE(parse_iso8601("2026-13-01"));
+  EXPECT_FALSE(parse_iso8601("yesterday"));
+  EXPECT_FALSE(parse_iso8601("2026-01-01T12:00:00Zjunk"));
+}
+
+// ---- import ----------------------------------------------------------------
+
+std::string qcow2(const std::string& path, const std::string& backing = {}) {
+  std::string cmd = "qemu-img create -q -f qcow2 ";
+  if (!backing.empty()) cmd += "-b " + shell_quote(backing) + " -F qcow2 ";
+  run_ok(cmd + shell_quote(path) + " 16M");
+  return path;
+}
+
+bool contains(const std::vector<std::string>& v, const std::string& s) {
+  return std::find(v.begin(), v.end(), s) != v.end();
+}
+
+std::string joined(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& s : v) out += s + "\n";
+  return out;
+}
+
+TEST(Import, NamesFoldersParentsAndIdempotence) {
+  SENDENSE_REQUIRE_TOOL("qemu-img");
+  TempDir dir;
+  const std::string repo = dir / "repo";
+  fs::create_directories(repo + "/web01");
+  fs::create_directories(repo + "/vmX");
+  fs::create_directories(repo + "/chain");
+  qcow2(repo + "/web01/backup-web01-20260101120000.qcow2");
+  qcow2(repo + "/vmX/disk.qcow2");
+  run_ok("touch -d @1700000000 " + shell_quote(repo + "/vmX/disk.qcow2"));
+  qcow2(repo + "/chain/full.qcow2");
+  run_ok("cd " + shell_quote(repo + "/chain") + " && qemu-img create -q -f qcow2 -b full.qcow2 -F qcow2 inc.qcow2");
+  run_ok("truncate -s 1M " + shell_quote(repo + "/vmX/data.img"));
+  test::write_file(repo + "/vmX/notes.txt", "not an image");
+  test::write_file(repo + "/vmX/junk.qcow2", std::string(4096, 'x'));
+  test::write_file(repo + "/vmX/cut.qcow2", std::string("QFI\xfb", 4));  // magic, then nothing
+  fs::create_directory_symlink(repo + "/chain", repo + "/vmX/loop");   // not followed
+
+  Catalog c(dir / "catalog.db");
+  ImportReport r = import_repository(c, repo);
+  EXPECT_EQ(r.added.size(), 5u) << joined(r.added) << joined(r.errors);
+  EXPECT_TRUE(r.updated.empty());
+  EXPECT_EQ(r.errors.size(), 2u) << joined(r.errors);
+  bool junk_named = false, cut_named = false;
+  for (const auto& e : r.errors) {
+    junk_named |= e.find("junk.qcow2") != std::string::npos;
+    cut_named |= e.find("cut.qcow2") != std::string::npos;
+  }
+  EXPECT_TRUE(junk_named && cut_named) << joined(r.errors);
+
+  auto web = c.find_backup("backup-web01-20260101120000");
+  ASSERT_TRUE(web);
+  EXPECT_EQ(web->vm, "web01");
+  EXPECT_EQ(web->created_at, *parse_iso8601("2026-01-01T12:00:00Z"));
+  EXPECT_EQ(web->format, "qcow2");
+  EXPECT_EQ(web->kind, "full");
+  EXPECT_EQ(web->image_path, fs::canonical(repo + "/web01/backup-web01-20260101120000.qcow2").string());
+  EXPECT_GT(web->size, 0u);
+
+  auto disk = c.find_backup("disk");
+  ASSERT_TRUE(disk);
+  EXPECT_EQ(disk->vm, "vmX");
+  EXPECT_EQ(disk->created_at, 1700000000);
+
+  auto data = c.find_backup("data");
+  ASSERT_TRUE(data);
+  EXPECT_EQ(data->format, "raw");
+  EXPECT_FALSE(c.find_backup("notes"));
+
+  auto full = c.find_backup("full");
+  auto inc = c.find_backup("inc");
+  ASSERT_TRUE(full && inc);
+  EXPECT_EQ(full->kind, "full");
+  EXPECT_EQ(full->parent_id, "");
+  EXPECT_EQ(inc->kind, "incremental");
+  EXPECT_EQ(inc->parent_id, "full");
+  EXPECT_EQ(inc->vm, "chain");
+
+  // Second run: nothing changes.
+  ImportReport again = import_repository(c, repo);
+  EXPECT_TRUE(again.added.empty()) << joined(again.added);
+  EXPECT_TRUE(again.updated.empty()) << joined(again.updated);
+  EXPECT_EQ(again.unchanged.size(), 5u);
+  EXPECT_EQ(c.find_backup("inc")->num, inc->num);
+
+  // A vanished image is reported, not removed.
+  fs::remove(repo + "/vmX/data.img");
+  ImportReport third = import_repository(c, repo);
+  EXPECT_TRUE(contains(third.missing, "data"));
+  EXPECT_TRUE(c.find_backup("data"));
+}
+
+TEST(Import, IncrementalFindsParentAlreadyInCatalog) {
+  SENDENSE_REQUIRE_TOOL("qemu-img");
+  TempDir dir;
+  fs::create_directories(dir / "a");
+  fs::create_directories(dir / "b");
+  qcow2(dir / "a/base.qcow2");
+  qcow2(dir / "b/top.qcow2", dir / "a/base.qcow2");
+  Catalog c(dir / "catalog.db");
+  import_repository(c, dir / "a");
+  ImportReport r = import_repository(c, dir / "b");
+  ASSERT_TRUE(contains(r.added, "top")) << joined(r.errors);
+  EXPECT_EQ(c.find_backup("top")->parent_id, "base");
+
+  // A backing file outside anything cataloged: imported, with a warning.
+  TempDir other;
+  qcow2(other / "lonely-base.qcow2");
+  fs::create_directories(dir / "c");
+  qcow2(dir / "c/orphan.qcow2", other / "lonely-base.qcow2");
+  ImportReport r2 = import_repository(c, dir / "c");
+  ASSERT_TRUE(contains(r2.added, "orphan")) << joined(r2.errors);
+  EXPECT_EQ(r2.warnings.size(), 1u);
+  EXPECT_EQ(c.find_backup("orphan")->kind, "incremental");
+  EXPECT_EQ(c.find_backup("orphan")->parent_id, "");
+}
+
+TEST(Import, MissingFolderThrows) {
+  TempDir dir;
+  Catalog c(dir / "catalog.db");
+  EXPECT_THROW(import_repository(c, dir / "nope"), Error);
+}
+
+// ---- the CLI ---------------------------------------------------------------
+
+struct Cli {
+  int status;
+  std::string out;   // stdout
+  std::string err;   // stderr
+};
+
+Cli cli(const TempDir& dir, const std::string& args) {
+  const std::string out = dir / ".cli-out", err = dir / ".cli-err";
+  auto r = run(std::string(SENDENSE_CLI) + " " + args + " >" + shell_quote(out) + " 2>" + shell_quote(err));
+  return {r.status, test::read_file(out), test::read_file(err)};
+}
+
+size_t lines(const std::string& s) { return static_cast<size_t>(std::count(s.begin(), s.end(), '\n')); }
+
+TEST(Cli, ImportListRemoveStatus) {
+  SENDENSE_REQUIRE_TOOL("qemu-img");
+  TempDir dir;
+  const std::string repo = dir / "repo", db = dir / "c.db";
+  fs::create_directories(repo);
+  qcow2(repo + "/backup-web01-20260101120000.qcow2");
+  run_ok("cd " + shell_quote(repo) +
+         " && qemu-img create -q -f qcow2 -b backup-web01-20260101120000.qcow2 -F qcow2"
+         " backup-web01-20260102120000.qcow2");
+  const std::string cat = " --catalog " + shell_quote(db);
+
+  Cli r = cli(dir, "catalog import " + shell_quote(repo) + cat);
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("2 added"), std::string::npos) << r.out;
+
+  r = cli(dir, "catalog list --json" + cat);
+  ASSERT_EQ(r.status, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j.size(), 2u);
+  EXPECT_EQ(j[0]["id"], "backup-web01-20260101120000");
+  EXPECT_EQ(j[0]["vm"], "web01");
+  EXPECT_EQ(j[0]["time"], "2026-01-01T12:00:00Z");
+  EXPECT_EQ(j[0]["kind"], "full");
+  EXPECT_TRUE(j[0]["parent"].is_null());
+  EXPECT_EQ(j[1]["parent"], "backup-web01-20260101120000");
+  EXPECT_EQ(j[1]["kind"], "incremental");
+
+  r = cli(dir, "catalog list" + cat);
+  EXPECT_EQ(r.status, 0);
+  EXPECT_EQ(lines(r.out), 3u) << r.out;
+
+  r = cli(dir, "status --json" + cat);
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out).size(), 0u);
+  {
+    Catalog c(db);
+    const std::string id = c.begin_mount("backup-web01-20260101120000", "/mnt/r", "userspace", 600);
+    c.ensure_volume({0, "backup-web01-20260101120000", "part1", "ext4", 1048576, 1 << 20});
+    c.set_mount_status(id, "mounted", "ext4");
+  }
+  r = cli(dir, "status --json" + cat);
+  ASSERT_EQ(r.status, 0) << r.err;
+  j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j.size(), 1u);
+  EXPECT_EQ(j[0]["status"], "mounted");
+  EXPECT_EQ(j[0]["device"], "userspace");
+  EXPECT_EQ(j[0]["volumes"][0]["fs_type"], "ext4");
+  r = cli(dir, "status" + cat);
+  EXPECT_NE(r.out.find("part1:ext4"), std::string::npos) << r.out;
+
+  r = cli(dir, "catalog remove backup-web01-20260101120000" + cat);
+  EXPECT_EQ(r.status, 0) << r.err;
+  r = cli(dir, "catalog remove backup-web01-20260101120000" + cat);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(lines(r.err), 1u) << r.err;
+  EXPECT_NE(r.err.find("backup-web01-20260101120000"), std::string::npos) << r.err;
+}
+
+TEST(Cli, AddDerivesFormatAndParent) {
+  SENDENSE_REQUIRE_TOOL("qemu-img");
+  TempDir dir;
+  const std::string db = dir / "c.db";
+  qcow2(dir / "base.qcow2");
+  qcow2(dir / "top.qcow2", dir / "base.qcow2");
+  const std::string cat = " --catalog " + shell_quote(db);
+  Cli r = cli(dir, "catalog add --id b0 --vm db1 --time 2026-03-01T10:00:00Z --path " +
+                       shell_quote(dir / "base.qcow2") + cat);
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = cli(dir, "catalog add --id b1 --path " + shell_quote(dir / "top.qcow2") + cat);
+  ASSERT_EQ(r.status, 0) << r.err;
+  Catalog c(db);
+  EXPECT_EQ(c.find_backup("b0")->vm, "db1");
+  EXPECT_EQ(c.find_backup("b0")->created_at, *parse_iso8601("2026-03-01T10:00:00Z"));
+  EXPECT_EQ(c.find_backup("b1")->format, "qcow2");
+  EXPECT_EQ(c.find_backup("b1")->parent_id, "b0");
+  EXPECT_EQ(c.find_backup("b1")->kind, "incremental");
+
+  r = cli(dir, "catalog add --id b2 --time notatime --path " + shell_quote(dir / "top.qcow2") + cat);
+  EXPECT_EQ(r.status, 2) << r.err;
+  r = cli(dir, "catalog add --id b3 --path " + shell_quote(dir / "missing.qcow2") + cat);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("missing.qcow2"), std::string::npos) << r.err;
+}
+
+TEST(Cli, UsageErrorsAndHelp) {
+  TempDir dir;
+  EXPECT_EQ(cli(dir, "").status, 2);
+  EXPECT_EQ(cli(dir, "frobnicate").status, 2);
+  EXPECT_EQ(cli(dir, "catalog list --bogus").status, 2);
+  EXPECT_EQ(cli(dir, "catalog import").status, 2);
+  Cli h = cli(dir, "--help");
+  EXPECT_EQ(h.status, 0);
+  EXPECT_NE(h.out.find("catalog import"), std::string::npos);
+  Cli missing = cli(dir, "catalog list --catalog " + shell_quote(dir / "none.db"));
+  EXPECT_EQ(missing.status, 1);
+  EXPECT_NE(missing.err.find("none.db"), std::string::npos);
+  EXPECT_FALSE(fs::exists(dir / "none.db"));
+}
+
+TEST(Cli, InspectImageAndBrokenImage) {
+  SENDENSE_REQUIRE_TOOL("qemu-img");
+  TempDir dir;
+  qcow2(dir / "base.qcow2");
+  qcow2(dir / "top.qcow2", dir / "base.qcow2");
+  Cli r = cli(dir, "inspect --json " + shell_quote(dir / "top.qcow2"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["format"], "qcow2");
+  EXPECT_EQ(j["size"], 16u << 20);
+  ASSERT_EQ(j["chain"].size(), 2u);
+  EXPECT_EQ(j["chain"][0]["backing_name"], dir / "base.qcow2");
+  EXPECT_EQ(j["chain"][0]["virtual_size"], 16u << 20);
+  EXPECT_EQ(j["partition_table"]["scheme"], "none");
+
+  r = cli(dir, "inspect " + shell_quote(dir / "top.qcow2"));
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("chain"), std::string::npos) << r.out;
+
+  std::string bad = std::string("QFI\xfb", 4) + std::string(200, '\xff');
+  test::write_file(dir / "bad.qcow2", bad);
+  r = cli(dir, "inspect " + shell_quote(dir / "bad.qcow2"));
+  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(lines(r.err), 1u) << r.err;
+  EXPECT_NE(r.err.find(dir / "bad.qcow2"), std::string::npos) << r.err;
+}
+
+TEST(Cli, InspectPartitionsAndVolumes) {
+  SENDENSE_REQUIRE_TOOL("qemu-img");
+  SENDENSE_REQUIRE_TOOL("sfdisk");
+  SENDENSE_REQUIRE_TOOL("mkfs.ext4");
+  TempDir dir;
+  const std::string raw = dir / "disk.raw";
+  run_ok("truncate -s 64M " + shell_quote(raw));
+  run_ok("printf 'label: gpt\\n,20M,L\\n,,L\\n' | sfdisk -q " + shell_quote(raw));
+  run_ok("mkfs.ext4 -q -F -E offset=1048576 " + shell_quote(raw) + " 20M");
+  run_ok("qemu-img convert -O qcow2 " + shell_quote(raw) + " " + shell_quote(dir / "disk.qcow2"));
+
+  Cli r = cli(dir, "inspect --json " + shell_quote(dir / "disk.qcow2"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["partition_table"]["scheme"], "gpt");
+  ASSERT_EQ(j["partition_table"]["partitions"].size(), 2u);
+  EXPECT_EQ(j["partition_table"]["partitions"][0]["offset"], 1048576u);
+  EXPECT_EQ(j["partition_table"]["partitions"][0]["length"], 20u << 20);
+  ASSERT_EQ(j["volumes"].size(), 2u);
+  EXPECT_EQ(j["volumes"][0]["name"], "part1");
+  EXPECT_EQ(j["volumes"][0]["fs_type"], "ext4");
+  EXPECT_EQ(j["volumes"][0]["has_reader"], true);
+  EXPECT_EQ(j["volumes"][1]["fs_type"], "unknown");
+  EXPECT_EQ(j["volumes"][1]["has_reader"], false);
+
+  r = cli(dir, "inspect --format raw " + shell_quote(raw));
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("partition table: gpt"), std::string::npos) << r.out;
+}
+
+}  // namespace
+}  // namespace sendense
