@@ -97,7 +97,7 @@ int inspect(int argc, char** argv, int first) {
     std::vector<std::vector<std::string>> rows{{"  NAME", "OFFSET", "LENGTH", "FS", "READER"}};
     for (const auto& v : layout.volumes)
       rows.push_back({"  " + v.name, std::to_string(v.offset), human_size(v.length), to_string(v.type),
-                      has_reader(v.type) ? "userspace" : "none (kernel backend)"});
+                      has_reader(v.type) ? "userspace" : "none"});
     std::cout << table(rows);
   }
   return 0;
