@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <condition_variable>
 #include <filesystem>
 #include <fstream>
@@ -200,7 +201,9 @@ int run_daemon(const DaemonOptions& options) {
   fuse_session_unmount(se.get());
   log::info("stopped", {{"mountpoint", mountpoint}});
   ::close(lock_fd);
-  return rc == 0 ? 0 : 1;
+  // libfuse's signal handler leaves the signal number as the loop's result.
+  const bool clean = rc == 0 || rc == SIGINT || rc == SIGTERM || rc == SIGHUP;
+  return clean ? 0 : 1;
 }
 
 }  // namespace sendense
