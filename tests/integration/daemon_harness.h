@@ -265,10 +265,13 @@ class RestoreDaemon {
 // Shell snippets used to compare trees.
 
 // One line per entry: path, type, mode, owner, nlink, mtime with
-// nanoseconds, size (not for folders), symlink target. Sorted.
+// nanoseconds, size (not for folders), symlink target. Sorted. Without
+// lost+found the folders' link counts are left out (the root's counts it).
 inline std::string tree_listing_command(const std::string& dir, bool skip_lost_found) {
   std::string prune = skip_lost_found ? "-path ./lost+found -prune -o " : "";
-  return "cd " + shell_quote(dir) + " && { find . " + prune + "-type d -printf '%p d %m %U %G %n %T@\\n'; find . " +
+  std::string dir_nlink = skip_lost_found ? "" : " %n";
+  return "cd " + shell_quote(dir) + " && { find . " + prune + "-type d -printf '%p d %m %U %G" + dir_nlink +
+         " %T@\\n'; find . " +
          prune + "! -type d -printf '%p %y %m %U %G %n %T@ %s %l\\n'; } | LC_ALL=C sort";
 }
 
@@ -282,7 +285,8 @@ inline std::string checksums_command(const std::string& dir, bool skip_lost_foun
 // links, ACLs, xattrs, devices, and extra or missing names (--delete).
 inline std::string rsync_compare_command(const std::string& actual, const std::string& expected,
                                          bool skip_lost_found) {
-  return "rsync -aHAX --dry-run --itemize-changes --checksum --delete " +
+  // --modify-window=-1: compare mtimes to the nanosecond (the default is whole seconds).
+  return "rsync -aHAX --modify-window=-1 --dry-run --itemize-changes --checksum --delete " +
          std::string(skip_lost_found ? "--exclude=/lost+found " : "") + shell_quote(actual + "/") + " " +
          shell_quote(expected + "/");
 }

@@ -198,8 +198,8 @@ TEST_F(DaemonTest, FullPart1MatchesSourceTree) {
   // Symlinks come back as stored, never followed.
   EXPECT_EQ(run_ok("readlink " + q(vol(full_, "part1") + "/links/absolute")), "/etc/hostname\n");
   EXPECT_EQ(run_ok("readlink " + q(vol(full_, "part1") + "/links/dangling")), "does-not-exist\n");
-  EXPECT_EQ(run_ok("getfattr --only-values -n user.x " + q(vol(full_, "part1") + "/attrs/xattr-file")), "hello");
-  EXPECT_NE(run_ok("getfacl -p " + q(vol(full_, "part1") + "/attrs/acl-file")).find("user:1000:rw-"),
+  EXPECT_EQ(run_ok("getfattr --absolute-names --only-values -n user.x " + q(vol(full_, "part1") + "/attrs/xattr-file")), "hello");
+  EXPECT_NE(run_ok("getfacl -pn " + q(vol(full_, "part1") + "/attrs/acl-file")).find("user:1000:rw-"),
             std::string::npos);
   EXPECT_EQ(trim(run_ok("ls " + q(vol(full_, "part1") + "/many") + " | wc -l")), "3000");
 }
