@@ -15,6 +15,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <memory>
@@ -101,6 +102,12 @@ class DaemonTest : public ::testing::Test {
       EXPECT_EQ(log.find(bad), std::string::npos) << "daemon log holds \"" << bad << "\"";
     CommandResult sums = run("cd " + q(fx_ + "/repo") + " && sha256sum --quiet -c ../repo.sha256");
     EXPECT_EQ(sums.status, 0) << "an image changed:\n" << sums.output;
+    // SENDENSE_TEST_LOG_DIR=DIR keeps every test's daemon log as DIR/<test>.log.
+    if (const char* keep = std::getenv("SENDENSE_TEST_LOG_DIR"); keep && *keep) {
+      const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+      run("mkdir -p " + q(keep) + " && cp " + q(daemon_->log_path()) + " " +
+          q(std::string(keep) + "/" + info->test_suite_name() + "." + info->name() + ".log"));
+    }
     if (HasFailure()) std::cerr << "---- daemon log (" << daemon_->log_path() << ") ----\n" << tail(log, 80);
   }
 
