@@ -168,6 +168,7 @@ int run_daemon(const DaemonOptions& options) {
   fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), const_cast<char**>(argv.data()));
   fuse_lowlevel_ops ops = make_fuse_operations();
   std::unique_ptr<fuse_session, SessionDeleter> se(fuse_session_new(&args, &ops, sizeof ops, &tree));
+  fuse_opt_free_args(&args);
   if (!se) {
     log::error("startup_failed", {{"error", "fuse_session_new failed (bad -o option?)"}, {"options", opts}});
     ::close(lock_fd);
