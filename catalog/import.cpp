@@ -5,8 +5,8 @@
 #include <algorithm>
 #include <cctype>
 #include <filesystem>
+#include <string_view>
 #include <map>
-#include <regex>
 #include <set>
 
 #include "catalog/catalog.h"
@@ -41,16 +41,21 @@ struct NameFacts {
 };
 
 // "backup-<vm>-<YYYYMMDDhhmmss>" (vm may hold dashes). nullopt otherwise.
+// Parsed by hand: GCC 12's <regex> trips -Wmaybe-uninitialized under -O2 with
+// the sanitizers, and the shape is simple.
 std::optional<NameFacts> parse_backup_name(const std::string& stem) {
-  static const std::regex re("^backup-(.+)-([0-9]{14})$");
-  std::smatch m;
-  if (!std::regex_match(stem, m, re)) return std::nullopt;
-  const std::string d = m[2].str();
+  constexpr std::string_view prefix = "backup-";
+  constexpr size_t digits = 14;
+  if (stem.size() < prefix.size() + 2 + digits || stem.compare(0, prefix.size(), prefix) != 0) return std::nullopt;
+  const size_t dash = stem.size() - digits - 1;
+  if (stem[dash] != '-' || dash <= prefix.size()) return std::nullopt;
+  const std::string d = stem.substr(dash + 1);
+  if (!std::all_of(d.begin(), d.end(), [](char c) { return c >= '0' && c <= '9'; })) return std::nullopt;
   const std::string iso = d.substr(0, 4) + "-" + d.substr(4, 2) + "-" + d.substr(6, 2) + "T" + d.substr(8, 2) + ":" +
                           d.substr(10, 2) + ":" + d.substr(12, 2) + "Z";
   const auto t = parse_iso8601(iso);
   if (!t) return std::nullopt;
-  return NameFacts{m[1].str(), *t};
+  return NameFacts{stem.substr(prefix.size(), dash - prefix.size()), *t};
 }
 
 bool same_content(const BackupRecord& a, const BackupRecord& b) {
