@@ -2,6 +2,7 @@
 
 #include <chrono>
 
+#include "fuse/names.h"
 #include "fuse/node_id.h"
 #include "readers/common/error.h"
 
@@ -139,6 +140,10 @@ std::optional<NodeAttr> RestoreTree::lookup(uint64_t parent, std::string_view na
   if (name == ".." && r.ino == r.volume->fs->root_ino())
     return getattr(node::synthetic(node::Kind::backup_dir, static_cast<uint64_t>(r.backup->num)));
   auto attr = r.volume->fs->lookup(r.ino, name);
+  if (!attr && may_be_escaped(name)) {
+    for (const auto& e : r.volume->fs->readdir(r.ino))
+      if (!valid_entry_name(e.name) && escape_entry_name(e.name) == name) return volume_attr(r, r.volume->fs->getattr(e.ino));
+  }
   if (!attr) return std::nullopt;
   return volume_attr(r, *attr);
 }
@@ -219,12 +224,18 @@ std::vector<NodeEntry> RestoreTree::list(uint64_t dir) {
   }
   Resolved r = resolve(dir);
   const bool at_root = r.ino == r.volume->fs->root_ino();
+  bool seen_dot = false, seen_dotdot = false;
   for (auto& e : r.volume->fs->readdir(r.ino)) {
-    uint64_t n;
-    if (at_root && e.name == "..")
-      n = node::synthetic(node::Kind::backup_dir, static_cast<uint64_t>(r.backup->num));
-    else
-      n = volume_node(*r.volume, e.ino);
+    uint64_t n = volume_node(*r.volume, e.ino);
+    if (e.name == "." && !seen_dot) {
+      seen_dot = true;
+      n = dir;
+    } else if (e.name == ".." && !seen_dotdot) {
+      seen_dotdot = true;
+      if (at_root) n = node::synthetic(node::Kind::backup_dir, static_cast<uint64_t>(r.backup->num));
+    } else if (!valid_entry_name(e.name)) {
+      e.name = escape_entry_name(e.name);
+    }
     out.push_back({std::move(e.name), n, e.type});
   }
   return out;

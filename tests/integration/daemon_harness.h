@@ -227,6 +227,15 @@ class RestoreDaemon {
     return problem;
   }
 
+  // SIGKILL, as a crash would: the mount is left behind, dead (ENOTCONN).
+  void kill_hard() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGKILL);
+    int st = 0;
+    ::waitpid(pid_, &st, 0);
+    pid_ = -1;
+  }
+
   // Last resort: never leave a process or a mount behind.
   void force_cleanup() {
     if (pid_ > 0) {

@@ -539,3 +539,71 @@ TEST_F(DaemonTest, SigintUnmountsCleanly) {
 
 }  // namespace
 }  // namespace sendense::test
+
+namespace sendense::test {
+namespace {
+
+// ------------------------------------------------------------- crash, names
+
+TEST_F(DaemonTest, RestartAfterKill9ClearsDeadMountAndReconciles) {
+  START_DAEMON();
+  const std::string file = vol(full_, "part1") + "/docs/readme.txt";
+  EXPECT_EQ(sha(file), sha(fx_ + "/src/docs/readme.txt"));
+  const std::string inode = ino(file);
+  EXPECT_NE(cli("status").output.find(full_), std::string::npos);
+  daemon_->kill_hard();
+  // The dead mount stays: the next start must clear it and reconcile the rows.
+  EXPECT_TRUE(is_mounted(mnt_));
+  START_DAEMON();
+  ASSERT_TRUE(wait_for([&] { return count_events(log(), "serving") == 2; }, 15s)) << "the restarted daemon is not serving";
+  EXPECT_GE(count_events(log(), "stale_mount_cleared"), 1) << "no `stale_mount_cleared` line";
+  EXPECT_GE(count_events(log(), "reconciled", {{"backup", full_}}), 1) << "no `reconciled backup=" << full_ << "` line";
+  EXPECT_EQ(sha(file), sha(fx_ + "/src/docs/readme.txt"));
+  EXPECT_EQ(ino(file), inode);
+  std::string status = cli("status").output;
+  EXPECT_NE(status.find("failed"), std::string::npos) << "the crashed run's row is not marked failed:\n" << status;
+  EXPECT_NE(status.find("mounted"), std::string::npos) << status;
+  // Exactly one live FUSE mount at the mount point.
+  int mounts = 0;
+  for (const auto& e : read_mountinfo()) mounts += e.mount_point == mnt_;
+  EXPECT_EQ(mounts, 1);
+}
+
+// A guest can store names no Linux path can hold ('/' and NUL inside a name).
+// They are shown escaped (U+2215, U+2400) and stay readable; the rest of the
+// folder lists normally (no readdir batch rejected with EIO).
+TEST_F(DaemonTest, HostileNamesAreEscapedNotFatal) {
+  SENDENSE_REQUIRE_TOOL("mkfs.ext4");
+  const std::string src = tmp_ / "hostile-src";
+  run_ok("mkdir -p " + q(src) + " && echo slash > " + q(src + "/slashXname") + " && echo nul > " +
+         q(src + "/nulXXname") + " && echo plain > " + q(src + "/plain.txt"));
+  const std::string img = tmp_ / "hostile.img";
+  run_ok("mkfs.ext4 -q -F -O ^metadata_csum,^dir_index -d " + q(src) + " " + q(img) + " 8M");
+  // Patch the names inside the directory block: "slashXname" -> "slash/name",
+  // "nulXXname" -> "nul\0Xname".
+  auto patch = [&](const std::string& needle, int at, const std::string& printf_byte) {
+    CommandResult off = run("grep -obUa " + q(needle) + " " + q(img) + " | head -1 | cut -d: -f1");
+    ASSERT_EQ(off.status, 0);
+    ASSERT_FALSE(trim(off.output).empty()) << needle << " not found in the image";
+    run_ok("printf '" + printf_byte + "' | dd of=" + q(img) + " bs=1 seek=$((" + trim(off.output) + "+" +
+           std::to_string(at) + ")) conv=notrunc status=none");
+  };
+  patch("slashXname", 5, "/");
+  patch("nulXXname", 3, "\\000");
+  const std::string before = sha256_of(img);
+  ASSERT_EQ(cli("catalog add --id hostile-names --format raw --path " + q(img)).status, 0);
+  START_DAEMON();
+  CommandResult ls = run("ls " + q(path("hostile-names/disk")));
+  EXPECT_EQ(ls.status, 0) << ls.output;
+  EXPECT_NE(ls.output.find("slash\u2215name"), std::string::npos) << ls.output;
+  EXPECT_NE(ls.output.find("nul\u2400Xname"), std::string::npos) << ls.output;
+  EXPECT_NE(ls.output.find("plain.txt"), std::string::npos) << ls.output;
+  EXPECT_EQ(run_ok("cat " + q(path("hostile-names/disk/slash\u2215name"))), "slash\n");
+  EXPECT_EQ(run_ok("cat " + q(path("hostile-names/disk/nul\u2400Xname"))), "nul\n");
+  CommandResult copy = run("cp -a " + q(path("hostile-names/disk")) + " " + q(tmp_ / "hostile-copy"));
+  EXPECT_EQ(copy.status, 0) << copy.output;
+  EXPECT_EQ(sha256_of(img), before);
+}
+
+}  // namespace
+}  // namespace sendense::test

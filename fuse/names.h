@@ -1,0 +1,23 @@
+// Names from a backup are data a guest wrote. A name the kernel cannot take
+// as a directory entry (empty, holding '/' or NUL, or a stray "." / "..")
+// would make it reject a whole readdir batch, so such a name is shown
+// escaped, the same way every time: '/' becomes U+2215 (∕), NUL becomes
+// U+2400 (␀), and an empty or dot name gets U+FFFD appended. Every valid name
+// is shown unchanged; lookups of an escaped name find the raw entry again.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace sendense {
+
+// True if `name` can be a directory entry as it is.
+bool valid_entry_name(std::string_view name);
+
+// The name to show for a raw on-disk name that is not valid.
+std::string escape_entry_name(std::string_view raw);
+
+// True if `shown` may be an escaped name (holds one of the escape characters).
+bool may_be_escaped(std::string_view shown);
+
+}  // namespace sendense
