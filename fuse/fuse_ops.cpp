@@ -66,9 +66,10 @@ void op_init(void*, fuse_conn_info* conn) {
   if (conn->capable & FUSE_CAP_EXPORT_SUPPORT) conn->want |= FUSE_CAP_EXPORT_SUPPORT;
   if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
   if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
-  // Plain readdir + lookups: readdirplus would stat every entry of the root,
-  // and the kernel caches lookups inside backups for a long time anyway.
-  conn->want &= ~FUSE_CAP_READDIRPLUS;
+  // readdirplus when the kernel thinks it pays (ls -l, a walk); the root's
+  // attributes are synthetic, so it never attaches anything.
+  if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS;
+  if (conn->capable & FUSE_CAP_READDIRPLUS_AUTO) conn->want |= FUSE_CAP_READDIRPLUS_AUTO;
   conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
 }
 
@@ -131,6 +132,36 @@ void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_
       st.st_mode = e.type;
       size_t need = fuse_add_direntry(req, buf.data() + used, size - used, e.name.c_str(), &st,
                                       static_cast<off_t>(i + 1));
+      if (need > size - used) break;
+      used += need;
+    }
+    fuse_reply_buf(req, buf.data(), used);
+  });
+}
+
+// Like readdir, with each entry's attributes so the kernel needs no lookup
+// per name (ls -l, rsync, tar). An entry whose attributes cannot be read is
+// still listed, without them (node id 0: the kernel looks it up later).
+void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_file_info* fi) {
+  checked(req, "readdirplus", ino, [&] {
+    auto* handle = reinterpret_cast<DirHandle*>(fi->fh);
+    RestoreTree& tree = tree_of(req);
+    std::vector<char> buf(size);
+    size_t used = 0;
+    for (size_t i = static_cast<size_t>(offset); i < handle->entries.size(); ++i) {
+      const NodeEntry& e = handle->entries[i];
+      fuse_entry_param entry{};
+      entry.attr.st_ino = e.node;
+      entry.attr.st_mode = e.type;
+      if (e.name != "." && e.name != "..") {
+        try {
+          entry = entry_of(tree.getattr(e.node));
+        } catch (const std::exception& err) {
+          log::debug("readdirplus_attr", {{"node", hex(e.node)}, {"error", err.what()}});
+        }
+      }
+      size_t need = fuse_add_direntry_plus(req, buf.data() + used, size - used, e.name.c_str(), &entry,
+                                           static_cast<off_t>(i + 1));
       if (need > size - used) break;
       used += need;
     }
@@ -248,6 +279,7 @@ fuse_lowlevel_ops make_fuse_operations() {
   ops.readlink = op_readlink;
   ops.opendir = op_opendir;
   ops.readdir = op_readdir;
+  ops.readdirplus = op_readdirplus;
   ops.releasedir = op_releasedir;
   ops.open = op_open;
   ops.read = op_read;
