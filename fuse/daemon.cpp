@@ -193,7 +193,9 @@ int run_daemon(const DaemonOptions& options) {
   {
     Housekeeper housekeeper(options, view, manager);
     fuse_loop_config* config = fuse_loop_cfg_create();
-    fuse_loop_cfg_set_max_threads(config, 16);
+    // Generous: a request stuck on an unresponsive NFS/CIFS repository holds
+    // its thread, and the other backups must still be served.
+    fuse_loop_cfg_set_max_threads(config, 64);
     rc = fuse_session_loop_mt(se.get(), config);
     fuse_loop_cfg_destroy(config);
   }

@@ -30,6 +30,7 @@ std::string hex(uint64_t v) {
 // error reply. Expected misses are debug; damage and I/O failures are logged.
 template <class Body>
 void checked(fuse_req_t req, const char* op, uint64_t node, Body&& body) {
+  if (log::enabled(log::Level::debug)) log::debug("op", {{"op", op}, {"node", hex(node)}});
   try {
     body();
   } catch (const Error& e) {

@@ -569,6 +569,24 @@ TEST_F(DaemonTest, RestartAfterKill9ClearsDeadMountAndReconciles) {
   EXPECT_EQ(mounts, 1);
 }
 
+// A repository on NFS/CIFS can lose an image under a running daemon: that
+// backup answers EIO with a log line naming it, the rest of the tree works.
+TEST_F(DaemonTest, VanishedImageGivesEioOthersKeepWorking) {
+  const std::string copy = tmp_ / "vanishing.img";
+  run_ok("cp " + q(fx_ + "/repo/files/" + files_ + ".img") + " " + q(copy));
+  ASSERT_EQ(cli("catalog add --id vanishing --format raw --path " + q(copy)).status, 0);
+  START_DAEMON();
+  ASSERT_EQ(::unlink(copy.c_str()), 0);
+  CommandResult r = run("ls " + q(path("vanishing")));
+  EXPECT_NE(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("Input/output error"), std::string::npos) << r.output;
+  EXPECT_TRUE(wait_for([&] { return count_events(log(), "attach_failed", {{"backup", "vanishing"}}) >= 1; }, 5s))
+      << "no `attach_failed backup=vanishing` line";
+  EXPECT_NE(log().find(copy), std::string::npos) << "the log line does not name the missing image";
+  EXPECT_EQ(sha(vol(files_, "disk") + "/README"), sha(fx_ + "/src-files/README"));
+  EXPECT_NE(run_ok("ls " + q(mnt_)).find("vanishing"), std::string::npos);
+}
+
 // A guest can store names no Linux path can hold ('/' and NUL inside a name).
 // They are shown escaped (U+2215, U+2400) and stay readable; the rest of the
 // folder lists normally (no readdir batch rejected with EIO).
