@@ -70,4 +70,9 @@ BlockDevicePtr open_image(const std::string& path, ImageFormat format, const std
 // Throws Error(EINVAL) if the window does not fit inside the parent.
 BlockDevicePtr make_slice(BlockDevicePtr parent, uint64_t offset, uint64_t length, const std::string& name);
 
+// A read cache of `capacity` aligned chunks of `chunk_size` bytes over
+// `parent` (least recently used evicted); reads larger than a few chunks go
+// straight through. For metadata paths; thread-safe.
+BlockDevicePtr make_block_cache(BlockDevicePtr parent, size_t chunk_size, size_t capacity);
+
 }  // namespace sendense

@@ -155,6 +155,26 @@ TEST(Slice, WindowAndBounds) {
   expect_error([&] { make_slice(dev, 1, ~uint64_t{0}, "part4"); }, EINVAL, {"part4"});
 }
 
+TEST(BlockCache, SameBytesAsTheParentEverywhere) {
+  TempDir dir;
+  std::string content(100003, '\0');  // not a multiple of the chunk: a short last chunk
+  std::mt19937 rng(7);
+  for (auto& c : content) c = static_cast<char>(rng());
+  write_file(dir / "disk.raw", content);
+  auto dev = open_raw_image(dir / "disk.raw");
+  auto cached = make_block_cache(dev, 4096, 3);  // tiny: evictions all the time
+  EXPECT_EQ(cached->size(), content.size());
+  EXPECT_EQ(cached->describe(), dev->describe());
+  for (int i = 0; i < 2000; ++i) {
+    const uint64_t len = rng() % 20000;  // some larger than 4 chunks: read through
+    const uint64_t off = rng() % (content.size() - len + 1);
+    ASSERT_EQ(read_range(*cached, off, len), content.substr(off, len)) << off << "+" << len;
+  }
+  EXPECT_EQ(read_range(*cached, 99990, 13), content.substr(99990));
+  expect_error([&] { read_range(*cached, 99991, 13); }, EIO, {dir / "disk.raw", "99991"});
+  expect_error([&] { make_block_cache(dev, 0, 4); }, EINVAL, {"chunk"});
+}
+
 TEST(ImageFormat, Names) {
   EXPECT_STREQ(to_string(ImageFormat::raw), "raw");
   EXPECT_STREQ(to_string(ImageFormat::qcow2), "qcow2");
