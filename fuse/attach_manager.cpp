@@ -41,11 +41,20 @@ AttachManager::AttachManager(Catalog& catalog, CatalogView& view, AttachOptions 
 
 AttachManager::~AttachManager() = default;
 
-std::shared_ptr<std::mutex> AttachManager::attach_lock(const std::string& backup_id) {
+std::shared_ptr<std::timed_mutex> AttachManager::attach_lock(const std::string& backup_id) {
   std::lock_guard lock(locks_mutex_);
   auto& slot = attach_locks_[backup_id];
-  if (!slot) slot = std::make_shared<std::mutex>();
+  if (!slot) slot = std::make_shared<std::timed_mutex>();
   return slot;
+}
+
+AttachedBackupPtr AttachManager::least_recently_used_idle() const {
+  AttachedBackupPtr victim;
+  for (const auto& [id, b] : attached_) {
+    if (b.use_count() > 1) continue;  // open files or requests in flight
+    if (!victim || b->last_access_ms.load() < victim->last_access_ms.load()) victim = b;
+  }
+  return victim;
 }
 
 AttachedBackupPtr AttachManager::find(const std::string& backup_id) const {
@@ -64,7 +73,13 @@ AttachedBackupPtr AttachManager::acquire(const std::string& backup_id) {
   if (!record) throw Error(ENOENT, "no such backup in the catalog", backup_id);
 
   auto lock_ptr = attach_lock(backup_id);
-  std::lock_guard attach_guard(*lock_ptr);
+  std::unique_lock attach_guard(*lock_ptr, std::defer_lock);
+  if (!attach_guard.try_lock_for(options_.attach_wait)) {
+    log::warn("attach_stuck", {{"backup", backup_id},
+                               {"reason", "another attach of this backup is still running (unresponsive repository?)"}});
+    throw Error(EIO, "attach still in progress after " + std::to_string(options_.attach_wait.count()) + " s",
+                backup_id);
+  }
   if (auto hit = find(backup_id)) {  // attached by another thread meanwhile
     hit->touch();
     return hit;
@@ -80,13 +95,19 @@ AttachedBackupPtr AttachManager::acquire(const std::string& backup_id) {
   try {
     attached = attach(*record);
   } catch (...) {
-    std::unique_lock lock(table_mutex_);
-    --attaching_;
+    {
+      std::unique_lock lock(table_mutex_);
+      --attaching_;
+    }
+    attach_done_.notify_all();
     throw;
   }
-  std::unique_lock lock(table_mutex_);
-  --attaching_;
-  attached_[backup_id] = attached;
+  {
+    std::unique_lock lock(table_mutex_);
+    --attaching_;
+    attached_[backup_id] = attached;
+  }
+  attach_done_.notify_all();
   return attached;
 }
 
@@ -96,18 +117,21 @@ void AttachManager::make_room(const std::string& for_backup) {
   AttachedBackupPtr victim;
   {
     std::unique_lock lock(table_mutex_);
-    if (attached_.size() + attaching_ >= options_.max_mounts) {
-      for (const auto& [id, b] : attached_) {
-        if (b->open_handles.load() > 0) continue;
-        if (!victim || b->last_access_ms.load() < victim->last_access_ms.load()) victim = b;
+    const auto deadline = std::chrono::steady_clock::now() + options_.attach_wait;
+    while (attached_.size() + attaching_ >= options_.max_mounts) {
+      victim = least_recently_used_idle();
+      if (victim) {
+        attached_.erase(victim->backup_id);
+        break;
       }
-      if (!victim) {
+      // Slots held by attaches under way free up (or become idle) when they
+      // finish: wait for them rather than failing a burst of first accesses.
+      if (attaching_ == 0 || attach_done_.wait_until(lock, deadline) == std::cv_status::timeout) {
         log::warn("busy", {{"backup", for_backup},
                            {"reason", "max-mounts " + std::to_string(options_.max_mounts) +
-                                          " reached and every attached backup has open files"}});
-        throw Error(EBUSY, "too many attached backups with open files", for_backup);
+                                          " reached and every attached backup has open files or requests in flight"}});
+        throw Error(EBUSY, "too many attached backups in use", for_backup);
       }
-      attached_.erase(victim->backup_id);
     }
     ++attaching_;
   }
@@ -156,20 +180,23 @@ AttachedBackupPtr AttachManager::attach(const BackupRecord& record) {
                                      {"reason", "no reader for this type yet"}});
         continue;
       }
+      AttachedVolume av;
       try {
-        AttachedVolume av;
         av.fs = open_filesystem(v.type, v.device, where);
-        av.name = v.name;
-        av.fs_type = av.fs->type_name();
-        av.id = catalog_.ensure_volume(VolumeRecord{0, record.id, v.name, av.fs_type, v.offset, v.length});
-        view_.remember_volume(av.id, record.id);
-        if (!types.empty()) types += ",";
-        types += av.fs_type;
-        backup->volumes.push_back(std::move(av));
-      } catch (const Error& e) {
+      } catch (const Error& e) {  // a damaged volume: the rest of the backup is still served
         log::error("volume_failed", {{"backup", record.id}, {"volume", v.name}, {"error", e.what()}});
         volume_errors.push_back(e.what());
+        continue;
       }
+      av.name = v.name;
+      av.fs_type = av.fs->type_name();
+      // A catalog failure here fails the whole attach (retried after the
+      // backoff) rather than serving the backup without this volume.
+      av.id = catalog_.ensure_volume(VolumeRecord{0, record.id, v.name, av.fs_type, v.offset, v.length});
+      view_.remember_volume(av.id, record.id);
+      if (!types.empty()) types += ",";
+      types += av.fs_type;
+      backup->volumes.push_back(std::move(av));
     }
     if (backup->volumes.empty() && !volume_errors.empty())
       throw Error(EIO, "no volume could be opened: " + volume_errors.front());
@@ -227,7 +254,7 @@ void AttachManager::detach_idle() {
     std::unique_lock lock(table_mutex_);
     for (auto it = attached_.begin(); it != attached_.end();) {
       const auto& b = it->second;
-      if (b->open_handles.load() == 0 && now - b->last_access_ms.load() >= limit) {
+      if (b.use_count() == 1 && now - b->last_access_ms.load() >= limit) {
         idle.push_back(b);
         it = attached_.erase(it);
       } else {
@@ -267,6 +294,16 @@ void AttachManager::detach_all(std::string_view reason) {
     attached_.clear();
   }
   for (const auto& b : all) release(b, reason);
+  // The rows of failed attaches end with the run too.
+  std::lock_guard lock(failures_mutex_);
+  for (const auto& [id, failure] : failures_) {
+    try {
+      catalog_.end_mount(failure.mount_id);
+    } catch (const std::exception& e) {
+      log::error("catalog_error", {{"backup", id}, {"error", e.what()}});
+    }
+  }
+  failures_.clear();
 }
 
 }  // namespace sendense

@@ -3,16 +3,23 @@
 // `max_mounts` are attached at once (the least recently used idle one is
 // evicted to make room, else EBUSY). Each attach has a restore_mounts row.
 //
+// A backup is idle when nothing but the table holds a reference to it: no
+// open file (an OpenFile keeps one) and no request in flight. That is checked
+// under the exclusive table lock, where no new reference can be taken, so an
+// open() racing an idle detach or an eviction always wins or always loses.
+//
 // Locks, in the order they may be taken:
 //   1. the backup's attach lock (one per backup id): serialises attaching
-//      one backup; other backups attach and serve in parallel;
+//      one backup; other backups attach and serve in parallel; waited for
+//      at most kAttachWait, so a repository that hangs fails its callers;
 //   2. table_mutex_: the attached_ map and the attaching_ count; held only
 //      for map operations, never across I/O or SQLite.
-// The read path takes (2) shared for a lookup and touches two atomics.
+// The read path takes (2) shared for a lookup and touches one atomic.
 #pragma once
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -48,7 +55,6 @@ class AttachedBackup {
   void touch();
   std::atomic<int64_t> last_access_ms{0};   // steady clock
   std::atomic<int64_t> last_flushed_ms{0};
-  std::atomic<int> open_handles{0};
 };
 
 using AttachedBackupPtr = std::shared_ptr<AttachedBackup>;
@@ -58,6 +64,7 @@ struct AttachOptions {
   size_t max_mounts = 8;
   std::string mount_path;                      // recorded in restore_mounts
   std::chrono::seconds failure_backoff{3};     // a failed attach is retried after this
+  std::chrono::seconds attach_wait{60};        // longest wait for another thread's attach
 };
 
 class AttachManager {
@@ -83,7 +90,8 @@ class AttachManager {
   AttachedBackupPtr attach(const BackupRecord& record);
   void make_room(const std::string& for_backup);
   void release(const AttachedBackupPtr& backup, std::string_view reason);
-  std::shared_ptr<std::mutex> attach_lock(const std::string& backup_id);
+  std::shared_ptr<std::timed_mutex> attach_lock(const std::string& backup_id);
+  AttachedBackupPtr least_recently_used_idle() const;  // table_mutex_ held
 
   Catalog& catalog_;
   CatalogView& view_;
@@ -92,9 +100,10 @@ class AttachManager {
   mutable std::shared_mutex table_mutex_;
   std::unordered_map<std::string, AttachedBackupPtr> attached_;
   size_t attaching_ = 0;
+  std::condition_variable_any attach_done_;   // attaching_ went down
 
   std::mutex locks_mutex_;
-  std::unordered_map<std::string, std::shared_ptr<std::mutex>> attach_locks_;
+  std::unordered_map<std::string, std::shared_ptr<std::timed_mutex>> attach_locks_;
 
   struct Failure {
     std::chrono::steady_clock::time_point when;

@@ -6,7 +6,9 @@
 //                              kind 1 <backup-id>/            key = backup_jobs.num
 //                              kind 2 by-vm/<vm>/             key = 56-bit hash of the vm name
 //                              kind 3 by-vm/<vm>/<timestamp>  key = backup_jobs.num
-//                              kind 4 by-vm/<vm>/latest       key = 56-bit hash of the vm name
+//                              kind 4 by-vm/<vm>/latest       key = backup_jobs.num of its target
+//                                (a newer backup gives latest a new node id, so the kernel
+//                                never serves a cached target of the old one)
 //   otherwise                (volume id << 40) | filesystem inode
 //                              volume id from the catalog's volumes table (1 .. 2^23-1,
 //                              never reused), inode < 2^40 (ext inodes are 32-bit).

@@ -74,7 +74,7 @@ NodeAttr RestoreTree::volume_attr(const Resolved& r, const Attr& attr) const {
   return a;
 }
 
-const BackupRecord& RestoreTree::backup_of_dir(const CatalogSnapshot& snap, uint64_t node) const {
+const BackupRecord& RestoreTree::backup_of_node(const CatalogSnapshot& snap, uint64_t node) const {
   const BackupRecord* b = snap.find_num(static_cast<int64_t>(node::key_of(node)));
   if (!b) throw Error(ENOENT, "backup no longer in the catalog");
   return *b;
@@ -115,7 +115,8 @@ std::optional<NodeAttr> RestoreTree::lookup(uint64_t parent, std::string_view na
         if (name == "..") return getattr(node::kByVm);
         const auto& entries = vm_entries(*snap, parent);
         if (name == "latest" && !entries.empty())
-          return getattr(node::synthetic(node::Kind::latest_link, node::key_of(parent)));
+          return getattr(node::synthetic(node::Kind::latest_link,
+                                         static_cast<uint64_t>(snap->backups[entries.back().second].num)));
         for (const auto& [entry, index] : entries)
           if (entry == name)
             return getattr(
@@ -124,7 +125,7 @@ std::optional<NodeAttr> RestoreTree::lookup(uint64_t parent, std::string_view na
       }
       case node::Kind::backup_dir: {
         if (name == "..") return getattr(node::kRoot);
-        const BackupRecord& b = backup_of_dir(*snap, parent);
+        const BackupRecord& b = backup_of_node(*snap, parent);
         auto attached = manager_.acquire(b.id);
         const AttachedVolume* v = attached->volume_named(name);
         if (!v) return std::nullopt;
@@ -154,16 +155,15 @@ NodeAttr RestoreTree::getattr(uint64_t node) {
     auto snap = view_.snapshot();
     switch (node::kind_of(node)) {
       case node::Kind::backup_dir:
-        return synthetic_dir(node, backup_of_dir(*snap, node).created_at);
+        return synthetic_dir(node, backup_of_node(*snap, node).created_at);
       case node::Kind::vm_dir: {
         const auto& entries = vm_entries(*snap, node);
         return synthetic_dir(node, entries.empty() ? 0 : snap->backups[entries.back().second].created_at);
       }
       case node::Kind::dated_link:
       case node::Kind::latest_link: {
-        std::string target = link_target(*snap, node);
-        const BackupRecord* b = snap->find(target.substr(6));  // after "../../"
-        return synthetic_link(node, b ? b->created_at : 0, target.size());
+        const BackupRecord& b = backup_of_node(*snap, node);
+        return synthetic_link(node, b.created_at, link_target(*snap, node).size());
       }
     }
     throw Error(ENOENT, "unknown node");
@@ -172,11 +172,9 @@ NodeAttr RestoreTree::getattr(uint64_t node) {
   return volume_attr(r, r.volume->fs->getattr(r.ino));
 }
 
+// Both kinds of by-vm links carry their target's backup num.
 std::string RestoreTree::link_target(const CatalogSnapshot& snap, uint64_t node) const {
-  if (node::kind_of(node) == node::Kind::dated_link) return "../../" + backup_of_dir(snap, node).id;
-  const auto& entries = vm_entries(snap, node);
-  if (entries.empty()) throw Error(ENOENT, "vm has no backups");
-  return "../../" + snap.backups[entries.back().second].id;
+  return "../../" + backup_of_node(snap, node).id;
 }
 
 std::vector<NodeEntry> RestoreTree::list(uint64_t dir) {
@@ -207,11 +205,15 @@ std::vector<NodeEntry> RestoreTree::list(uint64_t dir) {
           out.push_back(
               {name, node::synthetic(node::Kind::dated_link, static_cast<uint64_t>(snap->backups[index].num)),
                S_IFLNK});
-        if (!entries.empty()) out.push_back({"latest", node::synthetic(node::Kind::latest_link, node::key_of(dir)), S_IFLNK});
+        if (!entries.empty())
+          out.push_back({"latest",
+                         node::synthetic(node::Kind::latest_link,
+                                         static_cast<uint64_t>(snap->backups[entries.back().second].num)),
+                         S_IFLNK});
         return out;
       }
       case node::Kind::backup_dir: {
-        const BackupRecord& b = backup_of_dir(*snap, dir);
+        const BackupRecord& b = backup_of_node(*snap, dir);
         auto attached = manager_.acquire(b.id);
         out.push_back({".", dir, S_IFDIR});
         out.push_back({"..", node::kRoot, S_IFDIR});
@@ -258,8 +260,7 @@ OpenFile* RestoreTree::open(uint64_t node) {
   auto file = std::make_unique<OpenFile>();
   file->handle = r.volume->fs->open(r.ino);
   file->fs = r.volume->fs;
-  file->backup = r.backup;
-  r.backup->open_handles.fetch_add(1);
+  file->backup = r.backup;  // keeps the backup attached (not idle) while open
   return file.release();
 }
 
@@ -271,7 +272,6 @@ size_t RestoreTree::read(OpenFile& file, uint64_t offset, std::span<std::byte> b
 void RestoreTree::close(OpenFile* file) {
   std::unique_ptr<OpenFile> owned(file);
   owned->backup->touch();
-  owned->backup->open_handles.fetch_sub(1);
   owned->fs->release(owned->handle);
 }
 

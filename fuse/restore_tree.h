@@ -35,7 +35,7 @@ struct NodeEntry {
   uint32_t type = 0;            // S_IFMT bits
 };
 
-// An open regular file: keeps its backup attached (open_handles) and its
+// An open regular file: keeps its backup attached (a reference) and its
 // reader alive until released.
 struct OpenFile {
   AttachedBackupPtr backup;
@@ -73,7 +73,7 @@ class RestoreTree {
   NodeAttr synthetic_link(uint64_t node, int64_t mtime, size_t target_length) const;
   NodeAttr volume_attr(const Resolved& r, const Attr& attr) const;
   uint64_t volume_node(const AttachedVolume& v, uint64_t ino) const;
-  const BackupRecord& backup_of_dir(const CatalogSnapshot& snap, uint64_t node) const;
+  const BackupRecord& backup_of_node(const CatalogSnapshot& snap, uint64_t node) const;
   std::string link_target(const CatalogSnapshot& snap, uint64_t node) const;
 
   CatalogView& view_;
