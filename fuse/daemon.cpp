@@ -3,10 +3,13 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <csignal>
+#include <cstdio>
 #include <condition_variable>
 #include <filesystem>
 #include <fstream>
@@ -28,17 +31,101 @@ namespace {
 
 constexpr const char* kFsName = "sendense-restore";
 
-// One daemon per catalog: a second one would fight over restore_mounts.
-int take_instance_lock(const std::string& catalog_path) {
-  const std::string path = catalog_path + ".lock";
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) throw sys_error("cannot open lock file", path);
-  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    ::close(fd);
-    throw Error(EBUSY, "another sendense-restorefs serves this catalog", path);
+// An exclusive flock held for the life of the daemon.
+class LockFile {
+ public:
+  LockFile(const std::string& path, const std::string& busy_message) {
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd_ < 0) throw sys_error("cannot open lock file", path);
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      ::close(fd_);
+      throw Error(EBUSY, busy_message, path);
+    }
   }
-  return fd;
+  ~LockFile() { ::close(fd_); }
+  LockFile(const LockFile&) = delete;
+  LockFile& operator=(const LockFile&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
+// The mount point's lock lives in /run/lock (or /tmp), named after the path
+// the way systemd-escape names units: "/mnt/sendense/restore" ->
+// "sendense-restorefs-mnt-sendense-restore.lock".
+std::string mountpoint_lock_path(const std::string& mountpoint) {
+  std::string name;
+  for (char c : mountpoint.substr(1)) {
+    if (c == '/') name += '-';
+    else if (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.') name += c;
+    else {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", static_cast<unsigned char>(c));
+      name += buf;
+    }
+  }
+  if (name.size() > 200) name = name.substr(name.size() - 200);
+  const char* dir = ::access("/run/lock", W_OK) == 0 ? "/run/lock" : "/tmp";
+  return std::string(dir) + "/sendense-restorefs-" + name + ".lock";
 }
+
+// Each attached backup holds a few descriptors per image of its chain;
+// systemd's default soft limit (1024) is too small for deep chains.
+void raise_fd_limit() {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &limit);
+  }
+}
+
+// Background mode forks before anything is opened (an SQLite connection and
+// threads do not survive fork). The parent waits until the child says the
+// tree is mounted (or failed) and exits with that status. stderr stays where
+// it was, so the logs still reach the terminal or journald.
+class Daemonizer {
+ public:
+  explicit Daemonizer(bool foreground) {
+    if (foreground) return;
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) throw sys_error("cannot daemonize: pipe");
+    pid_t pid = ::fork();
+    if (pid < 0) throw sys_error("cannot daemonize: fork");
+    if (pid > 0) {
+      ::close(fds[1]);
+      char status = '1';
+      ssize_t n;
+      do n = ::read(fds[0], &status, 1);
+      while (n < 0 && errno == EINTR);
+      ::_exit(n == 1 && status == '0' ? 0 : 1);
+    }
+    ::close(fds[0]);
+    notify_fd_ = fds[1];
+    ::setsid();
+    if (::chdir("/") != 0) log::warn("chdir_failed", {{"path", "/"}});
+    int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null >= 0) {
+      ::dup2(null, STDIN_FILENO);
+      ::dup2(null, STDOUT_FILENO);
+      ::close(null);
+    }
+  }
+  ~Daemonizer() { notify(false); }
+  Daemonizer(const Daemonizer&) = delete;
+  Daemonizer& operator=(const Daemonizer&) = delete;
+
+  void notify(bool ok) {
+    if (notify_fd_ < 0) return;
+    const char status = ok ? '0' : '1';
+    ssize_t ignored = ::write(notify_fd_, &status, 1);
+    (void)ignored;
+    ::close(notify_fd_);
+    notify_fd_ = -1;
+  }
+
+ private:
+  int notify_fd_ = -1;
+};
 
 // True if /proc/self/mountinfo lists a mount of ours at `mountpoint`.
 bool our_mount_at(const std::string& mountpoint) {
@@ -56,12 +143,16 @@ bool our_mount_at(const std::string& mountpoint) {
   return false;
 }
 
-// A mount left by a crashed run answers ENOTCONN; we hold the instance lock,
-// so any mount of ours at this point is dead. Detach it lazily.
+// A mount left by a crashed run answers ENOTCONN. We hold the mount point's
+// lock, so a mount of ours there is dead: detach it lazily. A dead mount of
+// something else is not ours to remove.
 void clear_dead_mount(const std::string& mountpoint) {
   struct stat st {};
   const bool dead = ::stat(mountpoint.c_str(), &st) != 0 && errno == ENOTCONN;
-  if (!dead && !our_mount_at(mountpoint)) return;
+  if (!our_mount_at(mountpoint)) {
+    if (dead) throw Error(ENOTCONN, "a dead mount of another filesystem is in the way", mountpoint);
+    return;
+  }
   if (::umount2(mountpoint.c_str(), MNT_DETACH) != 0)
     throw sys_error("cannot clear the stale mount left by a previous run", mountpoint);
   log::info("stale_mount_cleared", {{"mountpoint", mountpoint}});
@@ -131,26 +222,40 @@ std::string mount_options(const DaemonOptions& options) {
 
 }  // namespace
 
+// Absolute, so nothing depends on the working directory (the background
+// daemon moves to /). canonical() fails on a dead FUSE mount (ENOTCONN):
+// then the path as given, made absolute.
+static std::string absolute_path(const std::string& path) {
+  std::error_code ec;
+  auto canonical = std::filesystem::canonical(path, ec);
+  if (!ec) return canonical.string();
+  return std::filesystem::absolute(path).lexically_normal().string();
+}
+
 int run_daemon(const DaemonOptions& options) {
   std::string mountpoint;
-  int lock_fd = -1;
+  std::string catalog_path;
+  std::unique_ptr<Daemonizer> daemonizer;
+  std::unique_ptr<LockFile> catalog_lock, mountpoint_lock;
   std::unique_ptr<Catalog> catalog;
   try {
-    std::filesystem::create_directories(options.mountpoint);
-    mountpoint = std::filesystem::canonical(options.mountpoint).string();
-  } catch (const std::exception& e) {
-    // canonical() fails on a dead FUSE mount (ENOTCONN): use the path as given.
-    mountpoint = std::filesystem::absolute(options.mountpoint).lexically_normal().string();
-  }
-  try {
-    lock_fd = take_instance_lock(options.catalog_path);
-    catalog = std::make_unique<Catalog>(options.catalog_path);
+    std::error_code ec;
+    std::filesystem::create_directories(options.mountpoint, ec);
+    mountpoint = absolute_path(options.mountpoint);
+    catalog_path = std::filesystem::absolute(options.catalog_path).lexically_normal().string();
+    daemonizer = std::make_unique<Daemonizer>(options.foreground);
+    raise_fd_limit();
+    // One daemon per catalog (a second would fight over restore_mounts) and
+    // one per mount point (a second would clear the first one's mount).
+    catalog_lock = std::make_unique<LockFile>(catalog_path + ".lock", "another sendense-restorefs serves this catalog");
+    mountpoint_lock = std::make_unique<LockFile>(mountpoint_lock_path(mountpoint),
+                                                 "another sendense-restorefs serves " + mountpoint);
+    catalog = std::make_unique<Catalog>(catalog_path);
     for (const auto& row : catalog->reconcile_mounts(mountpoint))
       log::info("reconciled", {{"backup", row.backup_id}, {"mount_id", row.id}, {"was", row.status}});
     clear_dead_mount(mountpoint);
   } catch (const std::exception& e) {
     log::error("startup_failed", {{"error", e.what()}});
-    if (lock_fd >= 0) ::close(lock_fd);
     return 1;
   }
 
@@ -171,21 +276,15 @@ int run_daemon(const DaemonOptions& options) {
   fuse_opt_free_args(&args);
   if (!se) {
     log::error("startup_failed", {{"error", "fuse_session_new failed (bad -o option?)"}, {"options", opts}});
-    ::close(lock_fd);
     return 1;
   }
   if (fuse_set_signal_handlers(se.get()) != 0 || fuse_session_mount(se.get(), mountpoint.c_str()) != 0) {
     log::error("startup_failed", {{"error", "cannot mount"}, {"mountpoint", mountpoint}});
-    ::close(lock_fd);
     return 1;
   }
-  if (!options.foreground && fuse_daemonize(0) != 0) {
-    log::error("startup_failed", {{"error", "cannot daemonize"}});
-    fuse_session_unmount(se.get());
-    return 1;
-  }
+  daemonizer->notify(true);
   log::info("serving", {{"mountpoint", mountpoint},
-                        {"catalog", options.catalog_path},
+                        {"catalog", catalog_path},
                         {"backups", std::to_string(view.snapshot()->backups.size())},
                         {"idle_timeout", std::to_string(options.idle_timeout.count())},
                         {"max_mounts", std::to_string(options.max_mounts)}});
@@ -203,7 +302,6 @@ int run_daemon(const DaemonOptions& options) {
   fuse_remove_signal_handlers(se.get());
   fuse_session_unmount(se.get());
   log::info("stopped", {{"mountpoint", mountpoint}});
-  ::close(lock_fd);
   // libfuse's signal handler leaves the signal number as the loop's result.
   const bool clean = rc == 0 || rc == SIGINT || rc == SIGTERM || rc == SIGHUP;
   return clean ? 0 : 1;

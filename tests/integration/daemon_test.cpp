@@ -569,6 +569,56 @@ TEST_F(DaemonTest, RestartAfterKill9ClearsDeadMountAndReconciles) {
   EXPECT_EQ(mounts, 1);
 }
 
+// Without -f the daemon returns once the tree is mounted and keeps logging
+// to the stderr it was given.
+TEST_F(DaemonTest, BackgroundModeMountsAndKeepsLogging) {
+  const std::string bg_log = tmp_ / "background.log";
+  CommandResult r = run(q(restorefs_binary()) + " " + q(mnt_) + " --catalog " + q(catalog_) + " 2>" + q(bg_log));
+  ASSERT_EQ(r.status, 0) << r.output << read_file(bg_log);
+  EXPECT_TRUE(is_mounted(mnt_)) << "returned 0 but nothing is mounted";
+  EXPECT_EQ(sha(vol(full_, "part1") + "/docs/readme.txt"), sha(fx_ + "/src/docs/readme.txt"));
+  const std::string pid = trim(run("pgrep -f " + q("sendense-restorefs " + mnt_ + " ")).output);
+  ASSERT_FALSE(pid.empty()) << "no background daemon process";
+  run("kill -TERM " + pid);
+  EXPECT_TRUE(wait_for([&] { return !is_mounted(mnt_); }, 10s)) << "background daemon did not unmount on SIGTERM";
+  const std::string logged = read_file(bg_log);
+  EXPECT_NE(logged.find(" serving "), std::string::npos) << logged;
+  EXPECT_NE(logged.find(" attach "), std::string::npos) << logged;
+  EXPECT_TRUE(wait_for([&] { return read_file(bg_log).find(" stopped ") != std::string::npos; }, 10s)) << read_file(bg_log);
+  for (const char* bad : {"AddressSanitizer", "runtime error:", "LeakSanitizer"})
+    EXPECT_EQ(read_file(bg_log).find(bad), std::string::npos) << bad;
+}
+
+// The daemon itself refuses writes, not only the kernel's read-only mount:
+// mounted rw on request, every write still fails with EROFS.
+TEST_F(DaemonTest, DaemonAnswersErofsEvenOnARwMount) {
+  START_DAEMON({"-o", "rw"});
+  const std::string v = vol(full_, "part1");
+  for (const std::string& cmd : {"touch " + q(v + "/new-file"), "mkdir " + q(v + "/new-dir"), "rm " + q(v + "/docs/readme.txt"),
+                                 "mv " + q(v + "/docs/readme.txt") + " " + q(v + "/moved"),
+                                 "sh -c 'echo x >> " + v + "/docs/readme.txt'", "chmod 777 " + q(v + "/docs/readme.txt"),
+                                 "setfattr -n user.y -v 1 " + q(v + "/docs/readme.txt"), "ln -s x " + q(v + "/link"),
+                                 "ln " + q(v + "/docs/readme.txt") + " " + q(v + "/hard"), "truncate -s 0 " + q(v + "/docs/readme.txt")}) {
+    CommandResult r = run(cmd);
+    EXPECT_NE(r.status, 0) << cmd;
+    EXPECT_NE(r.output.find("Read-only file system"), std::string::npos) << cmd << ": " << r.output;
+  }
+  EXPECT_EQ(sha(v + "/docs/readme.txt"), sha(fx_ + "/src/docs/readme.txt"));
+}
+
+// A newer backup of a vm moves by-vm/<vm>/latest at once, even though the
+// kernel caches symlink targets.
+TEST_F(DaemonTest, LatestFollowsANewerBackupOfTheSameVm) {
+  START_DAEMON();
+  const std::string latest = path("by-vm/files/latest");
+  EXPECT_EQ(run_ok("readlink " + q(latest)), "../../" + files_ + "\n");
+  EXPECT_EQ(run_ok("readlink " + q(latest)), "../../" + files_ + "\n");  // now cached by the kernel
+  ASSERT_EQ(cli("catalog add --id files-newer --format raw --vm files --time 2030-01-01T00:00:00Z --path " +
+                q(fx_ + "/repo/files/" + files_ + ".img")).status, 0);
+  EXPECT_TRUE(wait_for([&] { return run("readlink " + q(latest)).output == "../../files-newer\n"; }, 5s))
+      << "latest still points at " << run("readlink " + q(latest)).output;
+}
+
 // A repository on NFS/CIFS can lose an image under a running daemon: that
 // backup answers EIO with a log line naming it, the rest of the tree works.
 TEST_F(DaemonTest, VanishedImageGivesEioOthersKeepWorking) {
