@@ -71,10 +71,10 @@ class DaemonTest : public ::testing::Test {
   void SetUp() override {
     fx_ = fixtures_dir();
     if (file_exists(fx_ + "/SKIPPED"))
-      GTEST_SKIP() << "SKIPPED: fixtures were not built: " << read_file(fx_ + "/SKIPPED");
+      SENDENSE_SKIP("fixtures were not built: " << read_file(fx_ + "/SKIPPED"));
     ASSERT_TRUE(file_exists(fx_ + "/manifest.env"))
         << "no fixtures in " << fx_ << ": run `ctest -R make_fixtures` (or tests/fixtures/make-fixtures.sh)";
-    if (!file_exists("/dev/fuse")) GTEST_SKIP() << "SKIPPED: no /dev/fuse";
+    if (!file_exists("/dev/fuse")) SENDENSE_SKIP("no /dev/fuse");
     ASSERT_TRUE(file_exists(restorefs_binary())) << restorefs_binary();
     ASSERT_TRUE(file_exists(cli_binary())) << cli_binary();
     manifest_ = std::make_unique<Manifest>(fx_ + "/manifest.env");

@@ -43,9 +43,21 @@ std::string sha256_of(const std::string& path);
 
 }  // namespace sendense::test
 
-// Skips the current test loudly when a tool is missing: the skip reason is
-// printed so a run never passes silently without its checks.
-#define SENDENSE_REQUIRE_TOOL(tool)                                                     \
-  do {                                                                                \
-    if (!::sendense::test::have_tool(tool)) GTEST_SKIP() << "SKIPPED: needs " << (tool); \
+// Skips the current test loudly, with the reason printed, so a run never
+// passes silently without its checks. With SENDENSE_NO_SKIP=1 in the
+// environment (CI sets it: its machines have root, loop devices, FUSE and
+// every tool) a skip is a failure instead.
+namespace sendense::test {
+bool skips_are_failures();
+}  // namespace sendense::test
+#define SENDENSE_SKIP(reason)                                                   \
+  do {                                                                          \
+    if (::sendense::test::skips_are_failures()) FAIL() << "cannot skip under SENDENSE_NO_SKIP=1: " << reason; \
+    GTEST_SKIP() << "SKIPPED: " << reason;                                      \
+  } while (0)
+
+// Skips (see SENDENSE_SKIP) when a tool is missing.
+#define SENDENSE_REQUIRE_TOOL(tool)                                             \
+  do {                                                                          \
+    if (!::sendense::test::have_tool(tool)) SENDENSE_SKIP("needs " << (tool));  \
   } while (0)

@@ -292,7 +292,7 @@ class ExtImage : public ::testing::TestWithParam<Variant> {
     SENDENSE_REQUIRE_TOOL("debugfs");
     SENDENSE_REQUIRE_TOOL("setfattr");
     SENDENSE_REQUIRE_TOOL("setfacl");
-    if (::geteuid() != 0) GTEST_SKIP() << "SKIPPED: needs root (mknod, trusted.* xattrs, chown)";
+    if (::geteuid() != 0) SENDENSE_SKIP("needs root (mknod, trusted.* xattrs, chown)");
     source_ = std::make_unique<Source>();
     image_ = source_->make_image(GetParam().mkfs_options, "image.raw");
     if (!GetParam().fixup.empty()) run_ok("debugfs -w -R " + shell_quote(GetParam().fixup) + " " + q(image_) + " 2>&1");
@@ -404,7 +404,7 @@ class DamagedImage : public ::testing::Test {
     SENDENSE_REQUIRE_TOOL("mkfs.ext4");
     SENDENSE_REQUIRE_TOOL("debugfs");
     SENDENSE_REQUIRE_TOOL("dd");
-    if (::geteuid() != 0) GTEST_SKIP() << "SKIPPED: needs root (mknod, trusted.* xattrs, chown)";
+    if (::geteuid() != 0) SENDENSE_SKIP("needs root (mknod, trusted.* xattrs, chown)");
     source_ = std::make_unique<Source>();
   }
 
@@ -548,14 +548,14 @@ TEST_F(DamagedImage, WalkAfterGarbageInDirectoryAndExtentBlocks) {
 TEST(ExtUnwritten, PreallocatedRangesReadAsZeros) {
   SENDENSE_REQUIRE_TOOL("mkfs.ext4");
   SENDENSE_REQUIRE_TOOL("losetup");
-  if (::geteuid() != 0) GTEST_SKIP() << "SKIPPED: needs root (loop mount)";
+  if (::geteuid() != 0) SENDENSE_SKIP("needs root (loop mount)");
   TempDir dir;
   const fs::path image = fs::path(dir.path()) / "unwritten.raw";
   const fs::path mnt = fs::path(dir.path()) / "mnt";
   fs::create_directories(mnt);
   run_ok("mkfs.ext4 -q -F -b 4096 " + q(image) + " 32M");
   auto loop = run("losetup -f --show " + q(image));
-  if (loop.status != 0) GTEST_SKIP() << "SKIPPED: no free loop device: " << loop.output;
+  if (loop.status != 0) SENDENSE_SKIP("no free loop device: " << loop.output);
   const std::string dev = loop.output.substr(0, loop.output.find('\n'));
   const std::string script =
       "set -e; mount " + dev + " " + q(mnt) + "; "

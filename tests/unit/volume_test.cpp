@@ -284,7 +284,7 @@ TEST(VolumeDetect, LvmPhysicalVolume) {
   make_sparse(path, 8 * MiB);
   test::CommandResult loop = run("losetup -f --show " + shell_quote(path));
   if (loop.status != 0 || loop.output.rfind("/dev/loop", 0) != 0)
-    GTEST_SKIP() << "SKIPPED: no loop device available: " << loop.output;
+    SENDENSE_SKIP("no loop device available: " << loop.output);
   const std::string dev = loop.output.substr(0, loop.output.find('\n'));
   test::CommandResult pv = run("LVM_SUPPRESS_FD_WARNINGS=1 pvcreate -y -ff " + shell_quote(dev));
   run_ok("losetup -d " + shell_quote(dev));
