@@ -1,6 +1,7 @@
 // sendense-restorefs MOUNTPOINT --catalog DB [--idle-timeout SECONDS]
 //   [--max-mounts N] [-f] [-o FUSE_OPTION]... [--log-level debug|info|warn|error]
 // Parses the command line and runs the daemon; nothing else lives here.
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
@@ -22,15 +23,21 @@ constexpr const char* kUsage =
     "  -o OPTION             extra FUSE mount option (repeatable)\n"
     "  --log-level LEVEL     default info\n";
 
-long parse_number(const char* flag, const char* value, long min) {
+long parse_number(const char* flag, const char* value, long min, long max) {
   char* end = nullptr;
+  errno = 0;
   long v = std::strtol(value, &end, 10);
-  if (!*value || *end || v < min) {
-    std::cerr << "sendense-restorefs: " << flag << " needs a number >= " << min << ", got '" << value << "'\n";
+  if (!*value || *end || errno == ERANGE || v < min || v > max) {
+    std::cerr << "sendense-restorefs: " << flag << " needs a number from " << min << " to " << max << ", got '" << value
+              << "'\n";
     std::exit(2);
   }
   return v;
 }
+
+// Bounds keep the millisecond arithmetic of the idle reaper far from overflow.
+constexpr long kMaxIdleTimeout = 366L * 24 * 3600;
+constexpr long kMaxMounts = 4096;
 
 }  // namespace
 
@@ -52,9 +59,9 @@ int main(int argc, char** argv) {
     } else if (arg == "--catalog") {
       options.catalog_path = value();
     } else if (arg == "--idle-timeout") {
-      options.idle_timeout = std::chrono::seconds(parse_number("--idle-timeout", value(), 1));
+      options.idle_timeout = std::chrono::seconds(parse_number("--idle-timeout", value(), 1, kMaxIdleTimeout));
     } else if (arg == "--max-mounts") {
-      options.max_mounts = static_cast<size_t>(parse_number("--max-mounts", value(), 1));
+      options.max_mounts = static_cast<size_t>(parse_number("--max-mounts", value(), 1, kMaxMounts));
     } else if (arg == "-f") {
       options.foreground = true;
     } else if (arg == "-o") {
