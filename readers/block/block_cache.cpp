@@ -24,10 +24,7 @@ class BlockCache final : public BlockDevice {
   std::string describe() const override { return parent_->describe(); }
 
   void read_at(uint64_t offset, std::span<std::byte> buf) const override {
-    const uint64_t total = parent_->size();
-    if (offset > total || buf.size() > total - offset)
-      throw Error(EIO, "read of " + std::to_string(buf.size()) + " bytes at offset " + std::to_string(offset) +
-                           " is past the end (" + std::to_string(total) + " bytes)", describe());
+    require_in_range(*this, offset, buf.size());
     if (buf.size() > chunk_size_ * 4) {  // large reads gain nothing from the cache
       parent_->read_at(offset, buf);
       return;

@@ -30,6 +30,10 @@ class BlockDevice {
 
 using BlockDevicePtr = std::shared_ptr<const BlockDevice>;
 
+// Throws Error(EIO) naming `dev` and the offset unless [offset, offset +
+// length) lies inside it. Every read_at starts with it.
+void require_in_range(const BlockDevice& dev, uint64_t offset, uint64_t length);
+
 // Image formats recorded in the catalog. The format is never guessed from a
 // file's content when serving: a raw disk holding a qcow2 header stays raw.
 enum class ImageFormat { raw, qcow2 };

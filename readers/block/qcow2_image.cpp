@@ -274,10 +274,7 @@ class Qcow2Image final : public BlockDevice {
   std::string describe() const override { return levels_.front().display; }
 
   void read_at(uint64_t offset, std::span<std::byte> buf) const override {
-    const uint64_t total = size();
-    if (offset > total || buf.size() > total - offset)
-      throw Error(EIO, "read of " + std::to_string(buf.size()) + " bytes at offset " + std::to_string(offset) +
-                           " is past the end (" + std::to_string(total) + " bytes)", describe());
+    require_in_range(*this, offset, buf.size());
     if (buf.empty()) return;
     Lease lease(*this);
     read_level(lease.chain(), 0, offset, buf.data(), buf.size());

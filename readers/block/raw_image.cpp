@@ -23,9 +23,7 @@ class RawImage final : public BlockDevice {
   std::string describe() const override { return path_; }
 
   void read_at(uint64_t offset, std::span<std::byte> buf) const override {
-    if (offset > size_ || buf.size() > size_ - offset)
-      throw Error(EIO, "read of " + std::to_string(buf.size()) + " bytes at offset " + std::to_string(offset) +
-                           " is past the end (" + std::to_string(size_) + " bytes)", path_);
+    require_in_range(*this, offset, buf.size());
     size_t done = 0;
     while (done < buf.size()) {
       ssize_t n = ::pread(fd_, buf.data() + done, buf.size() - done, static_cast<off_t>(offset + done));

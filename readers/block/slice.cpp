@@ -15,9 +15,7 @@ class Slice final : public BlockDevice {
   std::string describe() const override { return parent_->describe() + " " + name_; }
 
   void read_at(uint64_t offset, std::span<std::byte> buf) const override {
-    if (offset > length_ || buf.size() > length_ - offset)
-      throw Error(EIO, "read of " + std::to_string(buf.size()) + " bytes at offset " + std::to_string(offset) +
-                           " is past the end (" + std::to_string(length_) + " bytes)", describe());
+    require_in_range(*this, offset, buf.size());
     parent_->read_at(offset_ + offset, buf);
   }
 

@@ -1,3 +1,4 @@
+// The free functions of block_device.h: format names, open_image, range checks.
 #include "readers/block/block_device.h"
 #include "readers/common/error.h"
 
@@ -15,6 +16,13 @@ ImageFormat image_format_from_string(const std::string& s) {
   if (s == "raw") return ImageFormat::raw;
   if (s == "qcow2") return ImageFormat::qcow2;
   throw Error(EINVAL, "unknown image format '" + s + "' (expected qcow2 or raw)");
+}
+
+void require_in_range(const BlockDevice& dev, uint64_t offset, uint64_t length) {
+  const uint64_t total = dev.size();
+  if (offset > total || length > total - offset)
+    throw Error(EIO, "read of " + std::to_string(length) + " bytes at offset " + std::to_string(offset) +
+                         " is past the end (" + std::to_string(total) + " bytes)", dev.describe());
 }
 
 BlockDevicePtr open_image(const std::string& path, ImageFormat format, const std::string& confine_root) {
