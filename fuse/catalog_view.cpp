@@ -4,6 +4,7 @@
 #include <ctime>
 #include <unordered_set>
 
+#include "fuse/names.h"
 #include "fuse/node_id.h"
 
 namespace sendense {
@@ -29,11 +30,8 @@ std::string by_vm_entry_name(int64_t created_at) {
 
 namespace {
 
-// A backup id becomes a directory name: it must be a valid, unique name.
-bool usable_name(const std::string& id) {
-  return !id.empty() && id != "." && id != ".." && id != "by-vm" && id.find('/') == std::string::npos &&
-         id.find('\0') == std::string::npos;
-}
+// A backup id becomes a name in the root next to by-vm/.
+bool usable_name(const std::string& id) { return valid_entry_name(id) && id != "by-vm"; }
 
 std::shared_ptr<const CatalogSnapshot> build(std::vector<BackupRecord> rows) {
   auto snap = std::make_shared<CatalogSnapshot>();
