@@ -535,4 +535,31 @@ std::vector<MountRecord> Catalog::reconcile_mounts(const std::string& mount_path
   return stale;
 }
 
+std::vector<MountRecord> Catalog::reconcile_all_mounts() {
+  static const std::string kReason = "reconciled after unclean shutdown";
+  std::lock_guard lock(mutex_);
+  Transaction tx(db_, path_);
+  std::vector<MountRecord> earlier_failed, stale;
+  {
+    Statement st(db_, path_,
+                 (std::string("SELECT ") + kMountColumns + " FROM restore_mounts ORDER BY created_at, id").c_str());
+    while (st.step()) {
+      MountRecord m = mount_from_row(st);
+      if (own_mounts_.contains(m.id) || reconciled_.contains(m.id)) continue;  // this run's
+      (m.status == "failed" ? earlier_failed : stale).push_back(std::move(m));
+    }
+  }
+  for (const MountRecord& m : earlier_failed) {
+    Statement del(db_, path_, "DELETE FROM restore_mounts WHERE id = ?1");
+    del.bind(1, m.id).run();
+  }
+  for (const MountRecord& m : stale) {
+    Statement up(db_, path_, "UPDATE restore_mounts SET status = 'failed', error = ?2 WHERE id = ?1");
+    up.bind(1, m.id).bind(2, kReason).run();
+  }
+  tx.commit();
+  for (const MountRecord& m : stale) reconciled_.insert(m.id);
+  return stale;
+}
+
 }  // namespace sendense

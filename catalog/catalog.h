@@ -99,12 +99,22 @@ class Catalog {
   // (owner_pid alone cannot tell: a daemon in a container is PID 1 each run);
   // call it after taking the single-instance lock for `mount_path`.
   std::vector<MountRecord> reconcile_mounts(const std::string& mount_path);
+  // Every row not begun through this Catalog object, whatever its
+  // mount_path, is from a run that is gone: the caller holds the per-catalog
+  // daemon lock. In one transaction: rows of such runs that were already
+  // `failed` (left by an earlier reconciliation) are deleted, then the rest
+  // are marked failed with error "reconciled after unclean shutdown" and
+  // returned as they were found. At most one generation of failed rows stays.
+  // A second call on the same object neither reports nor deletes the rows
+  // the first one marked.
+  std::vector<MountRecord> reconcile_all_mounts();
 
  private:
   std::string path_;
   sqlite3* db_ = nullptr;
   std::mutex mutex_;
   std::set<std::string> own_mounts_;  // ids begun through this object (guarded by mutex_)
+  std::set<std::string> reconciled_;  // ids marked failed by reconcile_all_mounts (guarded by mutex_)
 };
 
 // "2026-11-24T04:30:00Z" from Unix seconds, and back. parse_iso8601 accepts
@@ -122,25 +132,50 @@ struct ImportReport {
   std::vector<std::string> missing;  // ids of cataloged backups under `dir` whose image file is gone (kept)
 };
 
+// The format of an image file, from its name only: a guest controls every
+// byte of its disk, so content never decides (a raw disk whose first sector
+// holds a qcow2 header stays raw).
+//   ".qcow2", ".qcow" (any case) -> "qcow2"; the file must start with the
+//       qcow2 magic, else Error(EINVAL) naming the file.
+//   ".raw", ".img"               -> "raw", even with the qcow2 magic; then
+//       `warning` says it is served as raw.
+//   anything else                -> format "" (not an image by its name).
+// Throws Error naming the file if it cannot be read.
+struct FormatFromName {
+  std::string format;   // "qcow2", "raw" or ""
+  std::string warning;  // "" unless a raw image starts with the qcow2 magic
+};
+FormatFromName format_from_name(const std::string& path);
+
 // What import makes of one image file, without the catalog: the record
 // (canonical image_path, id = file stem, vm and created_at from a
 // "backup-<vm>-<YYYYMMDDhhmmss>" name or else the parent folder's name and
 // the file's mtime, size, format, kind from the backing file; parent_id
-// empty) plus its backing file. `format` "" means by magic (qcow2 magic,
-// else raw); "qcow2" on a file without the magic throws Error(EINVAL).
+// empty) plus its backing file.
+// `format` "" means from the file name (format_from_name; a name that tells
+// nothing throws Error(EINVAL) asking for a format); "qcow2" on a file
+// without the magic throws Error(EINVAL); "raw" on a file with the magic is
+// kept raw, with a warning.
+// A qcow2 image's backing chain is validated the way the daemon opens it:
+// read_qcow2_chain(image, folder of the image). A missing, looping,
+// escaping, protocol/json: or non-qcow2 backing file throws that Error.
 // Throws Error naming the file if it cannot be read or its qcow2 header is
-// damaged, or if the backing name is a protocol or "json:" name.
+// damaged.
 struct ImageDescription {
   BackupRecord record;
   std::string backing_name;   // as stored in the qcow2 header ("" for none)
-  std::string backing_path;   // canonical path of the backing file; "" if none or missing
+  std::string backing_path;   // canonical path of the backing file ("" for none)
+  std::vector<std::string> warnings;  // "path: note" (e.g. raw with a qcow2 header)
 };
 ImageDescription describe_image(const std::string& path, const std::string& format = {});
 
-// Walks `dir` recursively: every qcow2 (by magic) or raw (.raw/.img) image
-// becomes a backup. Ids/vm/time from "backup-<vm>-<YYYYMMDDhhmmss>" names,
-// else vm = parent folder name, time = file mtime, id = file stem.
-// qcow2 backing names link incrementals to their parents. Idempotent.
+// Walks `dir` recursively: every image named *.qcow2/*.qcow (qcow2) or
+// *.raw/*.img (raw) becomes a backup (format_from_name; other files are
+// skipped). Ids/vm/time from "backup-<vm>-<YYYYMMDDhhmmss>" names, else
+// vm = parent folder name, time = file mtime, id = file stem. A qcow2 whose
+// backing chain the daemon would refuse is an error, not imported; the first
+// backing file links an incremental to the backup with that image_path.
+// Idempotent.
 ImportReport import_repository(Catalog& catalog, const std::string& dir);
 
 }  // namespace sendense

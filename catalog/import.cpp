@@ -1,5 +1,7 @@
 // Repository import: every image under a folder becomes (or refreshes) a
-// backup row; qcow2 backing names link incrementals to their parents.
+// backup row; the format comes from the file name, never from content; qcow2
+// backing chains are validated as the daemon opens them and link
+// incrementals to their parents.
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -22,17 +24,6 @@ namespace {
 std::string lower(std::string s) {
   std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   return s;
-}
-
-// "json:{...}", "nbd://host/x", "http://..": qemu would open these as
-// protocols. A backup's backing file is always a plain file name.
-bool is_protocol_name(const std::string& name) {
-  const size_t colon = name.find(':');
-  if (colon == std::string::npos || colon == 0) return false;
-  const std::string scheme = name.substr(0, colon);
-  return std::all_of(scheme.begin(), scheme.end(), [](unsigned char c) {
-    return std::isalnum(c) || c == '+' || c == '-' || c == '.' || c == '_';
-  });
 }
 
 struct NameFacts {
@@ -65,6 +56,22 @@ bool same_content(const BackupRecord& a, const BackupRecord& b) {
 
 }  // namespace
 
+FormatFromName format_from_name(const std::string& path) {
+  const std::string ext = lower(fs::path(path).extension().string());
+  FormatFromName f;
+  if (ext == ".qcow2" || ext == ".qcow") {
+    if (!has_qcow2_magic(path))
+      throw Error(EINVAL, "named like a qcow2 image but has no qcow2 magic (QFI\\xfb)", path);
+    f.format = "qcow2";
+  } else if (ext == ".raw" || ext == ".img") {
+    f.format = "raw";
+    if (has_qcow2_magic(path))
+      f.warning = path + ": starts with a qcow2 header but is named " + ext +
+                  ": served as raw (its header and any backing file it names are ignored)";
+  }
+  return f;
+}
+
 ImageDescription describe_image(const std::string& path, const std::string& format) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) throw sys_error("cannot stat image", path);
@@ -78,12 +85,22 @@ ImageDescription describe_image(const std::string& path, const std::string& form
   b.image_path = canonical.string();
   b.size = static_cast<uint64_t>(st.st_size);
 
-  const bool magic = has_qcow2_magic(b.image_path);
   if (format.empty()) {
-    b.format = magic ? "qcow2" : "raw";
+    FormatFromName by_name = format_from_name(path);
+    if (by_name.format.empty())
+      throw Error(EINVAL,
+                  "cannot tell the image format from the file name (.qcow2/.qcow or .raw/.img); give the format "
+                  "(qcow2 or raw)",
+                  path);
+    b.format = by_name.format;
+    if (!by_name.warning.empty()) d.warnings.push_back(by_name.warning);
   } else {
     b.format = to_string(image_format_from_string(format));
-    if (b.format == "qcow2" && !magic) throw Error(EINVAL, "not a qcow2 image (no QFI\\xfb magic)", b.image_path);
+    const bool magic = has_qcow2_magic(b.image_path);
+    if (b.format == "qcow2" && !magic) throw Error(EINVAL, "not a qcow2 image (no QFI\\xfb magic)", path);
+    if (b.format == "raw" && magic)
+      d.warnings.push_back(path + ": starts with a qcow2 header but is recorded as raw: served as raw "
+                                  "(its header and any backing file it names are ignored)");
   }
 
   const fs::path as_named(path);
@@ -98,15 +115,13 @@ ImageDescription describe_image(const std::string& path, const std::string& form
 
   b.kind = "full";
   if (b.format == "qcow2") {
-    d.backing_name = read_qcow2_backing_name(b.image_path);
-    if (!d.backing_name.empty()) {
+    // The daemon opens the image confined to its own folder
+    // (fuse/attach_manager.cpp): refuse here whatever it would refuse there.
+    const std::vector<ChainLink> chain = read_qcow2_chain(path, canonical.parent_path().string());
+    d.backing_name = chain.front().backing_name;
+    if (chain.size() > 1) {
       b.kind = "incremental";
-      if (is_protocol_name(d.backing_name))
-        throw Error(EINVAL, "backing file '" + d.backing_name + "' is a protocol name, refused", b.image_path);
-      fs::path backing(d.backing_name);
-      if (backing.is_relative()) backing = canonical.parent_path() / backing;
-      const fs::path resolved = fs::canonical(backing, ec);
-      if (!ec) d.backing_path = resolved.string();
+      d.backing_path = chain[1].path;
     }
   }
   return d;
@@ -143,13 +158,9 @@ ImportReport import_repository(Catalog& catalog, const std::string& dir) {
   for (const fs::path& file : files) {
     const std::string where = file.string();
     try {
-      const std::string ext = lower(file.extension().string());
-      const bool magic = has_qcow2_magic(where);
-      if (!magic) {
-        if (ext == ".qcow2" || ext == ".qcow") throw Error(EIO, "named like a qcow2 image but has no qcow2 magic", where);
-        if (ext != ".raw" && ext != ".img") continue;
-      }
-      Candidate c{describe_image(where, magic ? "qcow2" : "raw")};
+      const FormatFromName by_name = format_from_name(where);
+      if (by_name.format.empty()) continue;  // not an image by its name
+      Candidate c{describe_image(where)};  // the same rule, and the chain check of a qcow2
       const std::string& path = c.desc.record.image_path;
       if (by_path.contains(path)) continue;  // a symlink to a file already seen
       if (auto other = by_id.find(c.desc.record.id); other != by_id.end())
@@ -183,12 +194,11 @@ ImportReport import_repository(Catalog& catalog, const std::string& dir) {
     }
     c.state = 1;
     try {
-      if (!c.desc.backing_name.empty()) {
+      // describe_image validated the chain: the backing file exists, inside
+      // the image's folder.
+      if (!c.desc.backing_path.empty()) {
         auto in_import = by_path.find(c.desc.backing_path);
-        if (c.desc.backing_path.empty()) {
-          report.warnings.push_back(where + ": backing file '" + c.desc.backing_name +
-                                    "' not found; imported without parent");
-        } else if (in_import != by_path.end()) {
+        if (in_import != by_path.end()) {
           self(self, in_import->second);
           if (c.state == 3) return;  // part of a loop, already reported
           const Candidate& parent = candidates[in_import->second];
@@ -216,6 +226,7 @@ ImportReport import_repository(Catalog& catalog, const std::string& dir) {
         (existing ? report.updated : report.added).push_back(rec.id);
       }
       cataloged_by_path[rec.image_path] = rec.id;
+      report.warnings.insert(report.warnings.end(), c.desc.warnings.begin(), c.desc.warnings.end());
       c.state = 2;
     } catch (const std::exception& e) {
       c.state = 3;

@@ -14,12 +14,14 @@ namespace {
 constexpr const char* kUsage = R"(usage: sendense-restore COMMAND [ARGS]
 
   catalog import DIR [--catalog DB]
-      Add every backup image under DIR (qcow2 by magic, raw *.raw/*.img).
+      Add every backup image under DIR: *.qcow2/*.qcow as qcow2 (backing
+      chain checked), *.raw/*.img as raw; the name decides, never the content.
       Ids, vm and time from backup-<vm>-<YYYYMMDDhhmmss> names, else the file
       stem, parent folder and mtime. Re-running is idempotent.
   catalog add --id ID --path IMAGE [--vm NAME] [--time ISO8601]
               [--format qcow2|raw] [--parent ID] [--catalog DB]
-      Add or update one backup.
+      Add or update one backup. Without --format the file name decides as
+      for import; any other name needs --format.
   catalog list [--json] [--catalog DB]
   catalog remove ID [--catalog DB]
       Forget a backup (its volumes and mount rows too); the image stays.

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
@@ -261,6 +262,63 @@ TEST(Catalog, ReconcileMarksRowsOfAGoneRunFailed) {
   (void)other_path;
 }
 
+TEST(Catalog, ReconcileAllMountsAcrossMountPathsAndPurgesOldFailedRows) {
+  TempDir dir;
+  const std::string db = dir / "catalog.db";
+  std::string r1_mounted, r1_other, r1_failed;
+  {
+    Catalog run1(db);  // crashes with rows on two mount points, one already failed
+    run1.upsert_backup(backup("b1"));
+    run1.upsert_backup(backup("b2"));
+    r1_mounted = run1.begin_mount("b1", "/mnt/r", "userspace", 600);
+    run1.set_mount_status(r1_mounted, "mounted", "ext4");
+    r1_other = run1.begin_mount("b2", "/mnt/other", "userspace", 600);
+    r1_failed = run1.begin_mount("b2", "/mnt/r", "userspace", 600);
+    run1.set_mount_status(r1_failed, "failed", {}, "ext4: bad superblock");
+  }
+  std::string r2_mine, r2_own_failed;
+  {
+    Catalog run2(db);
+    r2_mine = run2.begin_mount("b1", "/mnt/third", "userspace", 600);
+    r2_own_failed = run2.begin_mount("b2", "/mnt/third", "userspace", 600);
+    run2.set_mount_status(r2_own_failed, "failed", {}, "ntfs: damaged");
+    auto reconciled = run2.reconcile_all_mounts();
+    ASSERT_EQ(reconciled.size(), 2u);
+    std::map<std::string, MountRecord> by_id;
+    for (auto& m : reconciled) by_id[m.id] = m;
+    ASSERT_TRUE(by_id.contains(r1_mounted) && by_id.contains(r1_other));
+    EXPECT_EQ(by_id[r1_mounted].status, "mounted");  // as found
+    EXPECT_EQ(by_id[r1_mounted].mount_path, "/mnt/r");
+    EXPECT_EQ(by_id[r1_other].status, "mounting");
+    EXPECT_EQ(by_id[r1_other].mount_path, "/mnt/other");
+
+    std::map<std::string, MountRecord> rows;
+    for (auto& m : run2.list_mounts()) rows[m.id] = m;
+    EXPECT_EQ(rows.size(), 4u);
+    EXPECT_FALSE(rows.contains(r1_failed));  // failed by an earlier run: purged
+    for (const auto& id : {r1_mounted, r1_other}) {
+      EXPECT_EQ(rows[id].status, "failed");
+      EXPECT_EQ(rows[id].error, "reconciled after unclean shutdown");
+    }
+    EXPECT_EQ(rows[r2_mine].status, "mounting");     // this run's rows untouched
+    EXPECT_EQ(rows[r2_own_failed].error, "ntfs: damaged");
+    EXPECT_TRUE(run2.reconcile_all_mounts().empty());  // a second call: nothing new, nothing purged
+    EXPECT_EQ(run2.list_mounts().size(), 4u);
+  }
+  // Run 3: run 1's reconciled rows and run 2's failed row go; run 2's live row
+  // is this generation.
+  Catalog run3(db);
+  auto reconciled = run3.reconcile_all_mounts();
+  ASSERT_EQ(reconciled.size(), 1u);
+  EXPECT_EQ(reconciled[0].id, r2_mine);
+  EXPECT_EQ(reconciled[0].status, "mounting");
+  auto rows = run3.list_mounts();
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].id, r2_mine);
+  EXPECT_EQ(rows[0].status, "failed");
+  EXPECT_EQ(rows[0].error, "reconciled after unclean shutdown");
+}
+
 TEST(Catalog, Iso8601) {
   EXPECT_EQ(to_iso8601(0), "1970-01-01T00:00:00Z");
   EXPECT_EQ(to_iso8601(1767268800), "2026-01-01T12:00:00Z");
@@ -370,26 +428,133 @@ TEST(Import, NamesFoldersParentsAndIdempotence) {
 TEST(Import, IncrementalFindsParentAlreadyInCatalog) {
   SENDENSE_REQUIRE_TOOL("qemu-img");
   TempDir dir;
-  fs::create_directories(dir / "a");
-  fs::create_directories(dir / "b");
-  qcow2(dir / "a/base.qcow2");
-  qcow2(dir / "b/top.qcow2", dir / "a/base.qcow2");
+  const std::string vm = dir / "vm";
+  fs::create_directories(vm);
+  // A base import skips (not an image by its name), cataloged by hand.
+  qcow2(vm + "/base.bin");
+  run_ok("cd " + shell_quote(vm) + " && qemu-img create -q -f qcow2 -b base.bin -F qcow2 top.qcow2");
   Catalog c(dir / "catalog.db");
-  import_repository(c, dir / "a");
-  ImportReport r = import_repository(c, dir / "b");
+  ImageDescription base = describe_image(vm + "/base.bin", "qcow2");
+  base.record.id = "base0";
+  c.upsert_backup(base.record);
+  ImportReport r = import_repository(c, vm);
   ASSERT_TRUE(contains(r.added, "top")) << joined(r.errors);
-  EXPECT_EQ(c.find_backup("top")->parent_id, "base");
+  EXPECT_TRUE(r.errors.empty()) << joined(r.errors);
+  EXPECT_EQ(c.find_backup("top")->parent_id, "base0");
+  EXPECT_EQ(c.find_backup("top")->kind, "incremental");
+  EXPECT_FALSE(c.find_backup("base"));
+}
 
-  // A backing file outside anything cataloged: imported, with a warning.
-  TempDir other;
-  qcow2(other / "lonely-base.qcow2");
-  fs::create_directories(dir / "c");
-  qcow2(dir / "c/orphan.qcow2", other / "lonely-base.qcow2");
-  ImportReport r2 = import_repository(c, dir / "c");
-  ASSERT_TRUE(contains(r2.added, "orphan")) << joined(r2.errors);
-  EXPECT_EQ(r2.warnings.size(), 1u);
-  EXPECT_EQ(c.find_backup("orphan")->kind, "incremental");
-  EXPECT_EQ(c.find_backup("orphan")->parent_id, "");
+// A guest controls its disk's bytes: a raw disk whose first sector holds a
+// qcow2 header naming another tenant's image stays raw, never an incremental.
+TEST(Import, RawNamedImageWithQcow2HeaderStaysRaw) {
+  SENDENSE_REQUIRE_TOOL("qemu-img");
+  TempDir dir;
+  const std::string repo = dir / "repo";
+  fs::create_directories(repo + "/victim");
+  fs::create_directories(repo + "/tenant");
+  const std::string victim = qcow2(repo + "/victim/secret.qcow2");
+  qcow2(dir / "evil.qcow2", victim);  // outside the repo; its bytes go into the tenant's raw disks
+  const std::string evil = test::read_file(dir / "evil.qcow2");
+  test::write_file(repo + "/tenant/disk.raw", evil);
+  test::write_file(repo + "/tenant/other.IMG", evil);
+
+  Catalog c(dir / "catalog.db");
+  ImportReport r = import_repository(c, repo);
+  EXPECT_TRUE(r.errors.empty()) << joined(r.errors);
+  ASSERT_EQ(r.added.size(), 3u) << joined(r.added);
+  for (const std::string id : {"disk", "other"}) {
+    auto b = c.find_backup(id);
+    ASSERT_TRUE(b) << id;
+    EXPECT_EQ(b->format, "raw") << id;
+    EXPECT_EQ(b->kind, "full") << id;
+    EXPECT_EQ(b->parent_id, "") << id;
+  }
+  ASSERT_EQ(r.warnings.size(), 2u) << joined(r.warnings);
+  for (const std::string name : {"disk.raw", "other.IMG"}) {
+    bool warned = false;
+    for (const auto& w : r.warnings)
+      warned |= w.find(name) != std::string::npos && w.find("served as raw") != std::string::npos;
+    EXPECT_TRUE(warned) << name << "\n" << joined(r.warnings);
+  }
+  EXPECT_EQ(c.find_backup("secret")->format, "qcow2");
+
+  // The same rule from describe_image with no format.
+  ImageDescription d = describe_image(repo + "/tenant/disk.raw");
+  EXPECT_EQ(d.record.format, "raw");
+  EXPECT_EQ(d.backing_name, "");
+  EXPECT_EQ(d.warnings.size(), 1u);
+}
+
+TEST(Import, FormatFromNameOnly) {
+  SENDENSE_REQUIRE_TOOL("qemu-img");
+  TempDir dir;
+  qcow2(dir / "a.QCOW");
+  qcow2(dir / "a.bin");
+  test::write_file(dir / "plain.raw", std::string(4096, '\0'));
+  test::write_file(dir / "fake.qcow2", std::string(4096, '\0'));
+  EXPECT_EQ(format_from_name(dir / "a.QCOW").format, "qcow2");
+  EXPECT_EQ(format_from_name(dir / "a.bin").format, "");  // magic or not, the name tells nothing
+  EXPECT_EQ(format_from_name(dir / "plain.raw").format, "raw");
+  EXPECT_EQ(format_from_name(dir / "plain.raw").warning, "");
+  try {
+    format_from_name(dir / "fake.qcow2");
+    FAIL() << "a .qcow2 without the magic was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), EINVAL);
+    EXPECT_NE(std::string(e.what()).find(dir / "fake.qcow2"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(describe_image(dir / "a.bin"), Error);
+  EXPECT_EQ(describe_image(dir / "a.bin", "qcow2").record.format, "qcow2");
+
+  Catalog c(dir / "catalog.db");
+  ImportReport r = import_repository(c, dir.path());
+  EXPECT_TRUE(contains(r.added, "a")) << joined(r.added);
+  EXPECT_TRUE(contains(r.added, "plain"));
+  EXPECT_EQ(r.added.size(), 2u) << joined(r.added);  // a.bin skipped
+  ASSERT_EQ(r.errors.size(), 1u) << joined(r.errors);
+  EXPECT_NE(r.errors[0].find("fake.qcow2"), std::string::npos) << r.errors[0];
+  EXPECT_NE(r.errors[0].find("no qcow2 magic"), std::string::npos) << r.errors[0];
+}
+
+// A qcow2 the daemon would refuse to open (confined to its own folder) is an
+// import error with the reason, not a backup.
+TEST(Import, RefusedBackingChainsAreErrors) {
+  SENDENSE_REQUIRE_TOOL("qemu-img");
+  TempDir dir;
+  const std::string repo = dir / "repo", vm = repo + "/vm";
+  fs::create_directories(vm);
+  qcow2(repo + "/outside.qcow2");
+  qcow2(vm + "/gone-base.qcow2");
+  run_ok("truncate -s 16M " + shell_quote(vm + "/base.raw"));
+  const std::string in_vm = "cd " + shell_quote(vm) + " && qemu-img create -q -f qcow2 -u ";
+  run_ok(in_vm + "-b gone-base.qcow2 -F qcow2 missing.qcow2 16M");
+  fs::remove(vm + "/gone-base.qcow2");
+  run_ok(in_vm + "-b ../outside.qcow2 -F qcow2 escape.qcow2 16M");
+  run_ok(in_vm + "-b " +
+         shell_quote(R"(json:{"driver":"qcow2","file":{"driver":"file","filename":"/etc/shadow"}})") +
+         " -F qcow2 json.qcow2 16M");
+  run_ok(in_vm + "-b base.raw -F raw rawback.qcow2 16M");
+
+  Catalog c(dir / "catalog.db");
+  ImportReport r = import_repository(c, repo);
+  // outside.qcow2 and base.raw are fine fulls.
+  EXPECT_TRUE(contains(r.added, "outside")) << joined(r.added);
+  EXPECT_TRUE(contains(r.added, "base")) << joined(r.added);
+  EXPECT_EQ(r.added.size(), 2u) << joined(r.added);
+  const std::vector<std::pair<std::string, std::string>> expected = {
+      {"missing.qcow2", "does not exist"},
+      {"escape.qcow2", "outside the repository folder"},
+      {"json.qcow2", "protocol or json: name"},
+      {"rawback.qcow2", "raw backing files are not supported"},
+  };
+  EXPECT_EQ(r.errors.size(), expected.size()) << joined(r.errors);
+  for (const auto& [name, reason] : expected) {
+    bool found = false;
+    for (const auto& e : r.errors) found |= e.find(name) != std::string::npos && e.find(reason) != std::string::npos;
+    EXPECT_TRUE(found) << name << " / " << reason << "\n" << joined(r.errors);
+    EXPECT_FALSE(c.find_backup(fs::path(name).stem().string())) << name;
+  }
 }
 
 TEST(Import, MissingFolderThrows) {
@@ -496,6 +661,47 @@ TEST(Cli, AddDerivesFormatAndParent) {
   r = cli(dir, "catalog add --id b3 --path " + shell_quote(dir / "missing.qcow2") + cat);
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.err.find("missing.qcow2"), std::string::npos) << r.err;
+}
+
+TEST(Cli, AddFormatComesFromTheNameOrFormat) {
+  SENDENSE_REQUIRE_TOOL("qemu-img");
+  TempDir dir;
+  const std::string db = dir / "c.db";
+  const std::string cat = " --catalog " + shell_quote(db);
+  qcow2(dir / "disk.bin");
+  Cli r = cli(dir, "catalog add --id b0 --path " + shell_quote(dir / "disk.bin") + cat);
+  EXPECT_EQ(r.status, 2) << r.err;
+  EXPECT_NE(r.err.find("--format"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("disk.bin"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(db));  // refused before the catalog is opened
+
+  r = cli(dir, "catalog add --id b0 --format qcow2 --path " + shell_quote(dir / "disk.bin") + cat);
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = cli(dir, "catalog add --id b1 --format raw --path " + shell_quote(dir / "disk.bin") + cat);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("served as raw"), std::string::npos) << r.err;  // explicit raw, with the magic
+
+  // A .raw holding a qcow2 header that names a backing file: raw, warned.
+  qcow2(dir / "top.qcow2", dir / "disk.bin");
+  test::write_file(dir / "guest.raw", test::read_file(dir / "top.qcow2"));
+  r = cli(dir, "catalog add --id b2 --path " + shell_quote(dir / "guest.raw") + cat);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.err.find("served as raw"), std::string::npos) << r.err;
+
+  // A qcow2 whose backing file escapes its folder: refused with the reason.
+  fs::create_directories(dir / "vm");
+  run_ok("cd " + shell_quote(dir / "vm") + " && qemu-img create -q -f qcow2 -u -b ../disk.bin -F qcow2 inc.qcow2 16M");
+  r = cli(dir, "catalog add --id b3 --path " + shell_quote(dir / "vm/inc.qcow2") + cat);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("outside the repository folder"), std::string::npos) << r.err;
+
+  Catalog c(db);
+  EXPECT_EQ(c.find_backup("b0")->format, "qcow2");
+  EXPECT_EQ(c.find_backup("b1")->format, "raw");
+  EXPECT_EQ(c.find_backup("b2")->format, "raw");
+  EXPECT_EQ(c.find_backup("b2")->kind, "full");
+  EXPECT_EQ(c.find_backup("b2")->parent_id, "");
+  EXPECT_FALSE(c.find_backup("b3"));
 }
 
 TEST(Cli, UsageErrorsAndHelp) {

@@ -67,8 +67,15 @@ int catalog_add(int argc, char** argv, int first) {
     if (!when) throw UsageError("--time '" + *t + "' is not an ISO-8601 time (e.g. 2026-01-01T12:00:00Z)");
   }
 
+  // Without --format the file name decides (never the content); a name that
+  // tells nothing is refused rather than guessed.
+  if (!format && format_from_name(path).format.empty())
+    throw UsageError("cannot tell the format of '" + path +
+                     "' from its name (.qcow2/.qcow or .raw/.img): give --format qcow2 or --format raw");
+
   Catalog catalog(args.value_or("--catalog", kDefaultCatalog));
   ImageDescription d = describe_image(path, format.value_or(""));
+  for (const auto& w : d.warnings) std::cerr << "sendense-restore: warning: " << w << "\n";
   BackupRecord& b = d.record;
   b.id = id;
   if (auto vm = args.value("--vm")) b.vm = *vm;
