@@ -511,30 +511,6 @@ std::vector<MountRecord> Catalog::list_mounts() {
   return out;
 }
 
-std::vector<MountRecord> Catalog::reconcile_mounts(const std::string& mount_path) {
-  static const std::string kReason = "reconciled after unclean shutdown";
-  std::lock_guard lock(mutex_);
-  Transaction tx(db_, path_);
-  std::vector<MountRecord> stale;
-  {
-    Statement st(db_, path_,
-                 (std::string("SELECT ") + kMountColumns +
-                  " FROM restore_mounts WHERE mount_path = ?1 AND status <> 'failed' ORDER BY created_at, id")
-                     .c_str());
-    st.bind(1, mount_path);
-    while (st.step()) {
-      MountRecord m = mount_from_row(st);
-      if (!own_mounts_.contains(m.id)) stale.push_back(std::move(m));
-    }
-  }
-  for (const MountRecord& m : stale) {
-    Statement up(db_, path_, "UPDATE restore_mounts SET status = 'failed', error = ?2 WHERE id = ?1");
-    up.bind(1, m.id).bind(2, kReason).run();
-  }
-  tx.commit();
-  return stale;
-}
-
 std::vector<MountRecord> Catalog::reconcile_all_mounts() {
   static const std::string kReason = "reconciled after unclean shutdown";
   std::lock_guard lock(mutex_);

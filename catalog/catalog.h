@@ -92,13 +92,6 @@ class Catalog {
   void touch_mounts(const std::vector<std::pair<std::string, int64_t>>& accesses, int64_t idle_timeout);
   void end_mount(const std::string& mount_id);         // deletes the row
   std::vector<MountRecord> list_mounts();
-  // Rows of `mount_path` left by a run that is gone (status not failed):
-  // marked failed with error "reconciled after unclean shutdown". Returns them
-  // as they were found (status before the change).
-  // "A run that is gone" = every row not begun through this Catalog object
-  // (owner_pid alone cannot tell: a daemon in a container is PID 1 each run);
-  // call it after taking the single-instance lock for `mount_path`.
-  std::vector<MountRecord> reconcile_mounts(const std::string& mount_path);
   // Every row not begun through this Catalog object, whatever its
   // mount_path, is from a run that is gone: the caller holds the per-catalog
   // daemon lock. In one transaction: rows of such runs that were already

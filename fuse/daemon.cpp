@@ -251,7 +251,7 @@ int run_daemon(const DaemonOptions& options) {
     mountpoint_lock = std::make_unique<LockFile>(mountpoint_lock_path(mountpoint),
                                                  "another sendense-restorefs serves " + mountpoint);
     catalog = std::make_unique<Catalog>(catalog_path);
-    for (const auto& row : catalog->reconcile_mounts(mountpoint))
+    for (const auto& row : catalog->reconcile_all_mounts())
       log::info("reconciled", {{"backup", row.backup_id}, {"mount_id", row.id}, {"was", row.status}});
     clear_dead_mount(mountpoint);
   } catch (const std::exception& e) {

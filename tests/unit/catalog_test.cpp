@@ -231,37 +231,6 @@ TEST(Catalog, MountLifecycle) {
   EXPECT_THROW(c.begin_mount("b1", "/mnt/r", "magic", 600), Error);
 }
 
-TEST(Catalog, ReconcileMarksRowsOfAGoneRunFailed) {
-  TempDir dir;
-  const std::string db = dir / "catalog.db";
-  std::string stale, other_path;
-  {
-    Catalog crashed(db);  // a daemon run that ends without cleaning up
-    crashed.upsert_backup(backup("b1"));
-    stale = crashed.begin_mount("b1", "/mnt/r", "userspace", 600);
-    crashed.set_mount_status(stale, "mounted", "ext4");
-    other_path = crashed.begin_mount("b1", "/mnt/other", "userspace", 600);
-  }
-  Catalog c(db);
-  const std::string mine = c.begin_mount("b1", "/mnt/r", "userspace", 600);
-  auto reconciled = c.reconcile_mounts("/mnt/r");
-  ASSERT_EQ(reconciled.size(), 1u);
-  EXPECT_EQ(reconciled[0].id, stale);
-  EXPECT_EQ(reconciled[0].status, "mounted");  // as found
-
-  for (const auto& m : c.list_mounts()) {
-    if (m.id == stale) {
-      EXPECT_EQ(m.status, "failed");
-      EXPECT_EQ(m.error, "reconciled after unclean shutdown");
-    } else {
-      EXPECT_EQ(m.status, "mounting") << m.id;  // own row and other mount point untouched
-    }
-  }
-  EXPECT_TRUE(c.reconcile_mounts("/mnt/r").empty());  // failed rows are not reported twice
-  (void)mine;
-  (void)other_path;
-}
-
 TEST(Catalog, ReconcileAllMountsAcrossMountPathsAndPurgesOldFailedRows) {
   TempDir dir;
   const std::string db = dir / "catalog.db";
