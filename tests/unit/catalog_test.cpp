@@ -743,6 +743,18 @@ TEST(Cli, InspectPartitionsAndVolumes) {
   r = cli(dir, "inspect --format raw " + shell_quote(raw));
   EXPECT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.out.find("partition table: gpt"), std::string::npos) << r.out;
+
+  // The format comes from the name, as in the catalog: a .raw holding a
+  // qcow2 header is inspected as raw (with a warning); an unknown name needs --format.
+  run_ok("cp " + shell_quote(dir / "disk.qcow2") + " " + shell_quote(dir / "looks-qcow2.raw"));
+  r = cli(dir, "inspect --json " + shell_quote(dir / "looks-qcow2.raw"));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["format"], "raw");
+  EXPECT_NE(r.err.find("warning"), std::string::npos) << r.err;
+  run_ok("cp " + shell_quote(raw) + " " + shell_quote(dir / "disk.bin"));
+  r = cli(dir, "inspect " + shell_quote(dir / "disk.bin"));
+  EXPECT_EQ(r.status, 2) << r.err;
+  EXPECT_NE(r.err.find("--format"), std::string::npos) << r.err;
 }
 
 }  // namespace

@@ -1,8 +1,10 @@
 // inspect IMAGE: the qcow2 chain, the partition table and the volumes of one
 // image, without the catalog. Opens everything read-only.
+#include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "catalog/catalog.h"
 #include "readers/block/block_device.h"
 #include "readers/common/error.h"
 #include "readers/fs/registry.h"
@@ -21,17 +23,23 @@ int inspect(int argc, char** argv, int first) {
     if (*f != "qcow2" && *f != "raw") throw UsageError("--format must be qcow2 or raw, not '" + *f + "'");
     format_name = *f;
   } else {
-    // inspect is a diagnostic on a file the operator names: the magic decides.
-    format_name = has_qcow2_magic(path) ? "qcow2" : "raw";
+    // The same rule as the catalog: the name decides, never the content.
+    FormatFromName from_name = format_from_name(path);
+    if (from_name.format.empty())
+      throw UsageError("cannot tell the format of '" + path + "' from its name: give --format qcow2 or --format raw");
+    if (!from_name.warning.empty()) std::cerr << "sendense-restore: warning: " << from_name.warning << "\n";
+    format_name = from_name.format;
   }
   const ImageFormat format = image_format_from_string(format_name);
+  // Backing files confined to the image's folder, as the daemon opens it.
+  const std::string confine_root = std::filesystem::path(std::filesystem::absolute(path)).parent_path().string();
 
   std::vector<ChainLink> chain;
   BlockDevicePtr disk;
   DiskLayout layout;
   try {
-    if (format == ImageFormat::qcow2) chain = read_qcow2_chain(path);
-    disk = open_image(path, format);
+    if (format == ImageFormat::qcow2) chain = read_qcow2_chain(path, confine_root);
+    disk = open_image(path, format, confine_root);
     layout = discover_volumes(disk);
   } catch (const Error& e) {
     // Name the image even when a lower layer named only a part of it.
