@@ -65,13 +65,7 @@ FsType probe_ext(const BlockDevice& dev) {
   if (!read_if_fits(dev, 1024, sb)) return FsType::unknown;
   if (le16(sb, 56) != 0xEF53) return FsType::unknown;
   if (le32(sb, 24) > 6) return FsType::unknown;  // s_log_block_size: blocks are 1 KiB .. 64 KiB
-  const uint32_t compat = le32(sb, 92);
-  const uint32_t incompat = le32(sb, 96);
-  const uint32_t ro_compat = le32(sb, 100);
-  if (incompat & kIncompatJournalDev) return FsType::unknown;  // an external journal, not a filesystem
-  if ((ro_compat & ~kExt3RoCompatSupported) != 0 || (incompat & ~kExt3IncompatSupported) != 0) return FsType::ext4;
-  if (compat & kCompatHasJournal) return FsType::ext3;
-  return FsType::ext2;
+  return classify_ext(le32(sb, 92), le32(sb, 96), le32(sb, 100));
 }
 
 bool probe_btrfs(const BlockDevice& dev) {
@@ -98,6 +92,13 @@ bool probe_lvm_pv(std::span<const std::byte> head, size_t sectors) {
 }
 
 }  // namespace
+
+FsType classify_ext(uint32_t compat, uint32_t incompat, uint32_t ro_compat) {
+  if (incompat & kIncompatJournalDev) return FsType::unknown;  // an external journal, not a filesystem
+  if ((ro_compat & ~kExt3RoCompatSupported) != 0 || (incompat & ~kExt3IncompatSupported) != 0) return FsType::ext4;
+  if (compat & kCompatHasJournal) return FsType::ext3;
+  return FsType::ext2;
+}
 
 const char* to_string(FsType t) {
   switch (t) {

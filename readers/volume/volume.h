@@ -14,6 +14,12 @@ namespace sendense {
 enum class FsType { unknown, ext2, ext3, ext4, ntfs, xfs, btrfs, fat, swap, lvm_pv, luks };
 const char* to_string(FsType t);  // "ext4", "ntfs", "lvm-pv", "unknown", ...
 
+// The ext flavour from the superblock's feature words, like blkid: features
+// beyond ext3's make it ext4, a journal makes it ext3. An external journal
+// device (incompat journal_dev) is not a filesystem: FsType::unknown. The one
+// rule for detection and the ext reader's type_name().
+FsType classify_ext(uint32_t compat, uint32_t incompat, uint32_t ro_compat);
+
 // Detects the filesystem (or container) on `dev` from its superblock or boot
 // sector. Never throws for unrecognised content: returns FsType::unknown.
 // Throws Error(EIO) only if the device cannot be read.

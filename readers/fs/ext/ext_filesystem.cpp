@@ -1,11 +1,15 @@
 // ext2/ext3/ext4 over libext2fs (see ext_filesystem.h).
 //
-// Locks (never held together, so there is no order to get wrong):
+// Locks (only maps_'s own lock is ever taken inside another, and it calls
+// nothing out, so there is no order to get wrong):
 //   lib_mutex_     every libext2fs call on fs_ (the library is not thread-safe)
 //   handles_mutex_ the table of open files (shared for read())
 //   cache_mutex_   the per-directory name cache
-// File data never takes lib_mutex_: open() maps the file's blocks once and
-// read() goes straight to the BlockDevice.
+//   maps_          the file-map cache (its own mutex; taken under lib_mutex_
+//                  when a new map is stored)
+// File data never takes lib_mutex_: a file's blocks are mapped once into an
+// immutable FileMap, kept in a bounded cache shared by every open() of the
+// inode, and read() goes straight to the BlockDevice.
 #include "readers/fs/ext/ext_filesystem.h"
 
 extern "C" {  // com_err.h has no C++ guards
@@ -27,6 +31,9 @@ extern "C" {  // com_err.h has no C++ guards
 
 #include "readers/common/error.h"
 #include "readers/fs/ext/block_device_io_manager.h"
+#include "readers/fs/ext/ext_cache_stats.h"
+#include "readers/fs/ext/shared_lru.h"
+#include "readers/volume/volume.h"
 
 namespace sendense {
 
@@ -40,6 +47,8 @@ constexpr size_t kMaxRuns = 8u << 20;                  // ~200 MiB of run table 
 constexpr size_t kMaxDirEntries = 16u << 20;           // entries in one directory
 constexpr size_t kDirCacheDirs = 64;                   // directories in the lookup cache
 constexpr size_t kDirCacheEntries = 4u << 20;          // names in the lookup cache, in total
+constexpr size_t kMapCacheFiles = 256;                 // files whose run maps are kept after release()
+constexpr size_t kMapCacheRuns = 4u << 20;             // runs kept in total (~96 MiB at worst)
 
 // The one translation of libext2fs error codes to errno. Plain errno values
 // (our io_manager returns some) pass through. Everything that means "the
@@ -182,6 +191,88 @@ timespec decode_time(uint32_t seconds, const uint32_t* extra) {
   return t;
 }
 
+// The raw superblock, checked before libext2fs sees it. ext2fs_open2 sizes
+// its group descriptor array (desc_blocks * block size, from blocks_count,
+// first_data_block, blocks_per_group and desc_size) and ext2fs_check_desc
+// its bitmaps (from blocks_count) before anything compares them with the
+// device: a crafted superblock of a few bytes could ask for gigabytes. So
+// every field those sizes come from is bounded here by the device and by
+// what mke2fs and the kernel accept. Offsets: e2fsprogs lib/ext2fs/ext2_fs.h.
+void check_superblock(const BlockDevice& device, const std::string& name) {
+  constexpr uint64_t kOffset = 1024;
+  unsigned char sb[1024];
+  const uint64_t device_size = device.size();
+  if (device_size < kOffset + sizeof sb)
+    throw Error(EIO, "device of " + std::to_string(device_size) + " bytes is too small for an ext superblock", name);
+  device.read_at(kOffset, std::as_writable_bytes(std::span(sb)));
+  auto fail = [&](const std::string& what) { throw Error(EIO, "bad ext superblock: " + what, name); };
+  auto field = [&](size_t offset, size_t bytes) { return get_le(sb + offset, bytes); };
+
+  if (field(56, 2) != EXT2_SUPER_MAGIC) fail("bad magic number");
+  const uint32_t rev_level = field(76, 4);
+  if (rev_level > EXT2_DYNAMIC_REV) fail("revision " + std::to_string(rev_level));
+  const uint32_t incompat = field(96, 4);
+  const uint32_t ro_compat = field(100, 4);
+  if (incompat & EXT3_FEATURE_INCOMPAT_JOURNAL_DEV) fail("an external journal device, not a filesystem");
+
+  const uint32_t log_block = field(24, 4);
+  if (log_block > 6) fail("block size 2^" + std::to_string(log_block) + " KiB");  // 64 KiB at most
+  const uint64_t block_size = 1024u << log_block;
+  const uint32_t log_cluster = field(28, 4);
+  const bool bigalloc = (ro_compat & EXT4_FEATURE_RO_COMPAT_BIGALLOC) != 0;
+  if (bigalloc ? (log_cluster < log_block || log_cluster > EXT2_MAX_CLUSTER_LOG_SIZE - EXT2_MIN_CLUSTER_LOG_SIZE)
+               : log_cluster != log_block)
+    fail("cluster size 2^" + std::to_string(log_cluster) + " KiB");
+  if (field(372, 1) > 31) fail("log_groups_per_flex " + std::to_string(field(372, 1)));
+
+  uint64_t blocks = field(4, 4);
+  if (incompat & EXT4_FEATURE_INCOMPAT_64BIT) blocks |= static_cast<uint64_t>(field(336, 4)) << 32;
+  if (blocks == 0 || blocks > device_size / block_size)
+    fail("filesystem of " + std::to_string(blocks) + " blocks of " + std::to_string(block_size) +
+         " bytes does not fit its device of " + std::to_string(device_size) + " bytes (truncated image?)");
+  const uint32_t first_data_block = field(20, 4);
+  if (first_data_block >= blocks) fail("first data block " + std::to_string(first_data_block) + " is past the end");
+
+  // One bitmap block covers a group: at most 8 * block size clusters/inodes.
+  const uint32_t blocks_per_group = field(32, 4);
+  const uint32_t clusters_per_group = field(36, 4);
+  const uint64_t bitmap_bits = 8 * block_size;
+  if (blocks_per_group < 8 || (bigalloc ? clusters_per_group > bitmap_bits ||
+                                              (static_cast<uint64_t>(clusters_per_group) << (log_cluster - log_block)) !=
+                                                  blocks_per_group
+                                        : blocks_per_group > bitmap_bits))
+    fail("blocks per group " + std::to_string(blocks_per_group));
+  const uint32_t inodes_per_group = field(40, 4);
+  if (inodes_per_group == 0 || inodes_per_group > bitmap_bits)
+    fail("inodes per group " + std::to_string(inodes_per_group));
+  const uint64_t inode_size = rev_level == EXT2_GOOD_OLD_REV ? EXT2_GOOD_OLD_INODE_SIZE : field(88, 2);
+  if (inode_size < EXT2_GOOD_OLD_INODE_SIZE || inode_size > block_size || (inode_size & (inode_size - 1)) != 0)
+    fail("inode size " + std::to_string(inode_size));
+
+  const uint64_t groups = (blocks - first_data_block + blocks_per_group - 1) / blocks_per_group;
+  if (groups > UINT32_MAX || groups * inodes_per_group != field(0, 4))
+    fail("inodes count " + std::to_string(field(0, 4)) + " is not " + std::to_string(groups) + " groups of " +
+         std::to_string(inodes_per_group));
+
+  uint64_t desc_size = EXT2_MIN_DESC_SIZE;
+  if (incompat & EXT4_FEATURE_INCOMPAT_64BIT) {
+    // libext2fs and the kernel want at least 64 bytes with 64bit.
+    desc_size = field(254, 2);
+    if (desc_size < EXT2_MIN_DESC_SIZE_64BIT || desc_size > EXT2_MAX_DESC_SIZE || (desc_size & (desc_size - 1)) != 0)
+      fail("group descriptor size " + std::to_string(desc_size));
+  }
+  // The descriptor table libext2fs allocates and reads. Each group holds at
+  // least 256 blocks when mke2fs makes it and a descriptor is at most 1 KiB,
+  // so a real table is at most 1/256 of the filesystem; a superblock claiming
+  // tiny groups on a large (thin) device is refused before it costs memory.
+  const uint64_t desc_blocks = (groups + block_size / desc_size - 1) / (block_size / desc_size);
+  if (desc_blocks > 1 && desc_blocks > blocks / 256)
+    fail(std::to_string(groups) + " groups need " + std::to_string(desc_blocks) +
+         " descriptor blocks, too many for " + std::to_string(blocks) + " blocks");
+  if ((incompat & EXT2_FEATURE_INCOMPAT_META_BG) && field(260, 4) > desc_blocks)
+    fail("first_meta_bg " + std::to_string(field(260, 4)) + " is past the descriptor table");
+}
+
 struct Ext2fsCloser {
   void operator()(ext2_filsys fs) const {
     if (fs != nullptr) ext2fs_close_free(&fs);
@@ -276,24 +367,7 @@ class ExtFilesystem final : public Filesystem {
   }
 
   uint64_t open(uint64_t ino) override {
-    auto map = std::make_shared<FileMap>();
-    {
-      std::lock_guard lock(lib_mutex_);
-      ext2_inode_large inode = read_inode(ino);
-      if (LINUX_S_ISDIR(inode.i_mode)) throw Error(EISDIR, "is a directory", where(ino));
-      if (!LINUX_S_ISREG(inode.i_mode)) throw Error(EINVAL, "not a regular file", where(ino));
-      map->ino = ino;
-      map->size = EXT2_I_SIZE(&inode);
-      if (inode.i_flags & EXT4_INLINE_DATA_FL) {
-        map->is_inline = true;
-        map->inline_data = read_inline_data(ino, inode);
-        if (map->inline_data.size() > map->size) map->inline_data.resize(map->size);
-      } else if (inode.i_flags & EXT4_EXTENTS_FL) {
-        map_extents(ino, inode, *map);
-      } else {
-        map_indirect(ino, inode, *map);
-      }
-    }
+    std::shared_ptr<const FileMap> map = file_map(ino);
     std::unique_lock lock(handles_mutex_);
     const uint64_t handle = next_handle_++;
     handles_.emplace(handle, std::move(map));
@@ -393,6 +467,8 @@ class ExtFilesystem final : public Filesystem {
     return st;
   }
 
+  ext::SharedLru<FileMap>::Stats map_cache_stats() const { return maps_.stats(); }
+
  private:
   std::string where(uint64_t ino) const { return name_ + " inode " + std::to_string(ino); }
 
@@ -403,6 +479,7 @@ class ExtFilesystem final : public Filesystem {
   void open_library() {
     static std::once_flag error_table;
     std::call_once(error_table, [] { initialize_ext2_error_table(); });  // for error_message()
+    check_superblock(*device_, name_);
     // libext2fs reads its metadata one block at a time, often the same inode
     // table block for neighbouring inodes: give it a cache (file data goes
     // straight to device_). 32 KiB chunks, 8 MiB per volume.
@@ -425,19 +502,39 @@ class ExtFilesystem final : public Filesystem {
                            std::to_string(device_->size()) + " bytes (truncated image?)", name_);
     block_size_ = fs_->blocksize;
     fs_blocks_ = ext2fs_blocks_count(fs_->super);
-    type_ = detect_type(fs_->super);
+    // The same classification as volume detection (journal_dev was refused above).
+    const FsType type = classify_ext(fs_->super->s_feature_compat, fs_->super->s_feature_incompat,
+                                     fs_->super->s_feature_ro_compat);
+    if (type == FsType::unknown) throw Error(EIO, "not an ext filesystem", name_);
+    type_ = to_string(type);
   }
 
-  static std::string detect_type(const ext2_super_block* sb) {
-    // Like blkid: features beyond ext3's make it ext4; a journal makes it ext3.
-    constexpr uint32_t ext3_incompat = EXT2_FEATURE_INCOMPAT_FILETYPE | EXT3_FEATURE_INCOMPAT_RECOVER |
-                                       EXT2_FEATURE_INCOMPAT_META_BG;
-    constexpr uint32_t ext3_ro_compat = EXT2_FEATURE_RO_COMPAT_SPARSE_SUPER | EXT2_FEATURE_RO_COMPAT_LARGE_FILE |
-                                        0x0004u;  // btree_dir (never used)
-    if ((sb->s_feature_incompat & ~ext3_incompat) != 0 || (sb->s_feature_ro_compat & ~ext3_ro_compat) != 0)
-      return "ext4";
-    if (sb->s_feature_compat & EXT3_FEATURE_COMPAT_HAS_JOURNAL) return "ext3";
-    return "ext2";
+  // The file's map: from the cache, or mapped now (once, however many
+  // threads open it at the same time) and kept. Only regular files are
+  // cached, so a hit needs no inode read: backups never change.
+  std::shared_ptr<const FileMap> file_map(uint64_t ino) {
+    if (auto cached = maps_.find(ino)) return cached;
+    std::lock_guard lock(lib_mutex_);
+    if (auto cached = maps_.find(ino)) return cached;  // mapped while we waited for the lock
+    auto map = std::make_shared<FileMap>();
+    ext2_inode_large inode = read_inode(ino);
+    if (LINUX_S_ISDIR(inode.i_mode)) throw Error(EISDIR, "is a directory", where(ino));
+    if (!LINUX_S_ISREG(inode.i_mode)) throw Error(EINVAL, "not a regular file", where(ino));
+    map->ino = ino;
+    map->size = EXT2_I_SIZE(&inode);
+    if (inode.i_flags & EXT4_INLINE_DATA_FL) {
+      map->is_inline = true;
+      map->inline_data = read_inline_data(ino, inode);
+      if (map->inline_data.size() > map->size) map->inline_data.resize(map->size);
+    } else if (inode.i_flags & EXT4_EXTENTS_FL) {
+      map_extents(ino, inode, *map);
+    } else {
+      map_indirect(ino, inode, *map);
+    }
+    map->runs.shrink_to_fit();
+    // Weight in runs; inline bytes count as the runs they would fill.
+    const size_t weight = 1 + map->runs.size() + map->inline_data.size() / sizeof(Run);
+    return maps_.insert(ino, std::move(map), weight);
   }
 
   // Caller holds lib_mutex_.
@@ -721,6 +818,9 @@ class ExtFilesystem final : public Filesystem {
   std::mutex lib_mutex_;
   FsHandle fs_;
 
+  // Immutable run maps by inode, shared by every handle of the file.
+  ext::SharedLru<FileMap> maps_{kMapCacheFiles, kMapCacheRuns};
+
   std::shared_mutex handles_mutex_;
   std::unordered_map<uint64_t, std::shared_ptr<const FileMap>> handles_;
   uint64_t next_handle_ = 1;
@@ -737,5 +837,16 @@ FilesystemPtr open_ext_filesystem(BlockDevicePtr device, const std::string& name
   if (!device) throw Error(EINVAL, "no device", name);
   return std::make_shared<ExtFilesystem>(std::move(device), name);
 }
+
+namespace ext {
+
+FileMapCacheStats file_map_cache_stats(Filesystem& fs) {
+  auto* ext = dynamic_cast<ExtFilesystem*>(&fs);
+  if (ext == nullptr) throw Error(EINVAL, "not an ext filesystem");
+  const auto s = ext->map_cache_stats();
+  return FileMapCacheStats{s.entries, s.weight, s.hits, s.misses};
+}
+
+}  // namespace ext
 
 }  // namespace sendense
