@@ -53,7 +53,7 @@ inline constexpr uint64_t inode_of(uint64_t id) { return id & kInodeMask; }
 
 // FNV-1a, 56 bits: the key of a vm's folder in by-vm/.
 inline constexpr uint64_t vm_key(std::string_view vm) {
-  uint64_t h = 1469598103934665603ULL;
+  uint64_t h = 14695981039346656037ULL;  // the FNV-1a 64-bit offset basis
   for (char c : vm) {
     h ^= static_cast<unsigned char>(c);
     h *= 1099511628211ULL;
