@@ -479,9 +479,6 @@ TEST_F(Qcow2Test, UnsupportedFeaturesAreRefused) {
       {"zstd.qcow2", "-o compression_type=zstd", "zstd"},
       {"l2.qcow2", "-o extended_l2=on", "extended L2"},
       {"data.qcow2", "-o data_file=" + shell_quote(dir / "data.raw"), "external data file"},
-      {"luks.qcow2",
-       "--object secret,id=sec0,data=123456 -o encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10",
-       "encrypted"},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.name);
@@ -502,6 +499,11 @@ TEST_F(Qcow2Test, UnsupportedFeaturesAreRefused) {
   create_qcow2(dir / "aes.qcow2", "1M", "compat=0.10");
   write_be32(dir / "aes.qcow2", 32, 1);
   expect_error([&] { open_qcow2_image(dir / "aes.qcow2"); }, EOPNOTSUPP, {dir / "aes.qcow2", "encrypted"});
+  // LUKS encryption (crypt_method 2), patched too: qemu-img's LUKS key
+  // derivation benchmark fails on some machines ("Unable to get accurate CPU usage").
+  create_qcow2(dir / "luks.qcow2", "1M");
+  write_be32(dir / "luks.qcow2", 32, 2);
+  expect_error([&] { open_qcow2_image(dir / "luks.qcow2"); }, EOPNOTSUPP, {dir / "luks.qcow2", "encrypted"});
   // A backing image with an unsupported feature is named as such.
   run_ok("qemu-img create -q -u -f qcow2 -b future.qcow2 -F qcow2 " + shell_quote(dir / "top.qcow2") + " 1M");
   expect_error([&] { open_qcow2_image(dir / "top.qcow2"); }, EOPNOTSUPP, {canonical(dir / "future.qcow2")});
