@@ -619,6 +619,35 @@ TEST_F(DaemonTest, LatestFollowsANewerBackupOfTheSameVm) {
       << "latest still points at " << run("readlink " + q(latest)).output;
 }
 
+// Idle detach and re-attach racing reads from several clients:
+// every read returns the right bytes, nothing fails, the daemon keeps serving.
+TEST_F(DaemonTest, IdleDetachRacingReadersNeverBreakAFile) {
+  START_DAEMON({"--idle-timeout", "1"});
+  const std::vector<std::pair<std::string, std::string>> files = {
+      {vol(full_, "part1") + "/data/random-3M.bin", fx_ + "/src/data/random-3M.bin"},
+      {vol(db_, "part6") + "/sub/blob.bin", fx_ + "/src-db-part6/sub/blob.bin"},
+      {vol(files_, "disk") + "/random-2M.bin", fx_ + "/src-files/random-2M.bin"},
+  };
+  std::string script = "fail=0; ";
+  for (size_t w = 0; w < 6; ++w) {
+    const auto& [mounted, source] = files[w % files.size()];
+    const std::string want = sha(source);
+    script += "( for i in 1 2 3 4 5 6; do s=$(sha256sum " + q(mounted) + " | cut -c1-64); [ \"$s\" = " + want +
+              " ] || echo \"BAD " + mounted + " $s\"; sleep $(( (i * " + std::to_string(w) + ") % 3 )).$(( (i * " +
+              std::to_string(w + 3) + ") % 10 )); done ) & ";
+  }
+  script += "wait";
+  CommandResult r = run(script);
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(r.output.find("BAD"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("No such"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("error"), std::string::npos) << r.output;
+  const std::string logged = log();
+  EXPECT_GE(count_events(logged, "detach", {{"reason", "idle"}}), 1) << "the race was not exercised: no idle detach";
+  EXPECT_EQ(count_events(logged, "op_failed"), 0) << tail(logged, 30);
+  EXPECT_TRUE(daemon_->running());
+}
+
 // A repository on NFS/CIFS can lose an image under a running daemon: that
 // backup answers EIO with a log line naming it, the rest of the tree works.
 TEST_F(DaemonTest, VanishedImageGivesEioOthersKeepWorking) {
