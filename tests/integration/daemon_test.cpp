@@ -648,6 +648,16 @@ TEST_F(DaemonTest, IdleDetachRacingReadersNeverBreakAFile) {
   EXPECT_TRUE(daemon_->running());
 }
 
+// Sequential restores read ahead 1 MiB (the largest FUSE request), not the
+// kernel's 128 KiB default.
+TEST_F(DaemonTest, ReadaheadIsRaisedTo1MiB) {
+  START_DAEMON();
+  const std::string dev = trim(run_ok("mountpoint -d " + q(mnt_)));
+  const std::string knob = "/sys/class/bdi/" + dev + "/read_ahead_kb";
+  EXPECT_TRUE(wait_for([&] { return trim(run("cat " + q(knob)).output) == "1024"; }, 5s))
+      << knob << " = " << run("cat " + q(knob)).output;
+}
+
 // A repository on NFS/CIFS can lose an image under a running daemon: that
 // backup answers EIO with a log line naming it, the rest of the tree works.
 TEST_F(DaemonTest, VanishedImageGivesEioOthersKeepWorking) {
