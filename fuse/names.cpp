@@ -1,5 +1,7 @@
 #include "fuse/names.h"
 
+#include <unordered_set>
+
 namespace sendense {
 
 namespace {
@@ -27,6 +29,32 @@ std::string escape_entry_name(std::string_view raw) {
 bool may_be_escaped(std::string_view shown) {
   return shown.find(kSlash) != std::string_view::npos || shown.find(kNul) != std::string_view::npos ||
          shown.find(kReplacement) != std::string_view::npos;
+}
+
+std::vector<std::string> shown_names(const std::vector<std::string>& raw) {
+  std::vector<std::string> out(raw.size());
+  std::unordered_set<std::string> taken;
+  std::vector<size_t> escaped;
+  bool dot = false, dotdot = false;
+  for (size_t i = 0; i < raw.size(); ++i) {
+    const std::string& name = raw[i];
+    const bool first_dot = name == "." && !dot;
+    const bool first_dotdot = name == ".." && !dotdot;
+    dot |= first_dot;
+    dotdot |= first_dotdot;
+    if (first_dot || first_dotdot || valid_entry_name(name)) {
+      out[i] = name;
+      taken.insert(name);
+    } else {
+      escaped.push_back(i);
+    }
+  }
+  for (size_t i : escaped) {
+    std::string name = escape_entry_name(raw[i]);
+    while (!taken.insert(name).second) name += kReplacement;
+    out[i] = std::move(name);
+  }
+  return out;
 }
 
 }  // namespace sendense

@@ -4,10 +4,12 @@
 // escaped, the same way every time: '/' becomes U+2215 (∕), NUL becomes
 // U+2400 (␀), and an empty or dot name gets U+FFFD appended. Every valid name
 // is shown unchanged; lookups of an escaped name find the raw entry again.
+// Invalid UTF-8 is shown as it is (Linux paths are bytes).
 #pragma once
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace sendense {
 
@@ -19,5 +21,11 @@ std::string escape_entry_name(std::string_view raw);
 
 // True if `shown` may be an escaped name (holds one of the escape characters).
 bool may_be_escaped(std::string_view shown);
+
+// The names to show for one directory's raw entries, in order: valid names
+// (and the first "." and "..") as they are; the others escaped, with U+FFFD
+// appended while the result collides with another shown name, so every raw
+// entry stays reachable. Listing and lookup both use this.
+std::vector<std::string> shown_names(const std::vector<std::string>& raw);
 
 }  // namespace sendense

@@ -141,9 +141,13 @@ std::optional<NodeAttr> RestoreTree::lookup(uint64_t parent, std::string_view na
   if (name == ".." && r.ino == r.volume->fs->root_ino())
     return getattr(node::synthetic(node::Kind::backup_dir, static_cast<uint64_t>(r.backup->num)));
   auto attr = r.volume->fs->lookup(r.ino, name);
-  if (!attr && may_be_escaped(name)) {
-    for (const auto& e : r.volume->fs->readdir(r.ino))
-      if (!valid_entry_name(e.name) && escape_entry_name(e.name) == name) return volume_attr(r, r.volume->fs->getattr(e.ino));
+  if (!attr && may_be_escaped(name)) {  // a name shown escaped: find its raw entry
+    const auto entries = r.volume->fs->readdir(r.ino);
+    std::vector<std::string> raw;
+    for (const auto& e : entries) raw.push_back(e.name);
+    const auto shown = shown_names(raw);
+    for (size_t i = 0; i < entries.size(); ++i)
+      if (shown[i] == name) return volume_attr(r, r.volume->fs->getattr(entries[i].ino));
   }
   if (!attr) return std::nullopt;
   return volume_attr(r, *attr);
@@ -226,19 +230,15 @@ std::vector<NodeEntry> RestoreTree::list(uint64_t dir) {
   }
   Resolved r = resolve(dir);
   const bool at_root = r.ino == r.volume->fs->root_ino();
-  bool seen_dot = false, seen_dotdot = false;
-  for (auto& e : r.volume->fs->readdir(r.ino)) {
-    uint64_t n = volume_node(*r.volume, e.ino);
-    if (e.name == "." && !seen_dot) {
-      seen_dot = true;
-      n = dir;
-    } else if (e.name == ".." && !seen_dotdot) {
-      seen_dotdot = true;
-      if (at_root) n = node::synthetic(node::Kind::backup_dir, static_cast<uint64_t>(r.backup->num));
-    } else if (!valid_entry_name(e.name)) {
-      e.name = escape_entry_name(e.name);
-    }
-    out.push_back({std::move(e.name), n, e.type});
+  auto entries = r.volume->fs->readdir(r.ino);
+  std::vector<std::string> raw;
+  for (const auto& e : entries) raw.push_back(e.name);
+  auto shown = shown_names(raw);
+  for (size_t i = 0; i < entries.size(); ++i) {
+    uint64_t n = volume_node(*r.volume, entries[i].ino);
+    if (shown[i] == ".") n = dir;
+    else if (shown[i] == ".." && at_root) n = node::synthetic(node::Kind::backup_dir, static_cast<uint64_t>(r.backup->num));
+    out.push_back({std::move(shown[i]), n, entries[i].type});
   }
   return out;
 }

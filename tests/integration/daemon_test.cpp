@@ -683,7 +683,8 @@ TEST_F(DaemonTest, HostileNamesAreEscapedNotFatal) {
   SENDENSE_REQUIRE_TOOL("mkfs.ext4");
   const std::string src = tmp_ / "hostile-src";
   run_ok("mkdir -p " + q(src) + " && echo slash > " + q(src + "/slashXname") + " && echo nul > " +
-         q(src + "/nulXXname") + " && echo plain > " + q(src + "/plain.txt"));
+         q(src + "/nulXXname") + " && echo plain > " + q(src + "/plain.txt") + " && echo real > " +
+         q(src + "/slash\u2215name"));
   const std::string img = tmp_ / "hostile.img";
   run_ok("mkfs.ext4 -q -F -O ^metadata_csum,^dir_index -d " + q(src) + " " + q(img) + " 8M");
   // Patch the names inside the directory block: "slashXname" -> "slash/name",
@@ -705,7 +706,9 @@ TEST_F(DaemonTest, HostileNamesAreEscapedNotFatal) {
   EXPECT_NE(ls.output.find("slash\u2215name"), std::string::npos) << ls.output;
   EXPECT_NE(ls.output.find("nul\u2400Xname"), std::string::npos) << ls.output;
   EXPECT_NE(ls.output.find("plain.txt"), std::string::npos) << ls.output;
-  EXPECT_EQ(run_ok("cat " + q(path("hostile-names/disk/slash\u2215name"))), "slash\n");
+  // A real file already shows as "slash∕name": the escaped one moves aside, both stay reachable.
+  EXPECT_EQ(run_ok("cat " + q(path("hostile-names/disk/slash\u2215name"))), "real\n");
+  EXPECT_EQ(run_ok("cat " + q(path("hostile-names/disk/slash\u2215name\ufffd"))), "slash\n");
   EXPECT_EQ(run_ok("cat " + q(path("hostile-names/disk/nul\u2400Xname"))), "nul\n");
   CommandResult copy = run("cp -a " + q(path("hostile-names/disk")) + " " + q(tmp_ / "hostile-copy"));
   EXPECT_EQ(copy.status, 0) << copy.output;

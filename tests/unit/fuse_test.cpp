@@ -77,5 +77,22 @@ TEST(Names, EscapingIsStableAndYieldsValidNames) {
   EXPECT_FALSE(may_be_escaped("plain.txt"));
 }
 
+TEST(Names, ShownNamesNeverCollideAndKeepTheFirstDots) {
+  const std::vector<std::string> raw = {".", "..", "a\u2215b", "a/b", ".", "", "x", std::string("a\0b", 3), "a\u2400b"};
+  const auto shown = shown_names(raw);
+  ASSERT_EQ(shown.size(), raw.size());
+  EXPECT_EQ(shown[0], ".");
+  EXPECT_EQ(shown[1], "..");
+  EXPECT_EQ(shown[2], "a\u2215b");         // a valid name keeps its name
+  EXPECT_EQ(shown[3], "a\u2215b\ufffd");   // the escaped one moves aside
+  EXPECT_EQ(shown[4], ".\ufffd");           // a second "." is escaped
+  EXPECT_EQ(shown[6], "x");
+  EXPECT_EQ(shown[7], "a\u2400b\ufffd");
+  std::set<std::string> unique(shown.begin(), shown.end());
+  EXPECT_EQ(unique.size(), shown.size());
+  for (size_t i = 2; i < shown.size(); ++i) EXPECT_TRUE(valid_entry_name(shown[i])) << i;
+  EXPECT_EQ(shown_names(raw), shown);  // the same every time
+}
+
 }  // namespace
 }  // namespace sendense
