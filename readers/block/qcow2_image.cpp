@@ -28,6 +28,7 @@
 // up to kMaxOpenChains opened chains; read_at borrows one under pool_mutex_.
 // Headers, L1 tables and the metadata fds are immutable after open and
 // shared (pread is positional).
+#include <chrono>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -54,6 +55,7 @@ namespace {
 
 constexpr size_t kMaxChainDepth = 64;
 constexpr size_t kMaxOpenChains = 4;
+constexpr std::chrono::seconds kBorrowTimeout{60};
 
 // ---- small RAII helpers ------------------------------------------------
 
@@ -297,7 +299,12 @@ class Qcow2Image final : public BlockDevice {
 
   std::unique_ptr<OpenChain> borrow() const {
     std::unique_lock lock(pool_mutex_);
-    pool_cv_.wait(lock, [&] { return !free_.empty() || opened_ < kMaxOpenChains; });
+    // Every handle busy for this long means the image's storage has stopped
+    // answering (a hung NFS/CIFS server): fail this read instead of queueing
+    // requests, and with them the daemon's threads, behind it forever.
+    if (!pool_cv_.wait_for(lock, kBorrowTimeout, [&] { return !free_.empty() || opened_ < kMaxOpenChains; }))
+      throw Error(EIO, "every reader of the image has been busy for " + std::to_string(kBorrowTimeout.count()) +
+                           " s (unresponsive storage?)", describe());
     if (!free_.empty()) {
       auto chain = std::move(free_.back());
       free_.pop_back();
