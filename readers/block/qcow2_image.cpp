@@ -28,7 +28,6 @@
 // up to kMaxOpenChains opened chains; read_at borrows one under pool_mutex_.
 // Headers, L1 tables and the metadata fds are immutable after open and
 // shared (pread is positional).
-#include <chrono>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -36,6 +35,7 @@
 #include <libqcow.h>
 
 #include <algorithm>
+#include <chrono>
 #include <climits>
 #include <condition_variable>
 #include <cstdlib>
