@@ -31,6 +31,23 @@ bool may_be_escaped(std::string_view shown) {
          shown.find(kReplacement) != std::string_view::npos;
 }
 
+namespace {
+
+constexpr size_t kMaxShownName = 255;  // what a Linux name may hold (the kernel refuses > 1024 in a readdir)
+
+// `base` + U+FFFD + `tag`, cut (on a UTF-8 boundary) to fit kMaxShownName.
+std::string tagged(std::string base, const std::string& tag) {
+  const std::string suffix = std::string(kReplacement) + tag;
+  if (base.size() + suffix.size() > kMaxShownName) {
+    size_t cut = kMaxShownName - suffix.size();
+    while (cut > 0 && (static_cast<unsigned char>(base[cut]) & 0xC0) == 0x80) --cut;
+    base.resize(cut);
+  }
+  return base + suffix;
+}
+
+}  // namespace
+
 std::vector<std::string> shown_names(const std::vector<std::string>& raw) {
   std::vector<std::string> out(raw.size());
   std::unordered_set<std::string> taken;
@@ -49,9 +66,19 @@ std::vector<std::string> shown_names(const std::vector<std::string>& raw) {
       escaped.push_back(i);
     }
   }
+  // An escaped name that is too long or already taken is tagged with its
+  // position in the directory (stable: a backup never changes), so each
+  // raw entry costs O(1) tries whatever a guest put in the directory; only
+  // a real name equal to a tagged one forces a further ".k".
   for (size_t i : escaped) {
     std::string name = escape_entry_name(raw[i]);
-    while (!taken.insert(name).second) name += kReplacement;
+    if (name.size() > kMaxShownName || !taken.insert(name).second) {
+      const std::string base = std::move(name);
+      for (size_t k = 0;; ++k) {
+        name = tagged(base, k == 0 ? std::to_string(i) : std::to_string(i) + "." + std::to_string(k));
+        if (taken.insert(name).second) break;
+      }
+    }
     out[i] = std::move(name);
   }
   return out;

@@ -23,9 +23,10 @@ std::string escape_entry_name(std::string_view raw);
 bool may_be_escaped(std::string_view shown);
 
 // The names to show for one directory's raw entries, in order: valid names
-// (and the first "." and "..") as they are; the others escaped, with U+FFFD
-// appended while the result collides with another shown name, so every raw
-// entry stays reachable. Listing and lookup both use this.
+// (and the first "." and "..") as they are; the others escaped, and if that
+// collides with another shown name or exceeds 255 bytes, tagged with U+FFFD
+// and the entry's position in the directory. Every raw entry stays reachable
+// under a unique name of at most 255 bytes. Listing and lookup both use this.
 std::vector<std::string> shown_names(const std::vector<std::string>& raw);
 
 }  // namespace sendense

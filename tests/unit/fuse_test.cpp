@@ -84,14 +84,30 @@ TEST(Names, ShownNamesNeverCollideAndKeepTheFirstDots) {
   EXPECT_EQ(shown[0], ".");
   EXPECT_EQ(shown[1], "..");
   EXPECT_EQ(shown[2], "a\u2215b");         // a valid name keeps its name
-  EXPECT_EQ(shown[3], "a\u2215b\ufffd");   // the escaped one moves aside
+  EXPECT_EQ(shown[3], "a\u2215b\ufffd" "3");  // the escaped one moves aside, tagged with its position
   EXPECT_EQ(shown[4], ".\ufffd");           // a second "." is escaped
   EXPECT_EQ(shown[6], "x");
-  EXPECT_EQ(shown[7], "a\u2400b\ufffd");
+  EXPECT_EQ(shown[7], "a\u2400b\ufffd" "7");
   std::set<std::string> unique(shown.begin(), shown.end());
   EXPECT_EQ(unique.size(), shown.size());
   for (size_t i = 2; i < shown.size(); ++i) EXPECT_TRUE(valid_entry_name(shown[i])) << i;
   EXPECT_EQ(shown_names(raw), shown);  // the same every time
+}
+
+// A guest can fill a directory with thousands of entries named "/": each
+// gets a unique shown name of at most 255 bytes, in linear time.
+TEST(Names, ManyIdenticalHostileNamesStayUniqueShortAndCheap) {
+  std::vector<std::string> raw(20000, "/");
+  raw.push_back(std::string(255, '/'));           // escapes to 765 bytes: must be cut
+  raw.push_back("\u2215\ufffd" "5");            // a real name equal to one tag
+  const auto shown = shown_names(raw);
+  std::set<std::string> unique(shown.begin(), shown.end());
+  EXPECT_EQ(unique.size(), raw.size());
+  for (const auto& name : shown) {
+    EXPECT_LE(name.size(), 255u);
+    EXPECT_TRUE(valid_entry_name(name));
+  }
+  EXPECT_EQ(shown[5], "\u2215\ufffd" "5.1");  // the real one kept its name
 }
 
 }  // namespace
