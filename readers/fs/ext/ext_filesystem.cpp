@@ -48,7 +48,7 @@ constexpr size_t kMaxDirEntries = 16u << 20;           // entries in one directo
 constexpr size_t kDirCacheDirs = 64;                   // directories in the lookup cache
 constexpr size_t kDirCacheEntries = 4u << 20;          // names in the lookup cache, in total
 constexpr size_t kMapCacheFiles = 256;                 // files whose run maps are kept after release()
-constexpr size_t kMapCacheRuns = 4u << 20;             // runs kept in total (~96 MiB at worst)
+constexpr size_t kMapCacheRuns = 256u << 10;           // runs kept in total (~6 MiB at worst per volume)
 
 // The one translation of libext2fs error codes to errno. Plain errno values
 // (our io_manager returns some) pass through. Everything that means "the
@@ -237,7 +237,9 @@ void check_superblock(const BlockDevice& device, const std::string& name) {
   const uint32_t blocks_per_group = field(32, 4);
   const uint32_t clusters_per_group = field(36, 4);
   const uint64_t bitmap_bits = 8 * block_size;
-  if (blocks_per_group < 8 || (bigalloc ? clusters_per_group > bitmap_bits ||
+  // mke2fs makes no group smaller than 256 blocks (unless the whole
+  // filesystem is): tiny groups only serve to inflate the descriptor table.
+  if (blocks_per_group < std::min<uint64_t>(256, blocks) || (bigalloc ? clusters_per_group > bitmap_bits ||
                                               (static_cast<uint64_t>(clusters_per_group) << (log_cluster - log_block)) !=
                                                   blocks_per_group
                                         : blocks_per_group > bitmap_bits))
@@ -269,6 +271,12 @@ void check_superblock(const BlockDevice& device, const std::string& name) {
   if (desc_blocks > 1 && desc_blocks > blocks / 256)
     fail(std::to_string(groups) + " groups need " + std::to_string(desc_blocks) +
          " descriptor blocks, too many for " + std::to_string(blocks) + " blocks");
+  // However large a (thin) device claims to be, the table libext2fs
+  // allocates is capped: 128 MiB covers 256 TiB of 4 KiB blocks.
+  constexpr uint64_t kMaxDescTableBytes = 128u << 20;
+  if (desc_blocks * block_size > kMaxDescTableBytes)
+    fail("a group descriptor table of " + std::to_string(desc_blocks * block_size) + " bytes (limit " +
+         std::to_string(kMaxDescTableBytes) + ")");
   if ((incompat & EXT2_FEATURE_INCOMPAT_META_BG) && field(260, 4) > desc_blocks)
     fail("first_meta_bg " + std::to_string(field(260, 4)) + " is past the descriptor table");
 }
