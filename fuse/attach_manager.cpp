@@ -125,13 +125,15 @@ void AttachManager::make_room(const std::string& for_backup) {
         break;
       }
       // Slots held by attaches under way free up (or become idle) when they
-      // finish: wait for them rather than failing a burst of first accesses.
-      if (attaching_ == 0 || attach_done_.wait_until(lock, deadline) == std::cv_status::timeout) {
+      // finish: wait for them rather than failing a burst of first accesses,
+      // looking again every 200 ms (a busy backup going idle wakes nobody).
+      if (attaching_ == 0 || std::chrono::steady_clock::now() >= deadline) {
         log::warn("busy", {{"backup", for_backup},
                            {"reason", "max-mounts " + std::to_string(options_.max_mounts) +
                                           " reached and every attached backup has open files or requests in flight"}});
         throw Error(EBUSY, "too many attached backups in use", for_backup);
       }
+      attach_done_.wait_for(lock, std::chrono::milliseconds(200));
     }
     ++attaching_;
   }

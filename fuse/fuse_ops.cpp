@@ -60,6 +60,7 @@ fuse_entry_param entry_of(const NodeAttr& a) {
 }
 
 struct DirHandle {
+  AttachedBackupPtr backup;  // keeps the backup attached while the folder is open (readdirplus stats every entry)
   std::vector<NodeEntry> entries;
 };
 
@@ -110,6 +111,7 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino) {
 void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   checked(req, "opendir", ino, [&] {
     auto handle = std::make_unique<DirHandle>();
+    handle->backup = tree_of(req).backup_of(ino);
     handle->entries = tree_of(req).list(ino);
     fi->fh = reinterpret_cast<uint64_t>(handle.get());
     if (node::is_volume_node(ino)) {  // a backup never changes: let the kernel cache it

@@ -243,6 +243,13 @@ std::vector<NodeEntry> RestoreTree::list(uint64_t dir) {
   return out;
 }
 
+AttachedBackupPtr RestoreTree::backup_of(uint64_t dir) {
+  if (node::is_volume_node(dir)) return resolve(dir).backup;
+  if (node::is_synthetic(dir) && node::kind_of(dir) == node::Kind::backup_dir)
+    return manager_.acquire(backup_of_node(*view_.snapshot(), dir).id);
+  return nullptr;
+}
+
 std::string RestoreTree::readlink(uint64_t node) {
   if (node::is_synthetic(node)) {
     auto k = node::kind_of(node);

@@ -53,6 +53,10 @@ class RestoreTree {
   NodeAttr getattr(uint64_t node);
   std::vector<NodeEntry> list(uint64_t dir);
   std::string readlink(uint64_t node);
+  // The attached backup a folder inside a backup belongs to (attaching it),
+  // or nullptr for the root and by-vm/. An open folder holds it, so the
+  // backup stays attached while it is listed.
+  AttachedBackupPtr backup_of(uint64_t dir);
 
   OpenFile* open(uint64_t node);                          // caller owns; close() frees
   size_t read(OpenFile& file, uint64_t offset, std::span<std::byte> buf);
