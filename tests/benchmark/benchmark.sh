@@ -33,7 +33,7 @@ mkdir -p "$work/src/small" "$work/repo/bench"
 head -c $((file_mib * 1048576)) /dev/urandom > "$work/src/big.bin"
 for i in $(seq "$small"); do head -c $((1024 + (i * 37) % 8192)) /dev/urandom > "$work/src/small/f$i"; done
 fs_mib=$((file_mib + small * 12 / 1024 + 64))
-mkfs.ext4 -q -F -I 256 -d "$work/src" "$work/disk.raw" "${fs_mib}M"
+mkfs.ext4 -q -F -I 256 -d "$work/src" "$work/disk.raw" "${fs_mib}M" >/dev/null
 qemu-img convert -f raw -O qcow2 "$work/disk.raw" "$work/repo/bench/backup-bench-20260101000000.qcow2"
 "$build/sendense-restore" catalog import "$work/repo" --catalog "$work/catalog.db" >/dev/null
 
