@@ -72,6 +72,17 @@ std::map<uint32_t, SfdiskPart> sfdisk_json(const std::string& path) {
   return parts;
 }
 
+// Makes a filesystem with `mkfs` (a command line, the image path appended)
+// the size of partition `number` of `disk` (as sfdisk reports it in `parts`)
+// and copies it there.
+void mkfs_into_partition(const TempDir& dir, const std::string& disk, const std::map<uint32_t, SfdiskPart>& parts,
+                         uint32_t number, const std::string& mkfs) {
+  const std::string fs = dir / ("p" + std::to_string(number) + ".img");
+  make_sparse(fs, parts.at(number).size * 512);
+  run_ok(mkfs + " " + shell_quote(fs) + " >/dev/null");
+  dd_into(fs, disk, parts.at(number).start * 512);
+}
+
 void expect_matches_sfdisk(const PartitionTable& t, const std::string& path, bool mbr) {
   const auto want = sfdisk_json(path);
   ASSERT_EQ(t.partitions.size(), want.size());
@@ -321,12 +332,7 @@ TEST(VolumeMbr, PrimariesAndLogicalsMatchSfdisk) {
   ASSERT_EQ(want.size(), 6u) << "sfdisk made a different layout";
   ASSERT_TRUE(want.count(5) && want.count(6) && want.count(7));
 
-  auto mkfs_into = [&](uint32_t number, const std::string& mkfs) {
-    const std::string fs = dir / ("p" + std::to_string(number) + ".img");
-    make_sparse(fs, want.at(number).size * 512);
-    run_ok(mkfs + " " + shell_quote(fs) + " >/dev/null");
-    dd_into(fs, disk_path, want.at(number).start * 512);
-  };
+  auto mkfs_into = [&](uint32_t number, const std::string& mkfs) { mkfs_into_partition(dir, disk_path, want, number, mkfs); };
   mkfs_into(1, "mkfs.ext4 -q -F");
   mkfs_into(2, "mkfs.fat");
   mkfs_into(5, "mkfs.ext3 -q -F");
@@ -508,12 +514,7 @@ TEST(VolumeGpt, NamedPartitionsMatchSfdisk) {
   TempDir dir;
   const std::string path = make_gpt_disk(dir, "gpt.raw");
   const auto want = sfdisk_json(path);
-  auto mkfs_into = [&](uint32_t number, const std::string& mkfs) {
-    const std::string fs = dir / ("p" + std::to_string(number) + ".img");
-    make_sparse(fs, want.at(number).size * 512);
-    run_ok(mkfs + " " + shell_quote(fs) + " >/dev/null");
-    dd_into(fs, path, want.at(number).start * 512);
-  };
+  auto mkfs_into = [&](uint32_t number, const std::string& mkfs) { mkfs_into_partition(dir, path, want, number, mkfs); };
   mkfs_into(1, "mkfs.fat");
   mkfs_into(2, "mkfs.ext4 -q -F");
   mkfs_into(3, "mkswap");
