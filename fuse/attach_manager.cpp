@@ -112,7 +112,7 @@ AttachedBackupPtr AttachManager::acquire(const std::string& backup_id) {
 }
 
 // Reserves a slot for one more attach (attaching_++), evicting the least
-// recently used backup with no open files when the table is full.
+// recently used idle backup (see the header) when the table is full.
 void AttachManager::make_room(const std::string& for_backup) {
   AttachedBackupPtr victim;
   {
