@@ -125,30 +125,30 @@ struct ImportReport {
   std::vector<std::string> missing;  // ids of cataloged backups under `dir` whose image file is gone (kept)
 };
 
-// The format of an image file, from its name only: a guest controls every
-// byte of its disk, so content never decides (a raw disk whose first sector
-// holds a qcow2 header stays raw).
+// The format an image is served as: never guessed from its content (a guest
+// can write a qcow2 header into its own raw disk).
+// `requested` "" means from the file name:
 //   ".qcow2", ".qcow" (any case) -> "qcow2"; the file must start with the
 //       qcow2 magic, else Error(EINVAL) naming the file.
-//   ".raw", ".img"               -> "raw", even with the qcow2 magic; then
-//       `warning` says it is served as raw.
+//   ".raw", ".img"               -> "raw", even with the qcow2 magic.
 //   anything else                -> format "" (not an image by its name).
-// Throws Error naming the file if it cannot be read.
-struct FormatFromName {
+// `requested` "qcow2" or "raw" is that format (qcow2 must have the magic,
+// else Error(EINVAL)); anything else is Error(EINVAL).
+// A raw image that starts with the qcow2 magic gets a `warning` that it is
+// served as raw. Throws Error naming the file if it cannot be read.
+struct FormatChoice {
   std::string format;   // "qcow2", "raw" or ""
   std::string warning;  // "" unless a raw image starts with the qcow2 magic
 };
-FormatFromName format_from_name(const std::string& path);
+FormatChoice choose_format(const std::string& path, const std::string& requested = {});
 
 // What import makes of one image file, without the catalog: the record
 // (canonical image_path, id = file stem, vm and created_at from a
 // "backup-<vm>-<YYYYMMDDhhmmss>" name or else the parent folder's name and
 // the file's mtime, size, format, kind from the backing file; parent_id
 // empty) plus its backing file.
-// `format` "" means from the file name (format_from_name; a name that tells
-// nothing throws Error(EINVAL) asking for a format); "qcow2" on a file
-// without the magic throws Error(EINVAL); "raw" on a file with the magic is
-// kept raw, with a warning.
+// `format` as in choose_format; a name that tells nothing (with `format` "")
+// throws Error(EINVAL) asking for a format.
 // A qcow2 image's backing chain is validated the way the daemon opens it:
 // read_qcow2_chain(image, folder of the image). A missing, looping,
 // escaping, protocol/json: or non-qcow2 backing file throws that Error.
@@ -163,7 +163,7 @@ struct ImageDescription {
 ImageDescription describe_image(const std::string& path, const std::string& format = {});
 
 // Walks `dir` recursively: every image named *.qcow2/*.qcow (qcow2) or
-// *.raw/*.img (raw) becomes a backup (format_from_name; other files are
+// *.raw/*.img (raw) becomes a backup (choose_format; other files are
 // skipped). Ids/vm/time from "backup-<vm>-<YYYYMMDDhhmmss>" names, else
 // vm = parent folder name, time = file mtime, id = file stem. A qcow2 whose
 // backing chain the daemon would refuse is an error, not imported; the first

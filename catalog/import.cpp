@@ -56,20 +56,23 @@ bool same_content(const BackupRecord& a, const BackupRecord& b) {
 
 }  // namespace
 
-FormatFromName format_from_name(const std::string& path) {
-  const std::string ext = lower(fs::path(path).extension().string());
-  FormatFromName f;
-  if (ext == ".qcow2" || ext == ".qcow") {
-    if (!has_qcow2_magic(path))
-      throw Error(EINVAL, "named like a qcow2 image but has no qcow2 magic (QFI\\xfb)", path);
-    f.format = "qcow2";
-  } else if (ext == ".raw" || ext == ".img") {
-    f.format = "raw";
-    if (has_qcow2_magic(path))
-      f.warning = path + ": starts with a qcow2 header but is named " + ext +
-                  ": served as raw (its header and any backing file it names are ignored)";
+FormatChoice choose_format(const std::string& path, const std::string& requested) {
+  FormatChoice c;
+  if (requested.empty()) {
+    const std::string ext = lower(fs::path(path).extension().string());
+    if (ext == ".qcow2" || ext == ".qcow") c.format = "qcow2";
+    else if (ext == ".raw" || ext == ".img") c.format = "raw";
+    else return c;  // not an image by its name
+  } else {
+    c.format = to_string(image_format_from_string(requested));
   }
-  return f;
+  const bool magic = has_qcow2_magic(path);
+  if (c.format == "qcow2" && !magic)
+    throw Error(EINVAL, "named or recorded as qcow2 but has no qcow2 magic (QFI\\xfb)", path);
+  if (c.format == "raw" && magic)
+    c.warning = path + ": starts with a qcow2 header but is served as raw (its header and any backing file it "
+                       "names are ignored)";
+  return c;
 }
 
 ImageDescription describe_image(const std::string& path, const std::string& format) {
@@ -85,23 +88,14 @@ ImageDescription describe_image(const std::string& path, const std::string& form
   b.image_path = canonical.string();
   b.size = static_cast<uint64_t>(st.st_size);
 
-  if (format.empty()) {
-    FormatFromName by_name = format_from_name(path);
-    if (by_name.format.empty())
-      throw Error(EINVAL,
-                  "cannot tell the image format from the file name (.qcow2/.qcow or .raw/.img); give the format "
-                  "(qcow2 or raw)",
-                  path);
-    b.format = by_name.format;
-    if (!by_name.warning.empty()) d.warnings.push_back(by_name.warning);
-  } else {
-    b.format = to_string(image_format_from_string(format));
-    const bool magic = has_qcow2_magic(b.image_path);
-    if (b.format == "qcow2" && !magic) throw Error(EINVAL, "not a qcow2 image (no QFI\\xfb magic)", path);
-    if (b.format == "raw" && magic)
-      d.warnings.push_back(path + ": starts with a qcow2 header but is recorded as raw: served as raw "
-                                  "(its header and any backing file it names are ignored)");
-  }
+  FormatChoice choice = choose_format(path, format);
+  if (choice.format.empty())
+    throw Error(EINVAL,
+                "cannot tell the image format from the file name (.qcow2/.qcow or .raw/.img); give the format "
+                "(qcow2 or raw)",
+                path);
+  b.format = choice.format;
+  if (!choice.warning.empty()) d.warnings.push_back(choice.warning);
 
   const fs::path as_named(path);
   b.id = as_named.stem().string();
@@ -158,8 +152,7 @@ ImportReport import_repository(Catalog& catalog, const std::string& dir) {
   for (const fs::path& file : files) {
     const std::string where = file.string();
     try {
-      const FormatFromName by_name = format_from_name(where);
-      if (by_name.format.empty()) continue;  // not an image by its name
+      if (choose_format(where).format.empty()) continue;  // not an image by its name
       Candidate c{describe_image(where)};  // the same rule, and the chain check of a qcow2
       const std::string& path = c.desc.record.image_path;
       if (by_path.contains(path)) continue;  // a symlink to a file already seen

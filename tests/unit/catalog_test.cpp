@@ -462,12 +462,12 @@ TEST(Import, FormatFromNameOnly) {
   qcow2(dir / "a.bin");
   test::write_file(dir / "plain.raw", std::string(4096, '\0'));
   test::write_file(dir / "fake.qcow2", std::string(4096, '\0'));
-  EXPECT_EQ(format_from_name(dir / "a.QCOW").format, "qcow2");
-  EXPECT_EQ(format_from_name(dir / "a.bin").format, "");  // magic or not, the name tells nothing
-  EXPECT_EQ(format_from_name(dir / "plain.raw").format, "raw");
-  EXPECT_EQ(format_from_name(dir / "plain.raw").warning, "");
+  EXPECT_EQ(choose_format(dir / "a.QCOW").format, "qcow2");
+  EXPECT_EQ(choose_format(dir / "a.bin").format, "");  // magic or not, the name tells nothing
+  EXPECT_EQ(choose_format(dir / "plain.raw").format, "raw");
+  EXPECT_EQ(choose_format(dir / "plain.raw").warning, "");
   try {
-    format_from_name(dir / "fake.qcow2");
+    choose_format(dir / "fake.qcow2");
     FAIL() << "a .qcow2 without the magic was accepted";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), EINVAL);

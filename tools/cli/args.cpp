@@ -62,4 +62,10 @@ void expect_positionals(const Args& args, const std::vector<std::string>& names)
     throw UsageError("unexpected argument '" + args.positional[names.size()] + "'");
 }
 
+std::optional<std::string> format_option(const Args& args) {
+  auto f = args.value("--format");
+  if (f && *f != "qcow2" && *f != "raw") throw UsageError("--format must be qcow2 or raw, not '" + *f + "'");
+  return f;
+}
+
 }  // namespace sendense::cli

@@ -34,6 +34,9 @@ struct Args {
 Args parse_args(int argc, char** argv, int first, const std::set<std::string>& value_options,
                 const std::set<std::string>& flag_options);
 
+// The value of --format: "qcow2", "raw" or absent; anything else is a UsageError.
+std::optional<std::string> format_option(const Args& args);
+
 // Exactly `count` positionals named `names` (for the message), else UsageError.
 void expect_positionals(const Args& args, const std::vector<std::string>& names);
 

@@ -58,9 +58,7 @@ int catalog_add(int argc, char** argv, int first) {
   expect_positionals(args, {});
   const std::string id = args.required("--id");
   const std::string path = args.required("--path");
-  const auto format = args.value("--format");
-  if (format && *format != "qcow2" && *format != "raw")
-    throw UsageError("--format must be qcow2 or raw, not '" + *format + "'");
+  const auto format = format_option(args);
   std::optional<int64_t> when;
   if (auto t = args.value("--time")) {
     when = parse_iso8601(*t);
@@ -69,7 +67,7 @@ int catalog_add(int argc, char** argv, int first) {
 
   // Without --format the file name decides (never the content); a name that
   // tells nothing is refused rather than guessed.
-  if (!format && format_from_name(path).format.empty())
+  if (!format && choose_format(path).format.empty())
     throw UsageError("cannot tell the format of '" + path +
                      "' from its name (.qcow2/.qcow or .raw/.img): give --format qcow2 or --format raw");
 

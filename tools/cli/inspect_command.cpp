@@ -18,18 +18,12 @@ int inspect(int argc, char** argv, int first) {
   const Args args = parse_args(argc, argv, first, {"--format"}, {"--json"});
   expect_positionals(args, {"IMAGE"});
   const std::string& path = args.positional[0];
-  std::string format_name;
-  if (auto f = args.value("--format")) {
-    if (*f != "qcow2" && *f != "raw") throw UsageError("--format must be qcow2 or raw, not '" + *f + "'");
-    format_name = *f;
-  } else {
-    // The same rule as the catalog: the name decides, never the content.
-    FormatFromName from_name = format_from_name(path);
-    if (from_name.format.empty())
-      throw UsageError("cannot tell the format of '" + path + "' from its name: give --format qcow2 or --format raw");
-    if (!from_name.warning.empty()) std::cerr << "sendense-restore: warning: " << from_name.warning << "\n";
-    format_name = from_name.format;
-  }
+  // The same rule as the catalog: the name (or --format) decides, never the content.
+  const FormatChoice choice = choose_format(path, format_option(args).value_or(""));
+  if (choice.format.empty())
+    throw UsageError("cannot tell the format of '" + path + "' from its name: give --format qcow2 or --format raw");
+  if (!choice.warning.empty()) std::cerr << "sendense-restore: warning: " << choice.warning << "\n";
+  const std::string& format_name = choice.format;
   const ImageFormat format = image_format_from_string(format_name);
   // Backing files confined to the image's folder, as the daemon opens it.
   const std::string confine_root = std::filesystem::path(std::filesystem::absolute(path)).parent_path().string();
