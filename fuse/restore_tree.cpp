@@ -24,6 +24,28 @@ const std::vector<std::pair<std::string, size_t>>& vm_entries(const CatalogSnaps
   return snap.by_vm.at(vm->second);
 }
 
+// The node of by-vm/<vm>/latest: it carries its target's num (node_id.h).
+uint64_t latest_node(const CatalogSnapshot& snap, const std::vector<std::pair<std::string, size_t>>& entries) {
+  return node::synthetic(node::Kind::latest_link, static_cast<uint64_t>(snap.backups[entries.back().second].num));
+}
+
+// A folder's entries with the names they are shown under (names.h).
+struct ShownEntry {
+  std::string name;
+  DirEntry raw;
+};
+std::vector<ShownEntry> shown_entries(Filesystem& fs, uint64_t dir) {
+  auto entries = fs.readdir(dir);
+  std::vector<std::string> raw;
+  raw.reserve(entries.size());
+  for (const auto& e : entries) raw.push_back(e.name);
+  auto shown = shown_names(raw);
+  std::vector<ShownEntry> out;
+  out.reserve(entries.size());
+  for (size_t i = 0; i < entries.size(); ++i) out.push_back({std::move(shown[i]), std::move(entries[i])});
+  return out;
+}
+
 }  // namespace
 
 RestoreTree::RestoreTree(CatalogView& view, AttachManager& manager, TreeTimeouts timeouts)
@@ -114,9 +136,7 @@ std::optional<NodeAttr> RestoreTree::lookup(uint64_t parent, std::string_view na
       case node::Kind::vm_dir: {
         if (name == "..") return getattr(node::kByVm);
         const auto& entries = vm_entries(*snap, parent);
-        if (name == "latest" && !entries.empty())
-          return getattr(node::synthetic(node::Kind::latest_link,
-                                         static_cast<uint64_t>(snap->backups[entries.back().second].num)));
+        if (name == "latest" && !entries.empty()) return getattr(latest_node(*snap, entries));
         for (const auto& [entry, index] : entries)
           if (entry == name)
             return getattr(
@@ -142,12 +162,8 @@ std::optional<NodeAttr> RestoreTree::lookup(uint64_t parent, std::string_view na
     return getattr(node::synthetic(node::Kind::backup_dir, static_cast<uint64_t>(r.backup->num)));
   auto attr = r.volume->fs->lookup(r.ino, name);
   if (!attr && may_be_escaped(name)) {  // a name shown escaped: find its raw entry
-    const auto entries = r.volume->fs->readdir(r.ino);
-    std::vector<std::string> raw;
-    for (const auto& e : entries) raw.push_back(e.name);
-    const auto shown = shown_names(raw);
-    for (size_t i = 0; i < entries.size(); ++i)
-      if (shown[i] == name) return volume_attr(r, r.volume->fs->getattr(entries[i].ino));
+    for (const auto& e : shown_entries(*r.volume->fs, r.ino))
+      if (e.name == name) return volume_attr(r, r.volume->fs->getattr(e.raw.ino));
   }
   if (!attr) return std::nullopt;
   return volume_attr(r, *attr);
@@ -209,11 +225,7 @@ std::vector<NodeEntry> RestoreTree::list(uint64_t dir) {
           out.push_back(
               {name, node::synthetic(node::Kind::dated_link, static_cast<uint64_t>(snap->backups[index].num)),
                S_IFLNK});
-        if (!entries.empty())
-          out.push_back({"latest",
-                         node::synthetic(node::Kind::latest_link,
-                                         static_cast<uint64_t>(snap->backups[entries.back().second].num)),
-                         S_IFLNK});
+        if (!entries.empty()) out.push_back({"latest", latest_node(*snap, entries), S_IFLNK});
         return out;
       }
       case node::Kind::backup_dir: {
@@ -230,15 +242,11 @@ std::vector<NodeEntry> RestoreTree::list(uint64_t dir) {
   }
   Resolved r = resolve(dir);
   const bool at_root = r.ino == r.volume->fs->root_ino();
-  auto entries = r.volume->fs->readdir(r.ino);
-  std::vector<std::string> raw;
-  for (const auto& e : entries) raw.push_back(e.name);
-  auto shown = shown_names(raw);
-  for (size_t i = 0; i < entries.size(); ++i) {
-    uint64_t n = volume_node(*r.volume, entries[i].ino);
-    if (shown[i] == ".") n = dir;
-    else if (shown[i] == ".." && at_root) n = node::synthetic(node::Kind::backup_dir, static_cast<uint64_t>(r.backup->num));
-    out.push_back({std::move(shown[i]), n, entries[i].type});
+  for (auto& e : shown_entries(*r.volume->fs, r.ino)) {
+    uint64_t n = volume_node(*r.volume, e.raw.ino);
+    if (e.name == ".") n = dir;
+    else if (e.name == ".." && at_root) n = node::synthetic(node::Kind::backup_dir, static_cast<uint64_t>(r.backup->num));
+    out.push_back({std::move(e.name), n, e.raw.type});
   }
   return out;
 }
