@@ -46,6 +46,25 @@ struct DirEntry {
   uint32_t type = 0;       // S_IFMT bits of the entry (S_IFDIR, ...), 0 if unknown
 };
 
+// What a reader did about the volume's journal or log at open, for logs,
+// `inspect` and `status`. Readers never write; a replay happens in memory.
+struct JournalReport {
+  // "none" (no journal/log), "clean", "replayed" (in memory), "skipped"
+  // (needs recovery but not replayed: --no-replay, or the reader cannot),
+  // "unsupported" (e.g. an external journal device).
+  std::string state = "none";
+  uint64_t transactions = 0;  // transactions applied (state "replayed")
+  uint64_t blocks = 0;        // blocks those transactions mapped
+  std::string note;           // one line for humans ("view as of the last checkpoint", ...)
+};
+
+// How readers open a volume (the same for every reader).
+struct FsOpenOptions {
+  // Replay a journal/log that needs recovery into memory (never onto the
+  // image). false shows the on-disk state as stored (forensics).
+  bool replay_journal = true;
+};
+
 struct FsStat {
   uint64_t block_size = 0;
   uint64_t blocks = 0;
@@ -83,6 +102,9 @@ class Filesystem {
   virtual std::optional<std::string> getxattr(uint64_t ino, std::string_view name) = 0;
 
   virtual FsStat statfs() = 0;
+
+  // Fixed at open; the default suits a filesystem without a journal.
+  virtual JournalReport journal() const { return {}; }
 };
 
 using FilesystemPtr = std::shared_ptr<Filesystem>;

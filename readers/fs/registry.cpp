@@ -16,12 +16,13 @@ bool has_reader(FsType type) {
   }
 }
 
-FilesystemPtr open_filesystem(FsType type, BlockDevicePtr device, const std::string& name) {
+FilesystemPtr open_filesystem(FsType type, BlockDevicePtr device, const std::string& name,
+                              const FsOpenOptions& options) {
   switch (type) {
     case FsType::ext2:
     case FsType::ext3:
     case FsType::ext4:
-      return open_ext_filesystem(std::move(device), name);
+      return open_ext_filesystem(std::move(device), name, options);
     default:
       throw Error(EOPNOTSUPP, std::string("no reader for filesystem type ") + to_string(type), name);
   }

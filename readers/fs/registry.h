@@ -14,6 +14,7 @@ bool has_reader(FsType type);
 // Opens the reader for `type` over `device`; `name` names the volume in
 // errors ("backup-x/part1"). Throws Error(EOPNOTSUPP) if no reader exists,
 // Error(EIO) if the filesystem is damaged.
-FilesystemPtr open_filesystem(FsType type, BlockDevicePtr device, const std::string& name);
+FilesystemPtr open_filesystem(FsType type, BlockDevicePtr device, const std::string& name,
+                              const FsOpenOptions& options = {});
 
 }  // namespace sendense

@@ -841,7 +841,8 @@ class ExtFilesystem final : public Filesystem {
 
 }  // namespace
 
-FilesystemPtr open_ext_filesystem(BlockDevicePtr device, const std::string& name) {
+FilesystemPtr open_ext_filesystem(BlockDevicePtr device, const std::string& name,
+                                  const FsOpenOptions& /*options: no journal replay yet*/) {
   if (!device) throw Error(EINVAL, "no device", name);
   return std::make_shared<ExtFilesystem>(std::move(device), name);
 }

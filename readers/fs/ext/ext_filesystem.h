@@ -12,6 +12,7 @@ namespace sendense {
 
 // Throws Error(EIO) naming `name` (e.g. "backup-x/part1") when the
 // superblock or group descriptors are damaged.
-FilesystemPtr open_ext_filesystem(BlockDevicePtr device, const std::string& name);
+FilesystemPtr open_ext_filesystem(BlockDevicePtr device, const std::string& name,
+                                  const FsOpenOptions& options = {});
 
 }  // namespace sendense
