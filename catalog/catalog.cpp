@@ -75,6 +75,18 @@ CREATE TABLE volumes (
   UNIQUE (backup_id, name)
 );
 )sql"},
+    // Multi-disk backups: one row per disk image, disk 0 mirroring
+    // backup_jobs.image_path/format (which older readers keep using).
+    {3, R"sql(
+CREATE TABLE backup_disks (
+  backup_id   TEXT NOT NULL REFERENCES backup_jobs(id) ON DELETE CASCADE ON UPDATE CASCADE,
+  disk        INTEGER NOT NULL CHECK (disk >= 0),
+  image_path  TEXT NOT NULL,
+  format      TEXT NOT NULL,
+  PRIMARY KEY (backup_id, disk)
+);
+INSERT INTO backup_disks (backup_id, disk, image_path, format) SELECT id, 0, image_path, format FROM backup_jobs;
+)sql"},
 };
 
 constexpr int64_t kMaxVolumeId = (1LL << 23) - 1;
@@ -132,6 +144,19 @@ BackupRecord backup_from_row(const Statement& st) {
   return b;
 }
 
+// Fills `disks` of each record (rows of backup_disks; a backup without any,
+// written by an older build after the migration, is its disk 0).
+void load_disks(sqlite3* db, const std::string& path, std::vector<BackupRecord>& backups) {
+  Statement st(db, path, "SELECT image_path, format FROM backup_disks WHERE backup_id = ?1 ORDER BY disk");
+  for (BackupRecord& b : backups) {
+    st.reset();
+    st.bind(1, b.id);
+    b.disks.clear();
+    while (st.step()) b.disks.push_back(BackupDisk{st.column_text(0), st.column_text(1)});
+    if (b.disks.empty()) b.disks.push_back(BackupDisk{b.image_path, b.format});
+  }
+}
+
 constexpr const char* kVolumeColumns = "id, backup_id, name, fs_type, offset_bytes, length_bytes";
 
 VolumeRecord volume_from_row(const Statement& st) {
@@ -184,8 +209,15 @@ void apply_migrations(sqlite3* db, const std::string& path) {
                 "catalog schema version " + std::to_string(current) + " is newer than this program understands (" +
                     std::to_string(latest) + ")",
                 path);
+  // Each migration not yet recorded is applied, not only those above the
+  // highest: numbers are handed out per feature and may land out of order.
+  std::set<int64_t> applied;
+  {
+    Statement st(db, path, "SELECT version FROM schema_migrations");
+    while (st.step()) applied.insert(st.column_int(0));
+  }
   for (const Migration& m : kMigrations) {
-    if (m.version <= current) continue;
+    if (applied.contains(m.version)) continue;
     sqlite::exec(db, path, m.sql);
     Statement ins(db, path, "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)");
     ins.bind(1, static_cast<int64_t>(m.version)).bind(2, to_iso8601(now_seconds())).run();
@@ -306,6 +338,11 @@ int Catalog::schema_version() {
 
 // ---- backups ---------------------------------------------------------------
 
+std::vector<BackupDisk> BackupRecord::all_disks() const {
+  if (!disks.empty()) return disks;
+  return {BackupDisk{image_path, format}};
+}
+
 void Catalog::upsert_backup(const BackupRecord& in) {
   BackupRecord b = in;
   check_name(b.id, "backup id", path_);
@@ -313,6 +350,14 @@ void Catalog::upsert_backup(const BackupRecord& in) {
   check_name(b.vm, "vm name", path_);
   if (b.format != "qcow2" && b.format != "raw")
     throw Error(EINVAL, "backup " + b.id + ": format must be qcow2 or raw, not '" + b.format + "'", path_);
+  if (b.disks.empty()) b.disks.push_back(BackupDisk{b.image_path, b.format});
+  if (b.disks.front().image_path != b.image_path || b.disks.front().format != b.format)
+    throw Error(EINVAL, "backup " + b.id + ": disk 0 must be the image_path/format of the backup", path_);
+  for (const BackupDisk& d : b.disks) {
+    if (d.image_path.empty()) throw Error(EINVAL, "backup " + b.id + ": a disk has no image path", path_);
+    if (d.format != "qcow2" && d.format != "raw")
+      throw Error(EINVAL, "backup " + b.id + ": disk format must be qcow2 or raw, not '" + d.format + "'", path_);
+  }
   if (b.kind.empty()) b.kind = b.parent_id.empty() ? "full" : "incremental";
   if (b.kind != "full" && b.kind != "incremental")
     throw Error(EINVAL, "backup " + b.id + ": kind must be full or incremental, not '" + b.kind + "'", path_);
@@ -342,6 +387,15 @@ void Catalog::upsert_backup(const BackupRecord& in) {
       .bind(8, static_cast<int64_t>(b.size))
       .bind(9, b.status)
       .run();
+  {
+    Statement del(db_, path_, "DELETE FROM backup_disks WHERE backup_id = ?1");
+    del.bind(1, b.id).run();
+    Statement ins(db_, path_, "INSERT INTO backup_disks (backup_id, disk, image_path, format) VALUES (?1, ?2, ?3, ?4)");
+    for (size_t k = 0; k < b.disks.size(); ++k) {
+      ins.reset();
+      ins.bind(1, b.id).bind(2, static_cast<int64_t>(k)).bind(3, b.disks[k].image_path).bind(4, b.disks[k].format).run();
+    }
+  }
   tx.commit();
 }
 
@@ -351,6 +405,7 @@ std::vector<BackupRecord> Catalog::list_backups() {
                (std::string("SELECT ") + kBackupColumns + " FROM backup_jobs ORDER BY vm_name, created_at, id").c_str());
   std::vector<BackupRecord> out;
   while (st.step()) out.push_back(backup_from_row(st));
+  load_disks(db_, path_, out);
   return out;
 }
 
@@ -359,7 +414,9 @@ std::optional<BackupRecord> Catalog::find_backup(const std::string& id) {
   Statement st(db_, path_, (std::string("SELECT ") + kBackupColumns + " FROM backup_jobs WHERE id = ?1").c_str());
   st.bind(1, id);
   if (!st.step()) return std::nullopt;
-  return backup_from_row(st);
+  std::vector<BackupRecord> one{backup_from_row(st)};
+  load_disks(db_, path_, one);
+  return std::move(one.front());
 }
 
 bool Catalog::remove_backup(const std::string& id) {

@@ -19,6 +19,13 @@ struct sqlite3;
 
 namespace sendense {
 
+// One disk image of a backup (one per VM disk), in disk order.
+struct BackupDisk {
+  std::string image_path;     // absolute path of the disk's top image
+  std::string format;         // "qcow2" or "raw"
+  bool operator==(const BackupDisk&) const = default;
+};
+
 struct BackupRecord {
   int64_t num = 0;            // permanent integer key (node-id namespace of backup dirs); 0 = unassigned
   std::string id;             // "backup-<vm>-<YYYYMMDDhhmmss>" or any unique name
@@ -30,6 +37,14 @@ struct BackupRecord {
   int64_t created_at = 0;     // backup time
   uint64_t size = 0;          // bytes of the image file
   std::string status = "completed";
+  // Every disk, disk 0 first; disk 0 is image_path/format (kept for
+  // single-disk readers of the table). Empty in a record built by a caller
+  // means one disk: image_path/format. Records read from the catalog always
+  // list every disk.
+  std::vector<BackupDisk> disks;
+
+  // `disks`, or the single disk image_path/format when it is empty.
+  std::vector<BackupDisk> all_disks() const;
 };
 
 struct VolumeRecord {

@@ -51,7 +51,18 @@ std::optional<NameFacts> parse_backup_name(const std::string& stem) {
 
 bool same_content(const BackupRecord& a, const BackupRecord& b) {
   return a.vm == b.vm && a.image_path == b.image_path && a.format == b.format && a.parent_id == b.parent_id &&
-         a.kind == b.kind && a.created_at == b.created_at && a.size == b.size;
+         a.kind == b.kind && a.created_at == b.created_at && a.size == b.size && a.all_disks() == b.all_disks();
+}
+
+// "<backup-id>-disk<K>" -> (backup-id, K): one disk of a multi-disk backup.
+std::optional<std::pair<std::string, uint32_t>> split_disk_name(const std::string& stem) {
+  const size_t at = stem.rfind("-disk");
+  if (at == std::string::npos || at == 0) return std::nullopt;
+  const std::string digits = stem.substr(at + 5);
+  if (digits.empty() || digits.size() > 4 ||
+      !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return std::nullopt;
+  return std::make_pair(stem.substr(0, at), static_cast<uint32_t>(std::stoul(digits)));
 }
 
 }  // namespace
@@ -99,7 +110,10 @@ ImageDescription describe_image(const std::string& path, const std::string& form
 
   const fs::path as_named(path);
   b.id = as_named.stem().string();
-  if (auto facts = parse_backup_name(b.id)) {
+  // A disk of a multi-disk backup ("<backup-id>-disk<K>") tells its vm and
+  // time through the backup id.
+  const auto disk_name = split_disk_name(b.id);
+  if (auto facts = parse_backup_name(disk_name ? disk_name->first : b.id)) {
     b.vm = facts->vm;
     b.created_at = facts->created_at;
   } else {
@@ -156,7 +170,8 @@ ImportReport import_repository(Catalog& catalog, const std::string& dir) {
       Candidate c{describe_image(where)};  // the same rule, and the chain check of a qcow2
       const std::string& path = c.desc.record.image_path;
       if (by_path.contains(path)) continue;  // a symlink to a file already seen
-      if (auto other = by_id.find(c.desc.record.id); other != by_id.end())
+      // Two files for one disk of a multi-disk backup are reported by the grouping below.
+      if (auto other = by_id.find(c.desc.record.id); other != by_id.end() && !split_disk_name(c.desc.record.id))
         throw Error(EEXIST,
                     "backup id '" + c.desc.record.id + "' already taken by " +
                         candidates[other->second].desc.record.image_path,
@@ -167,6 +182,65 @@ ImportReport import_repository(Catalog& catalog, const std::string& dir) {
     } catch (const std::exception& e) {
       const std::string what = e.what();
       report.errors.push_back(what.find(where) != std::string::npos ? what : where + ": " + what);
+    }
+  }
+
+  // 2b. "<backup-id>-disk<K>" images are the disks of backup <backup-id>,
+  //     in the order of K: one candidate per backup (disk 0 its image_path,
+  //     every disk's path leading to it), a gap or a repeated K an error.
+  {
+    std::map<std::string, std::map<uint32_t, std::vector<size_t>>> groups;  // id -> K -> candidates
+    for (size_t i = 0; i < candidates.size(); ++i) {
+      if (auto d = split_disk_name(candidates[i].desc.record.id)) groups[d->first][d->second].push_back(i);
+    }
+    std::vector<bool> drop(candidates.size(), false);
+    std::vector<Candidate> merged;
+    for (auto& [id, disks] : groups) {
+      std::vector<size_t> members;
+      std::string file_list;
+      for (auto& [k, list] : disks)
+        for (size_t i : list) {
+          members.push_back(i);
+          file_list += (file_list.empty() ? "" : ", ") + candidates[i].desc.record.image_path;
+          drop[i] = true;
+        }
+      std::string problem;
+      uint32_t expect = 0;
+      for (auto& [k, list] : disks) {
+        if (list.size() > 1) problem = "disk " + std::to_string(k) + " given by " + std::to_string(list.size()) + " files";
+        else if (k != expect) problem = "disk " + std::to_string(expect) + " missing";
+        if (!problem.empty()) break;
+        ++expect;
+      }
+      if (problem.empty() && by_id.contains(id))
+        problem = "backup id '" + id + "' also taken by " + candidates[by_id[id]].desc.record.image_path;
+      if (!problem.empty()) {
+        report.errors.push_back("multi-disk backup '" + id + "': " + problem + " (files: " + file_list + ")");
+        continue;
+      }
+      Candidate c{candidates[disks.begin()->second.front()].desc};
+      BackupRecord& r = c.desc.record;
+      r.id = id;
+      r.disks.clear();
+      r.size = 0;
+      for (auto& [k, list] : disks) {
+        const ImageDescription& d = candidates[list.front()].desc;
+        r.disks.push_back(BackupDisk{d.record.image_path, d.record.format});
+        r.size += d.record.size;
+        if (k > 0) c.desc.warnings.insert(c.desc.warnings.end(), d.warnings.begin(), d.warnings.end());
+      }
+      merged.push_back(std::move(c));
+    }
+    std::vector<Candidate> kept;
+    for (size_t i = 0; i < candidates.size(); ++i)
+      if (!drop[i]) kept.push_back(std::move(candidates[i]));
+    for (auto& c : merged) kept.push_back(std::move(c));
+    candidates = std::move(kept);
+    by_path.clear();
+    by_id.clear();
+    for (size_t i = 0; i < candidates.size(); ++i) {
+      for (const BackupDisk& d : candidates[i].desc.record.all_disks()) by_path.emplace(d.image_path, i);
+      by_id.emplace(candidates[i].desc.record.id, i);
     }
   }
 

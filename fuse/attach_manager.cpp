@@ -170,16 +170,20 @@ AttachedBackupPtr AttachManager::attach(const BackupRecord& record) {
   backup->mount_id = mount_id;
   std::string types;
   try {
-    const std::string folder = std::filesystem::path(record.image_path).parent_path().string();
-    BlockDevicePtr disk = open_image(record.image_path, image_format_from_string(record.format), folder);
-    DiskLayout layout = discover_volumes(disk);
-    for (const auto& w : layout.table.warnings) log::warn("partition_table", {{"backup", record.id}, {"warning", w}});
+    // Every disk of the backup, each confined to its own image's folder.
+    std::vector<BlockDevicePtr> disks;
+    for (const BackupDisk& d : record.all_disks()) {
+      const std::string folder = std::filesystem::path(d.image_path).parent_path().string();
+      disks.push_back(open_image(d.image_path, image_format_from_string(d.format), folder));
+    }
+    BackupLayout layout = discover_backup(disks);
+    for (const auto& w : layout.warnings) log::warn("volume_layout", {{"backup", record.id}, {"warning", w}});
     std::vector<std::string> volume_errors;
     for (const auto& v : layout.volumes) {
       const std::string where = record.id + "/" + v.name;
-      if (!has_reader(v.type)) {
+      if (!v.device || !has_reader(v.type)) {
         log::info("volume_skipped", {{"backup", record.id}, {"volume", v.name}, {"type", to_string(v.type)},
-                                     {"reason", "no reader for this type yet"}});
+                                     {"reason", v.note.empty() ? "no reader for this type yet" : v.note}});
         continue;
       }
       AttachedVolume av;

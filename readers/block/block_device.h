@@ -74,6 +74,16 @@ BlockDevicePtr open_image(const std::string& path, ImageFormat format, const std
 // Throws Error(EINVAL) if the window does not fit inside the parent.
 BlockDevicePtr make_slice(BlockDevicePtr parent, uint64_t offset, uint64_t length, const std::string& name);
 
+// `parts` end to end (an LV of several segments); empty parts are dropped.
+// A single part is returned as is. Throws Error(EINVAL) if none is left.
+BlockDevicePtr make_concat(std::vector<BlockDevicePtr> parts, const std::string& name);
+
+// Striping over equal-sized `stripes` in chunks of `chunk_size` bytes (an
+// LVM striped segment): chunk c of the result is chunk c / n of stripe
+// c % n. A single stripe is returned as is. Throws Error(EINVAL) unless
+// every stripe has the same size, a multiple of `chunk_size`.
+BlockDevicePtr make_striped(std::vector<BlockDevicePtr> stripes, uint64_t chunk_size, const std::string& name);
+
 // A read cache of `capacity` aligned chunks of `chunk_size` bytes over
 // `parent` (least recently used evicted); reads larger than a few chunks go
 // straight through. For metadata paths; thread-safe.

@@ -52,7 +52,10 @@ struct Volume {
   uint64_t offset = 0;
   uint64_t length = 0;
   FsType type = FsType::unknown;
-  BlockDevicePtr device;   // a slice of the disk (or the disk itself)
+  BlockDevicePtr device;   // a slice of the disk (or the disk itself), an LV; null if unreadable
+  uint32_t disk = 0;       // index of the disk in its backup (0 for an LV, which may span disks)
+  std::string note;        // what a volume without a reader is: "lvm-pv of VG ubuntu-vg",
+                           // "thin LV: not supported yet", the error that made an LV unreadable
 };
 
 struct DiskLayout {
@@ -62,5 +65,25 @@ struct DiskLayout {
 
 // Partition table + detection of every volume.
 DiskLayout discover_volumes(BlockDevicePtr disk);
+
+// A backup's disks (one image per VM disk) and every volume they hold.
+struct BackupLayout {
+  std::vector<DiskLayout> disks;       // per disk, volume names as on a single disk
+  std::vector<Volume> volumes;         // every volume under its name in the backup, LVs last
+  std::vector<std::string> warnings;   // partition-table warnings and LVM errors, one line each
+};
+
+// Every volume of a backup, named as the tree shows it:
+// - one disk: "part1", "disk" (as discover_volumes names them);
+// - several disks: the same names prefixed "disk<K>-" ("disk0-part1", "disk1-disk");
+// - each LV of a VG whose PVs lie on any of the disks: "lvm-<vg>-<lv>"
+//   (lvm_volume_name; no disk prefix: an LV may span disks).
+// A PV stays a volume of type lvm_pv (note "lvm-pv of VG <vg>"); LVs that
+// cannot be read (thin, snapshot, RAID, a missing PV, ...) are volumes
+// without a device whose note says why. Damaged LVM metadata is a warning
+// and gives that VG no LVs; the other volumes are unaffected. Throws
+// Error(EIO) naming the disk if a disk's partition table is damaged (as
+// discover_volumes does).
+BackupLayout discover_backup(const std::vector<BlockDevicePtr>& disks);
 
 }  // namespace sendense

@@ -18,8 +18,15 @@ std::string Args::required(const std::string& name) const {
   return *v;
 }
 
+std::vector<std::string> Args::all(const std::string& name) const {
+  auto it = repeated.find(name);
+  if (it != repeated.end()) return it->second;
+  if (auto v = value(name)) return {*v};
+  return {};
+}
+
 Args parse_args(int argc, char** argv, int first, const std::set<std::string>& value_options,
-                const std::set<std::string>& flag_options) {
+                const std::set<std::string>& flag_options, const std::set<std::string>& repeatable) {
   Args args;
   bool options_done = false;
   for (int i = first; i < argc; ++i) {
@@ -39,13 +46,16 @@ Args parse_args(int argc, char** argv, int first, const std::set<std::string>& v
       inline_value = a.substr(eq + 1);
     }
     if (value_options.contains(name)) {
-      if (args.values.contains(name)) throw UsageError(name + " given twice");
+      if (args.values.contains(name) && !repeatable.contains(name)) throw UsageError(name + " given twice");
+      std::string v;
       if (inline_value) {
-        args.values[name] = *inline_value;
+        v = *inline_value;
       } else {
         if (i + 1 >= argc) throw UsageError(name + " needs a value");
-        args.values[name] = argv[++i];
+        v = argv[++i];
       }
+      args.values.emplace(name, v);  // the first value
+      if (repeatable.contains(name)) args.repeated[name].push_back(std::move(v));
     } else if (flag_options.contains(name)) {
       if (inline_value) throw UsageError(name + " takes no value");
       args.flags.insert(name);

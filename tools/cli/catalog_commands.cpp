@@ -21,6 +21,12 @@ void require_existing(const std::string& db) {
   if (!std::filesystem::exists(db, ec)) throw Error(ENOENT, "catalog not found (give --catalog DB)", db);
 }
 
+nlohmann::json disks_json(const BackupRecord& b) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const BackupDisk& d : b.all_disks()) out.push_back({{"path", d.image_path}, {"format", d.format}});
+  return out;
+}
+
 nlohmann::json to_json(const BackupRecord& b) {
   return {{"id", b.id},
           {"num", b.num},
@@ -31,6 +37,7 @@ nlohmann::json to_json(const BackupRecord& b) {
           {"format", b.format},
           {"size", b.size},
           {"path", b.image_path},
+          {"disks", disks_json(b)},
           {"status", b.status}};
 }
 
@@ -53,11 +60,14 @@ int catalog_import(int argc, char** argv, int first) {
 }
 
 int catalog_add(int argc, char** argv, int first) {
-  const Args args =
-      parse_args(argc, argv, first, {"--id", "--path", "--vm", "--time", "--format", "--parent", "--catalog"}, {});
+  const Args args = parse_args(argc, argv, first,
+                               {"--id", "--path", "--vm", "--time", "--format", "--parent", "--catalog"}, {},
+                               {"--path"});
   expect_positionals(args, {});
   const std::string id = args.required("--id");
-  const std::string path = args.required("--path");
+  // One --path per disk of the backup, in disk order (disk 0 first).
+  const std::vector<std::string> paths = args.all("--path");
+  if (paths.empty()) throw UsageError("missing --path");
   const auto format = format_option(args);
   std::optional<int64_t> when;
   if (auto t = args.value("--time")) {
@@ -67,15 +77,29 @@ int catalog_add(int argc, char** argv, int first) {
 
   // Without --format the file name decides (never the content); a name that
   // tells nothing is refused rather than guessed.
-  if (!format && choose_format(path).format.empty())
-    throw UsageError("cannot tell the format of '" + path +
-                     "' from its name (.qcow2/.qcow or .raw/.img): give --format qcow2 or --format raw");
+  for (const std::string& path : paths)
+    if (!format && choose_format(path).format.empty())
+      throw UsageError("cannot tell the format of '" + path +
+                       "' from its name (.qcow2/.qcow or .raw/.img): give --format qcow2 or --format raw");
 
   Catalog catalog(args.value_or("--catalog", kDefaultCatalog));
-  ImageDescription d = describe_image(path, format.value_or(""));
-  for (const auto& w : d.warnings) std::cerr << "sendense-restore: warning: " << w << "\n";
+  // Every disk's chain is validated as the daemon would open it.
+  std::vector<ImageDescription> described;
+  for (const std::string& path : paths) described.push_back(describe_image(path, format.value_or("")));
+  ImageDescription& d = described.front();
+  for (const auto& one : described)
+    for (const auto& w : one.warnings) std::cerr << "sendense-restore: warning: " << w << "\n";
   BackupRecord& b = d.record;
   b.id = id;
+  b.disks.clear();
+  b.size = 0;
+  for (const auto& one : described) {
+    for (const BackupDisk& seen : b.disks)
+      if (seen.image_path == one.record.image_path)
+        throw UsageError("--path '" + one.record.image_path + "' given for two disks");
+    b.disks.push_back(BackupDisk{one.record.image_path, one.record.format});
+    b.size += one.record.size;
+  }
   if (auto vm = args.value("--vm")) b.vm = *vm;
   if (when) b.created_at = *when;
   if (auto parent = args.value("--parent")) {
@@ -96,6 +120,7 @@ int catalog_add(int argc, char** argv, int first) {
   const bool existed = catalog.find_backup(b.id).has_value();
   catalog.upsert_backup(b);
   std::cout << (existed ? "updated " : "added ") << b.id << " (" << b.format << ", " << b.kind
+            << (b.disks.size() > 1 ? ", " + std::to_string(b.disks.size()) + " disks" : "")
             << (b.parent_id.empty() ? "" : ", parent " + b.parent_id) << ")\n";
   return 0;
 }

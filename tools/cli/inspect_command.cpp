@@ -1,5 +1,6 @@
-// inspect IMAGE: the qcow2 chain, the partition table and the volumes of one
-// image, without the catalog. Opens everything read-only.
+// inspect IMAGE...: the qcow2 chain and partition table of each image (the
+// disks of one backup, in disk order) and every volume they hold together,
+// LVs included, without the catalog. Opens everything read-only.
 #include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -14,92 +15,143 @@
 
 namespace sendense::cli {
 
-int inspect(int argc, char** argv, int first) {
-  const Args args = parse_args(argc, argv, first, {"--format"}, {"--json"});
-  expect_positionals(args, {"IMAGE"});
-  const std::string& path = args.positional[0];
+namespace {
+
+struct InspectedDisk {
+  std::string path;
+  std::string format;
+  std::vector<ChainLink> chain;
+  BlockDevicePtr device;
+};
+
+InspectedDisk open_disk(const std::string& path, const std::optional<std::string>& requested) {
   // The same rule as the catalog: the name (or --format) decides, never the content.
-  const FormatChoice choice = choose_format(path, format_option(args).value_or(""));
+  const FormatChoice choice = choose_format(path, requested.value_or(""));
   if (choice.format.empty())
     throw UsageError("cannot tell the format of '" + path + "' from its name: give --format qcow2 or --format raw");
   if (!choice.warning.empty()) std::cerr << "sendense-restore: warning: " << choice.warning << "\n";
-  const std::string& format_name = choice.format;
-  const ImageFormat format = image_format_from_string(format_name);
+  InspectedDisk d;
+  d.path = path;
+  d.format = choice.format;
+  const ImageFormat format = image_format_from_string(d.format);
   // Backing files confined to the image's folder, as the daemon opens it.
   const std::string confine_root = std::filesystem::path(std::filesystem::absolute(path)).parent_path().string();
-
-  std::vector<ChainLink> chain;
-  BlockDevicePtr disk;
-  DiskLayout layout;
   try {
-    if (format == ImageFormat::qcow2) chain = read_qcow2_chain(path, confine_root);
-    disk = open_image(path, format, confine_root);
-    layout = discover_volumes(disk);
+    if (format == ImageFormat::qcow2) d.chain = read_qcow2_chain(path, confine_root);
+    d.device = open_image(path, format, confine_root);
   } catch (const Error& e) {
     // Name the image even when a lower layer named only a part of it.
     if (std::string(e.what()).find(path) == std::string::npos) rethrow_with_context(e, path);
     throw;
   }
+  return d;
+}
+
+nlohmann::json chain_json(const std::vector<ChainLink>& chain) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& l : chain)
+    out.push_back({{"path", l.path},
+                   {"version", l.version},
+                   {"virtual_size", l.virtual_size},
+                   {"backing_name", l.backing_name.empty() ? nlohmann::json(nullptr) : nlohmann::json(l.backing_name)}});
+  return out;
+}
+
+nlohmann::json table_json(const PartitionTable& t) {
+  nlohmann::json parts = nlohmann::json::array();
+  for (const auto& p : t.partitions)
+    parts.push_back({{"number", p.number}, {"offset", p.offset}, {"length", p.length}, {"type", p.type}, {"name", p.name}});
+  return {{"scheme", t.scheme}, {"partitions", parts}};
+}
+
+bool served(const Volume& v) { return v.device && has_reader(v.type); }
+
+}  // namespace
+
+int inspect(int argc, char** argv, int first) {
+  const Args args = parse_args(argc, argv, first, {"--format"}, {"--json"});
+  if (args.positional.empty()) throw UsageError("missing IMAGE");
+  const auto requested = format_option(args);
+  std::vector<InspectedDisk> disks;
+  for (const std::string& path : args.positional) disks.push_back(open_disk(path, requested));
+  std::vector<BlockDevicePtr> devices;
+  for (const auto& d : disks) devices.push_back(d.device);
+  BackupLayout layout;
+  try {
+    layout = discover_backup(devices);
+  } catch (const Error& e) {
+    if (disks.size() == 1 && std::string(e.what()).find(disks[0].path) == std::string::npos)
+      rethrow_with_context(e, disks[0].path);
+    throw;
+  }
 
   if (args.flag("--json")) {
+    // Disk 0 at the top level (as for a single image); every disk under "disks".
     nlohmann::json j;
-    j["image"] = path;
-    j["format"] = format_name;
-    j["size"] = disk->size();
-    j["chain"] = nlohmann::json::array();
-    for (const auto& l : chain)
-      j["chain"].push_back({{"path", l.path},
-                            {"version", l.version},
-                            {"virtual_size", l.virtual_size},
-                            {"backing_name", l.backing_name.empty() ? nlohmann::json(nullptr)
-                                                                    : nlohmann::json(l.backing_name)}});
-    nlohmann::json parts = nlohmann::json::array();
-    for (const auto& p : layout.table.partitions)
-      parts.push_back(
-          {{"number", p.number}, {"offset", p.offset}, {"length", p.length}, {"type", p.type}, {"name", p.name}});
-    j["partition_table"] = {{"scheme", layout.table.scheme}, {"partitions", parts}};
-    j["warnings"] = layout.table.warnings;
+    j["image"] = disks[0].path;
+    j["format"] = disks[0].format;
+    j["size"] = disks[0].device->size();
+    j["chain"] = chain_json(disks[0].chain);
+    j["partition_table"] = table_json(layout.disks[0].table);
+    j["disks"] = nlohmann::json::array();
+    for (size_t k = 0; k < disks.size(); ++k)
+      j["disks"].push_back({{"disk", k},
+                            {"image", disks[k].path},
+                            {"format", disks[k].format},
+                            {"size", disks[k].device->size()},
+                            {"chain", chain_json(disks[k].chain)},
+                            {"partition_table", table_json(layout.disks[k].table)}});
+    j["warnings"] = layout.warnings;
     j["volumes"] = nlohmann::json::array();
     for (const auto& v : layout.volumes)
       j["volumes"].push_back({{"name", v.name},
+                              {"disk", v.disk},
                               {"partition", v.partition},
                               {"offset", v.offset},
                               {"length", v.length},
                               {"fs_type", to_string(v.type)},
-                              {"has_reader", has_reader(v.type)}});
+                              {"has_reader", served(v)},
+                              {"note", v.note}});
     std::cout << j.dump(2) << "\n";
     return 0;
   }
 
-  std::cout << "image:   " << path << "\n"
-            << "format:  " << format_name << "\n"
-            << "size:    " << disk->size() << " bytes (" << human_size(disk->size()) << ")\n";
-  if (!chain.empty()) {
-    std::cout << "\nchain (top first):\n";
-    std::vector<std::vector<std::string>> rows{{"  #", "PATH", "VERSION", "VIRTUAL SIZE", "BACKING"}};
-    for (size_t i = 0; i < chain.size(); ++i) {
-      const auto& l = chain[i];
-      rows.push_back({"  " + std::to_string(i), l.path, std::to_string(l.version), human_size(l.virtual_size),
-                      l.backing_name.empty() ? "-" : l.backing_name});
+  for (size_t k = 0; k < disks.size(); ++k) {
+    const InspectedDisk& d = disks[k];
+    if (disks.size() > 1) std::cout << (k ? "\n" : "") << "disk " << k << ":\n";
+    std::cout << "image:   " << d.path << "\n"
+              << "format:  " << d.format << "\n"
+              << "size:    " << d.device->size() << " bytes (" << human_size(d.device->size()) << ")\n";
+    if (!d.chain.empty()) {
+      std::cout << "\nchain (top first):\n";
+      std::vector<std::vector<std::string>> rows{{"  #", "PATH", "VERSION", "VIRTUAL SIZE", "BACKING"}};
+      for (size_t i = 0; i < d.chain.size(); ++i) {
+        const auto& l = d.chain[i];
+        rows.push_back({"  " + std::to_string(i), l.path, std::to_string(l.version), human_size(l.virtual_size),
+                        l.backing_name.empty() ? "-" : l.backing_name});
+      }
+      std::cout << table(rows);
     }
-    std::cout << table(rows);
+    const PartitionTable& t = layout.disks[k].table;
+    std::cout << "\npartition table: " << t.scheme << "\n";
+    if (!t.partitions.empty()) {
+      std::vector<std::vector<std::string>> rows{{"  #", "OFFSET", "LENGTH", "TYPE", "NAME"}};
+      for (const auto& p : t.partitions)
+        rows.push_back({"  " + std::to_string(p.number), std::to_string(p.offset),
+                        std::to_string(p.length) + " (" + human_size(p.length) + ")", p.type,
+                        p.name.empty() ? "-" : p.name});
+      std::cout << table(rows);
+    }
   }
-  std::cout << "\npartition table: " << layout.table.scheme << "\n";
-  if (!layout.table.partitions.empty()) {
-    std::vector<std::vector<std::string>> rows{{"  #", "OFFSET", "LENGTH", "TYPE", "NAME"}};
-    for (const auto& p : layout.table.partitions)
-      rows.push_back({"  " + std::to_string(p.number), std::to_string(p.offset),
-                      std::to_string(p.length) + " (" + human_size(p.length) + ")", p.type, p.name.empty() ? "-" : p.name});
-    std::cout << table(rows);
-  }
-  for (const auto& w : layout.table.warnings) std::cout << "warning: " << w << "\n";
+  for (const auto& w : layout.warnings) std::cout << "warning: " << w << "\n";
   std::cout << "\nvolumes:\n";
-  if (layout.volumes.empty()) std::cout << "  (none)\n";
-  else {
-    std::vector<std::vector<std::string>> rows{{"  NAME", "OFFSET", "LENGTH", "FS", "READER"}};
+  if (layout.volumes.empty()) {
+    std::cout << "  (none)\n";
+  } else {
+    std::vector<std::vector<std::string>> rows{{"  NAME", "OFFSET", "LENGTH", "FS", "READER", "NOTE"}};
     for (const auto& v : layout.volumes)
       rows.push_back({"  " + v.name, std::to_string(v.offset), human_size(v.length), to_string(v.type),
-                      has_reader(v.type) ? "userspace" : "none"});
+                      served(v) ? "userspace" : "none", v.note.empty() ? "-" : v.note});
     std::cout << table(rows);
   }
   return 0;
