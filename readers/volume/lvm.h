@@ -63,8 +63,11 @@ struct LvmSegment {
 struct LvmLvMetadata {
   std::string name;
   bool visible = false;             // status holds "VISIBLE" (pool data/metadata LVs do not)
+  bool snapshot_store = false;      // the copy-on-write store of a (classic) snapshot: its
+                                    // extents hold exception tables, not a filesystem
   std::vector<LvmSegment> segments; // sorted by start_extent, contiguous from 0
-  std::string type() const;         // "linear", "striped", or the first other segment type
+  // "linear", "striped", "snapshot" for a snapshot store, or the first other segment type.
+  std::string type() const;
 };
 struct LvmPvMetadata {
   std::string key;                  // "pv0"

@@ -113,6 +113,7 @@ LvmSegment parse_segment(const ConfigValue& seg, const LvmVgMetadata& vg, const 
 }  // namespace
 
 std::string LvmLvMetadata::type() const {
+  if (snapshot_store) return "snapshot";
   bool striped = false;
   for (const auto& s : segments) {
     if (s.type != "striped") return s.type;
@@ -182,6 +183,8 @@ LvmVgMetadata parse_lvm_metadata(std::string_view text, const std::string& where
     lv.name = lvs->keys[i];
     const std::string lv_where = vg_where + " LV " + lv.name;
     if (!valid_name(lv.name)) bad("invalid LV name", lv_where);
+    if (std::any_of(vg.lvs.begin(), vg.lvs.end(), [&](const LvmLvMetadata& o) { return o.name == lv.name; }))
+      bad("LV listed twice", lv_where);
     if (lvs_i.kind != ConfigValue::Kind::section) bad("not a section", lv_where);
     lv.visible = has_flag(lvs_i, "status", "VISIBLE");
     const uint64_t count = need_count(lvs_i, "segment_count", lv_where, kMaxSegments);
@@ -203,6 +206,20 @@ LvmVgMetadata parse_lvm_metadata(std::string_view text, const std::string& where
     }
     if (next > kMaxSectors / vg.extent_size) bad("LV larger than 2^54 sectors", lv_where);
     vg.lvs.push_back(std::move(lv));
+  }
+  // A classic snapshot is a hidden LV with a "snapshot" segment naming its
+  // (visible, striped) copy-on-write store: the store is what users see as
+  // the snapshot, and its bytes are no filesystem.
+  for (size_t i = 0; lvs && i < lvs->keys.size(); ++i) {
+    for (size_t k = 0; k < lvs->items[i].keys.size(); ++k) {
+      const ConfigValue& seg = lvs->items[i].items[k];
+      if (seg.kind != ConfigValue::Kind::section) continue;
+      const ConfigValue* type = seg.find("type");
+      const ConfigValue* cow = seg.find("cow_store");
+      if (!type || type->text != "snapshot" || !cow || cow->kind != ConfigValue::Kind::string) continue;
+      for (LvmLvMetadata& lv : vg.lvs)
+        if (lv.name == cow->text) lv.snapshot_store = true;
+    }
   }
   for (size_t p = 0; p < used.size(); ++p) {
     auto& areas = used[p];

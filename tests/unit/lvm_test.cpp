@@ -5,7 +5,9 @@
 // --segments` placed the LV; multi-disk volume naming.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cstring>
+#include <thread>
 #include <fstream>
 #include <random>
 #include <string>
@@ -172,6 +174,29 @@ TEST(LvmMapping, ReadsAcrossStripeAndSegmentBoundaries) {
   }
 }
 
+TEST(LvmMapping, ConcurrentReadsThroughStripesAndSegments) {
+  const BackupLayout l = layout_of({"lvm-multi-disk0", "lvm-multi-disk1"});
+  const std::string stripe = read_file(fs_file("stripe"));
+  const std::string span = read_file(fs_file("span"));
+  const BlockDevicePtr devs[2] = {find_volume(l, "lvm-data-stripe")->device, find_volume(l, "lvm-data-span")->device};
+  ASSERT_TRUE(devs[0] && devs[1]);
+  std::atomic<int> mismatches{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      std::mt19937_64 rng(static_cast<uint64_t>(t) + 7);
+      for (int i = 0; i < 200; ++i) {
+        const int which = static_cast<int>(rng() % 2);
+        const std::string& want = which == 0 ? stripe : span;
+        const size_t len = 1 + rng() % (256 << 10);
+        const uint64_t off = rng() % (want.size() - len);
+        if (read_range(*devs[which], off, len) != want.substr(off, len)) ++mismatches;
+      }
+    });
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(mismatches.load(), 0);
+}
+
 TEST(LvmMapping, MissingDiskMakesItsLvsUnreadableNotWrong) {
   // Disk 1 alone: the VG's PV on disk 0 is missing.
   const BackupLayout l = layout_of({"lvm-multi-disk1"});
@@ -301,6 +326,40 @@ TEST(LvmMetadata, TwoLvsOnOneExtentAreRefused) {
   expect_refused(bad, "two LVs use extent");
 }
 
+TEST(LvmMetadata, SnapshotStoresAndDuplicateNames) {
+  const std::string text = twin_metadata();
+  ASSERT_FALSE(text.empty());
+  // A classic snapshot as lvcreate -s writes it: a visible store "snap" (a
+  // striped LV) and a hidden "snapshot0" naming it. The store is listed as a
+  // snapshot, never read as a filesystem.
+  const auto lvs = text.find("logical_volumes {");
+  ASSERT_NE(lvs, std::string::npos);
+  const std::string snap =
+      "\nsnap { id = \"s\" status = [\"READ\", \"VISIBLE\"] segment_count = 1 segment1 { start_extent = 0 "
+      "extent_count = 1 type = \"striped\" stripe_count = 1 stripes = [ \"pv0\", 4 ] } }\n"
+      "snapshot0 { id = \"t\" status = [\"READ\"] segment_count = 1 segment1 { start_extent = 0 "
+      "extent_count = 4 type = \"snapshot\" chunk_size = 8 origin = \"lv0\" cow_store = \"snap\" } }\n";
+  std::string with_snap = text;
+  with_snap.insert(lvs + std::strlen("logical_volumes {"), snap);
+  const LvmVgMetadata vg = parse_lvm_metadata(with_snap, "snap");
+  ASSERT_EQ(vg.lvs.size(), 3u);
+  for (const auto& lv : vg.lvs) {
+    if (lv.name == "snap") {
+      EXPECT_EQ(lv.type(), "snapshot");
+    } else if (lv.name == "lv0") {
+      EXPECT_EQ(lv.type(), "linear");  // the origin stays readable: it holds the current data
+    } else {
+      EXPECT_FALSE(lv.visible);
+    }
+  }
+  // The same LV name twice (on free extents) would give two volumes one name.
+  std::string twice = text;
+  twice.insert(lvs + std::strlen("logical_volumes {"),
+               "\nlv0 { id = \"d\" status = [\"READ\", \"VISIBLE\"] segment_count = 1 segment1 { start_extent = 0 "
+               "extent_count = 1 type = \"striped\" stripe_count = 1 stripes = [ \"pv0\", 6 ] } }\n");
+  expect_refused(twice, "LV listed twice");
+}
+
 // ---- damaged on-disk structures ------------------------------------------------
 
 std::string twin_bytes() { return read_file(raw("lvm-twin-a")); }
@@ -359,6 +418,63 @@ TEST(LvmLabel, PvSmallerThanItsExtentsIsRefused) {
   EXPECT_EQ(find_volume(l, "lvm-vg0-lv0"), nullptr);
   ASSERT_FALSE(l.warnings.empty());
   EXPECT_NE(l.warnings[0].find("beyond"), std::string::npos) << l.warnings[0];
+}
+
+// Points the metadata area at `mda_start` of `disk` to an older copy of the
+// text still in its circular buffer (as a PV left out of the last metadata
+// update has), checksums recomputed. Returns that copy's seqno, 0 if none.
+uint64_t make_stale(std::string& disk, uint64_t pv_offset, uint64_t mda_start, const std::string& vg) {
+  auto le = [&](uint64_t at, int bytes) {
+    uint64_t v = 0;
+    for (int i = bytes - 1; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(disk[at + i]);
+    return v;
+  };
+  auto put = [&](uint64_t at, uint64_t v, int bytes) {
+    for (int i = 0; i < bytes; ++i) disk[at + i] = static_cast<char>(v >> (8 * i));
+  };
+  const uint64_t h = pv_offset + mda_start;
+  const uint64_t size = le(h + 32, 8), committed = le(h + 40, 8);
+  const std::string area = disk.substr(h, size);
+  const LvmVgMetadata now = parse_lvm_metadata(area.substr(committed, area.find('\0', committed) - committed), "now");
+  for (size_t at = area.find(vg + " {", 512); at != std::string::npos; at = area.find(vg + " {", at + 1)) {
+    if (at == committed) continue;
+    const size_t end = area.find('\0', at);
+    if (end == std::string::npos) break;
+    LvmVgMetadata old;
+    try {
+      old = parse_lvm_metadata(area.substr(at, end - at), "old");
+    } catch (const Error&) {
+      continue;  // a fragment overwritten by a later copy
+    }
+    if (old.seqno >= now.seqno) continue;
+    put(h + 40, at, 8);
+    put(h + 48, end + 1 - at, 8);
+    put(h + 56, lvm_crc(kLvmCrcSeed, std::as_bytes(std::span(disk.data() + h + at, end + 1 - at))), 4);
+    put(h, lvm_crc(kLvmCrcSeed, std::as_bytes(std::span(disk.data() + h + 4, 508))), 4);
+    return old.seqno;
+  }
+  return 0;
+}
+
+TEST(LvmLabel, NewestMetadataCopyWinsOverAStalePv) {
+  // The two PVs of VG "data": disk0's partition 2 and the whole of disk1.
+  const BackupLayout fresh = layout_of({"lvm-multi-disk0", "lvm-multi-disk1"});
+  const uint64_t pv0 = find_volume(fresh, "disk0-part2")->offset;
+  for (int stale_disk : {0, 1}) {
+    std::string disks[2] = {read_file(raw("lvm-multi-disk0")), read_file(raw("lvm-multi-disk1"))};
+    // The metadata area starts at 4096 on a PV made by pvcreate's defaults (checked by the CRCs).
+    const uint64_t old_seqno = make_stale(disks[stale_disk], stale_disk == 0 ? pv0 : 0, 4096, "data");
+    ASSERT_GT(old_seqno, 0u) << "no older metadata copy in the buffer of disk " << stale_disk;
+    auto stale = read_lvm_label(*make_slice(std::make_shared<MemoryDisk>(disks[stale_disk]), stale_disk == 0 ? pv0 : 0,
+                                            stale_disk == 0 ? find_volume(fresh, "disk0-part2")->length
+                                                            : disks[1].size(), "pv"));
+    ASSERT_TRUE(stale && stale->metadata.size() == 1) << (stale && !stale->problems.empty() ? stale->problems[0] : "");
+    EXPECT_EQ(parse_lvm_metadata(stale->metadata[0], "stale").seqno, old_seqno);
+    const BackupLayout l = discover_backup({std::make_shared<MemoryDisk>(disks[0], "d0"),
+                                            std::make_shared<MemoryDisk>(disks[1], "d1")});
+    ASSERT_NE(find_volume(l, "lvm-data-span"), nullptr) << "stale disk " << stale_disk;
+    expect_lv_equals_file(*find_volume(l, "lvm-data-span"), fs_file("span"));
+  }
 }
 
 TEST(LvmLabel, CrcIsLvmsVariant) {
