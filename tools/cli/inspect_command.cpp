@@ -7,6 +7,7 @@
 #include "catalog/catalog.h"
 #include "readers/block/block_device.h"
 #include "readers/common/error.h"
+#include "readers/common/log.h"
 #include "readers/fs/registry.h"
 #include "readers/volume/volume.h"
 #include "tools/cli/commands.h"
@@ -14,8 +15,41 @@
 
 namespace sendense::cli {
 
+namespace {
+
+// What opening a volume's filesystem did about its journal; nullopt when
+// there is no reader. A volume that fails to open says why instead.
+struct JournalOutcome {
+  std::optional<JournalReport> report;
+  std::string error;
+};
+
+JournalOutcome open_for_journal(const Volume& v, const std::string& image, bool replay) {
+  JournalOutcome out;
+  if (!has_reader(v.type)) return out;
+  FsOpenOptions options;
+  options.replay_journal = replay;
+  try {
+    out.report = open_filesystem(v.type, v.device, image + " " + v.name, options)->journal();
+  } catch (const Error& e) {
+    out.error = e.what();
+  }
+  return out;
+}
+
+std::string journal_text(const JournalOutcome& j) {
+  if (!j.error.empty()) return "error";
+  if (!j.report) return "-";
+  if (j.report->state == "replayed")
+    return "replayed " + std::to_string(j.report->transactions) + " tx, " + std::to_string(j.report->blocks) + " blocks";
+  return j.report->state;
+}
+
+}  // namespace
+
 int inspect(int argc, char** argv, int first) {
-  const Args args = parse_args(argc, argv, first, {"--format"}, {"--json"});
+  const Args args = parse_args(argc, argv, first, {"--format"}, {"--json", "--no-replay"});
+  const bool replay = !args.flag("--no-replay");
   expect_positionals(args, {"IMAGE"});
   const std::string& path = args.positional[0];
   // The same rule as the catalog: the name (or --format) decides, never the content.
@@ -41,6 +75,15 @@ int inspect(int argc, char** argv, int first) {
     throw;
   }
 
+  // Each volume with a reader is opened, as the daemon would, to report its
+  // journal (replayed in memory, never written). The report is the output:
+  // the reader's own log lines would only repeat it.
+  const log::Level saved_level = log::level();
+  log::set_level(log::Level::error);
+  std::vector<JournalOutcome> journals;
+  for (const auto& v : layout.volumes) journals.push_back(open_for_journal(v, path, replay));
+  log::set_level(saved_level);
+
   if (args.flag("--json")) {
     nlohmann::json j;
     j["image"] = path;
@@ -60,13 +103,25 @@ int inspect(int argc, char** argv, int first) {
     j["partition_table"] = {{"scheme", layout.table.scheme}, {"partitions", parts}};
     j["warnings"] = layout.table.warnings;
     j["volumes"] = nlohmann::json::array();
-    for (const auto& v : layout.volumes)
+    for (size_t i = 0; i < layout.volumes.size(); ++i) {
+      const auto& v = layout.volumes[i];
+      const JournalOutcome& jo = journals[i];
+      nlohmann::json journal = nullptr;
+      if (!jo.error.empty())
+        journal = {{"error", jo.error}};
+      else if (jo.report)
+        journal = {{"state", jo.report->state},
+                   {"transactions", jo.report->transactions},
+                   {"blocks", jo.report->blocks},
+                   {"note", jo.report->note}};
       j["volumes"].push_back({{"name", v.name},
                               {"partition", v.partition},
                               {"offset", v.offset},
                               {"length", v.length},
                               {"fs_type", to_string(v.type)},
-                              {"has_reader", has_reader(v.type)}});
+                              {"has_reader", has_reader(v.type)},
+                              {"journal", journal}});
+    }
     std::cout << j.dump(2) << "\n";
     return 0;
   }
@@ -96,11 +151,19 @@ int inspect(int argc, char** argv, int first) {
   std::cout << "\nvolumes:\n";
   if (layout.volumes.empty()) std::cout << "  (none)\n";
   else {
-    std::vector<std::vector<std::string>> rows{{"  NAME", "OFFSET", "LENGTH", "FS", "READER"}};
-    for (const auto& v : layout.volumes)
+    std::vector<std::vector<std::string>> rows{{"  NAME", "OFFSET", "LENGTH", "FS", "READER", "JOURNAL"}};
+    for (size_t i = 0; i < layout.volumes.size(); ++i) {
+      const auto& v = layout.volumes[i];
       rows.push_back({"  " + v.name, std::to_string(v.offset), human_size(v.length), to_string(v.type),
-                      has_reader(v.type) ? "userspace" : "none"});
+                      has_reader(v.type) ? "userspace" : "none", journal_text(journals[i])});
+    }
     std::cout << table(rows);
+    for (size_t i = 0; i < layout.volumes.size(); ++i) {
+      const JournalOutcome& jo = journals[i];
+      if (!jo.error.empty()) std::cout << "  " << layout.volumes[i].name << ": " << jo.error << "\n";
+      else if (jo.report && !jo.report->note.empty())
+        std::cout << "  " << layout.volumes[i].name << ": journal " << jo.report->state << ": " << jo.report->note << "\n";
+    }
   }
   return 0;
 }
