@@ -41,10 +41,11 @@ struct VolumeRecord {
   uint64_t length = 0;
   // What the reader did about the volume's journal at the last attach
   // (Filesystem::journal()); journal_state "" until a reader opened it.
-  std::string journal_state;
+  // (Initialisers keep brace-initialised records without them warning-free.)
+  std::string journal_state{};
   uint64_t journal_transactions = 0;
   uint64_t journal_blocks = 0;
-  std::string journal_note;
+  std::string journal_note{};
 };
 
 struct MountRecord {
