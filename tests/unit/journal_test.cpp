@@ -255,6 +255,18 @@ TEST(Journal, TornLastTransactionIsNotApplied) {
   EXPECT_FALSE(lookup_path(*ref, "/" + env.at("torn_file")));
 }
 
+// The check values of the CRC catalogue (CRC-32C; CRC-32/MPEG-2 is the
+// big-endian CRC-32 seeded with ~0 and not inverted, as jbd2 csum v1 uses it).
+TEST(Journal, ChecksumFunctionsMatchTheirCheckValues) {
+  const char* text = "123456789";
+  EXPECT_EQ(sendense::crc32c(~0u, text, 9) ^ ~0u, 0xE3069283u);
+  EXPECT_EQ(sendense::crc32_be(~0u, text, 9), 0x0376E6E7u);
+  // Split updates give the same result (the 8-byte and byte paths).
+  const std::string long_text(1000, 'x');
+  EXPECT_EQ(sendense::crc32c(sendense::crc32c(~0u, long_text.data(), 13), long_text.data() + 13, 987),
+            sendense::crc32c(~0u, long_text.data(), 1000));
+}
+
 // ---- damaged journals ------------------------------------------------------
 
 uint32_t be32(const std::string& s, size_t off) {

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <unordered_map>
 
 #include "readers/common/crc32.h"
@@ -59,7 +60,11 @@ struct Tag {
 struct Transaction {
   uint32_t sequence = 0;
   std::vector<Tag> tags;
-  std::vector<uint64_t> revoked;  // fs blocks named by this transaction's revoke records
+  // Journal blocks of this transaction's revoke blocks. Their records are
+  // read again after the scan and only those naming a tagged block are
+  // kept: a log full of revoke records cannot make the table grow past the
+  // number of tags (which the log's size bounds).
+  std::vector<uint64_t> revoke_blocks;
 };
 
 class Replayer {
@@ -248,7 +253,8 @@ class Replayer {
           break;
         }
         open = true;
-        if (!read_revokes(current)) break;
+        if (!check_revokes(current.sequence)) break;
+        current.revoke_blocks.push_back(pos);
         if (!advance()) break;
         continue;
       }
@@ -336,22 +342,31 @@ class Replayer {
     return true;
   }
 
-  bool read_revokes(Transaction& t) {
-    const unsigned char* b = block_.data();
-    const uint64_t count = be32(b + 12);  // bytes used, header included
+  // Checks the record count of the revoke block in block_.
+  bool check_revokes(uint32_t sequence) {
+    const uint64_t count = be32(block_.data() + 12);  // bytes used, header included
     const uint64_t limit = bs_ - (csum_v2v3() ? 4 : 0);
-    const size_t record = has_incompat(kIncompat64Bit) ? 8 : 4;
     if (count < 16 || count > limit) {
-      stop("revoke block of transaction " + std::to_string(t.sequence) + " claims " + std::to_string(count) +
+      stop("revoke block of transaction " + std::to_string(sequence) + " claims " + std::to_string(count) +
            " bytes: not applied");
       return false;
     }
+    return true;
+  }
+
+  // Calls fn(fs block) for each record of the revoke block at journal block `j`
+  // (checked by check_revokes during the scan).
+  template <typename Fn>
+  void for_each_revoke(uint64_t j, Fn&& fn) {
+    read_block(j, data_);
+    const unsigned char* b = data_.data();
+    const uint64_t count = std::min<uint64_t>(be32(b + 12), bs_);
+    const size_t record = has_incompat(kIncompat64Bit) ? 8 : 4;
     for (uint64_t off = 16; off + record <= count; off += record) {
       uint64_t block = be32(b + off);
       if (record == 8) block = (block << 32) | be32(b + off + 4);
-      t.revoked.push_back(block);
+      fn(block);
     }
-    return true;
   }
 
   bool data_checksum_ok(const Tag& tag, uint32_t sequence) {
@@ -367,17 +382,22 @@ class Replayer {
   void apply(const std::vector<Transaction>& committed) {
     // A revoke in transaction R cancels copies of the block in every
     // transaction up to R (the kernel keeps the newest revoking sequence).
-    std::unordered_map<uint64_t, uint32_t> revoked;
+    // Tagged block -> newest sequence revoking it (nullopt: none does).
+    std::unordered_map<uint64_t, std::optional<uint32_t>> revoked;
     for (const Transaction& t : committed)
-      for (uint64_t b : t.revoked) {
-        auto [it, inserted] = revoked.emplace(b, t.sequence);
-        if (!inserted && static_cast<int32_t>(t.sequence - it->second) > 0) it->second = t.sequence;
-      }
+      for (const Tag& tag : t.tags) revoked.emplace(tag.fs_block, std::nullopt);
+    for (const Transaction& t : committed)
+      for (uint64_t j : t.revoke_blocks)
+        for_each_revoke(j, [&](uint64_t block) {
+          auto it = revoked.find(block);
+          if (it == revoked.end()) return;
+          if (!it->second || static_cast<int32_t>(t.sequence - *it->second) > 0) it->second = t.sequence;
+        });
     std::unordered_map<uint64_t, BlockCopy> newest;
     for (const Transaction& t : committed) {
       for (const Tag& tag : t.tags) {
-        auto r = revoked.find(tag.fs_block);
-        if (r != revoked.end() && static_cast<int32_t>(t.sequence - r->second) <= 0) {
+        const std::optional<uint32_t>& r = revoked.at(tag.fs_block);
+        if (r && static_cast<int32_t>(t.sequence - *r) <= 0) {
           ++result_.revoked;
           continue;
         }
