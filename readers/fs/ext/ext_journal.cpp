@@ -30,7 +30,9 @@ constexpr size_t kJournalInumOffset = 224;
 constexpr size_t kJournalDevOffset = 228;
 constexpr uint32_t kCompatHasJournal = 0x4;
 constexpr uint32_t kIncompatRecover = 0x4;
-constexpr uint64_t kMaxJournalBlocks = 1u << 20;  // jbd2 journals are at most 1 GiB (2^20 1 KiB blocks)
+// mke2fs makes journals of at most 10,240,000 blocks (ext4's default is at
+// most 1 GiB); the replay's memory is proportional to the log's blocks.
+constexpr uint64_t kMaxJournalBlocks = 10'240'000;
 
 uint32_t le32(const unsigned char* p) {
   return uint32_t{p[0]} | (uint32_t{p[1]} << 8) | (uint32_t{p[2]} << 16) | (uint32_t{p[3]} << 24);
@@ -71,7 +73,10 @@ JournalLayout map_journal_inode(const BlockDevicePtr& volume, uint32_t journal_i
   err = ext2fs_read_inode(fs.get(), journal_ino, &inode);
   if (err != 0) throw Error(EIO, "cannot read the journal inode: " + ext2_message(err), name);
   const uint64_t size = EXT2_I_SIZE(&inode);
-  layout.journal_blocks = std::min<uint64_t>({size / layout.block_size, kMaxJournalBlocks, layout.fs_blocks});
+  if (size / layout.block_size > kMaxJournalBlocks)
+    throw Error(EIO, "journal inode of " + std::to_string(size) + " bytes is larger than the " +
+                         std::to_string(kMaxJournalBlocks) + " blocks a jbd2 journal can hold", name);
+  layout.journal_blocks = std::min<uint64_t>(size / layout.block_size, layout.fs_blocks);
 
   struct Ctx {
     JournalLayout* layout;

@@ -147,8 +147,10 @@ class Replayer {
     if (has_incompat(kIncompatFastCommit)) {
       const uint64_t fc = be32(sb + 0x54) != 0 ? be32(sb + 0x54) : kDefaultFastCommitBlocks;
       if (fc + kMinJournalBlocks > maxlen) fail("fast-commit area of " + std::to_string(fc) + " blocks");
+      // As the kernel lays it out: the log ends at maxlen - fc (exclusive)
+      // and the fast-commit blocks start one block later.
       last_ = maxlen - fc;
-      note_fast_commit(last_, maxlen);
+      note_fast_commit(last_ + 1, maxlen);
     }
     if (first_ >= last_) fail("s_first " + std::to_string(first) + " past the end of the log");
     result_.features = features();
