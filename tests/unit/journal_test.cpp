@@ -469,6 +469,29 @@ TEST(DamagedJournal, TagsThatWrapAroundTheLogStop) {
             << " ms\n";
 }
 
+// The journal's copy of the superblock is damaged: the replayed view cannot
+// be opened, so the volume is shown as stored, saying why.
+TEST(DamagedJournal, ReplayedSuperblockThatCannotOpenFallsBackToStored) {
+  REQUIRE_FIXTURES();
+  DamagedJournal d("ext3");
+  // 1 KiB blocks: the superblock is filesystem block 1. Find its copies.
+  const std::string dump = run_ok("debugfs -R 'logdump -a' " + shell_quote(d.path()) + " 2>/dev/null");
+  std::vector<uint64_t> copies;
+  const std::string key = "  FS block 1 logged at journal block ";
+  for (size_t pos = dump.find(key); pos != std::string::npos; pos = dump.find(key, pos + 1))
+    copies.push_back(std::stoull(dump.substr(pos + key.size())));
+  ASSERT_FALSE(copies.empty()) << "the superblock is not in the ext3 fixture's journal";
+  for (uint64_t j : copies) {
+    std::string b = d.read(j);
+    b[56] = 0;  // s_magic
+    b[57] = 0;
+    d.write(j, b);
+  }
+  const auto r = open_damaged(d);
+  EXPECT_EQ(r.state, "skipped");
+  EXPECT_NE(r.note.find("could not be opened"), std::string::npos) << r.note;
+}
+
 // External journal: reported unsupported, shown as stored.
 TEST(DamagedJournal, ExternalJournalIsUnsupported) {
   REQUIRE_FIXTURES();

@@ -30,6 +30,7 @@ extern "C" {  // com_err.h has no C++ guards
 #include <unordered_map>
 
 #include "readers/common/error.h"
+#include "readers/common/log.h"
 #include "readers/fs/ext/block_device_io_manager.h"
 #include "readers/fs/ext/ext_cache_stats.h"
 #include "readers/fs/ext/ext_journal.h"
@@ -853,8 +854,21 @@ FilesystemPtr open_ext_filesystem(BlockDevicePtr device, const std::string& name
   // The raw superblock is checked before the journal code opens libext2fs
   // on it; the filesystem then opens on the replayed view (checked again).
   check_superblock(*device, name);
-  ext::JournaledDevice journaled = ext::open_ext_journal(std::move(device), name, options.replay_journal);
-  return std::make_shared<ExtFilesystem>(std::move(journaled.device), name, std::move(journaled.report));
+  ext::JournaledDevice journaled = ext::open_ext_journal(device, name, options.replay_journal);
+  if (journaled.device == device)
+    return std::make_shared<ExtFilesystem>(std::move(journaled.device), name, std::move(journaled.report));
+  try {
+    return std::make_shared<ExtFilesystem>(std::move(journaled.device), name, journaled.report);
+  } catch (const Error& e) {
+    // The journal's copies make a filesystem we cannot open (a damaged or
+    // hostile journal): the stored state is still worth showing.
+    JournalReport stored;
+    stored.state = "skipped";
+    stored.note = std::string("the replayed filesystem could not be opened (") + e.what() +
+                  "): shown as stored (last checkpoint)";
+    log::warn("journal", {{"volume", name}, {"state", stored.state}, {"note", stored.note}});
+    return std::make_shared<ExtFilesystem>(std::move(device), name, std::move(stored));
+  }
 }
 
 namespace ext {
