@@ -11,12 +11,14 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <random>
 
 #include "readers/block/block_device.h"
 #include "readers/common/crc32.h"
 #include "readers/common/error.h"
 #include "readers/fs/ext/ext_filesystem.h"
 #include "readers/fs/ext/ext_journal.h"
+#include "readers/fs/ext/journal_overlay.h"
 #include "tests/support/test_support.h"
 
 namespace fs = std::filesystem;
@@ -292,6 +294,41 @@ TEST(Journal, ChecksumFunctionsMatchTheirCheckValues) {
   const std::string long_text(1000, 'x');
   EXPECT_EQ(sendense::crc32c(sendense::crc32c(~0u, long_text.data(), 13), long_text.data() + 13, 987),
             sendense::crc32c(~0u, long_text.data(), 1000));
+}
+
+// The overlay over a real file: every byte read through it, at any offset
+// and length, is the journal copy's for a replayed block (with the magic
+// restored in an escaped one) and the volume's elsewhere.
+TEST(Journal, OverlayReadsAnyRange) {
+  TempDir dir;
+  constexpr uint64_t kBs = 1024, kBlocks = 64;
+  std::mt19937 gen(7);
+  std::string volume(kBs * kBlocks, '\0');
+  for (char& c : volume) c = static_cast<char>(gen());
+  sendense::test::write_file(dir / "volume.raw", volume);
+  // Blocks 3 (escaped), 4, 10 and 63 replayed from "journal" blocks 40..43.
+  std::vector<sendense::ext::BlockCopy> copies = {
+      {3, 40 * kBs, true}, {4, 41 * kBs, false}, {10, 42 * kBs, false}, {63, 43 * kBs, true}};
+  std::string want = volume;
+  for (const auto& c : copies) {
+    want.replace(c.fs_block * kBs, kBs, volume.substr(c.device_offset, kBs));
+    if (c.escaped) want.replace(c.fs_block * kBs, 4, "\xc0\x3b\x39\x98");
+  }
+  auto overlay = sendense::ext::make_journal_overlay(sendense::open_raw_image(dir / "volume.raw"), kBs, copies);
+  EXPECT_EQ(overlay->size(), volume.size());
+  std::uniform_int_distribution<uint64_t> offset(0, volume.size() - 1);
+  for (int i = 0; i < 2000; ++i) {
+    const uint64_t off = i < 64 ? i * kBs + (i % 5) : offset(gen);  // block starts, escaped bytes 0..3
+    const uint64_t len = std::uniform_int_distribution<uint64_t>(1, volume.size() - off)(gen) % (9 * kBs) + 1;
+    const uint64_t n = std::min<uint64_t>(len, volume.size() - off);
+    std::string got(n, '\0');
+    overlay->read_at(off, std::as_writable_bytes(std::span(got)));
+    ASSERT_TRUE(got == want.substr(off, n)) << "offset " << off << " length " << n;
+  }
+  // A copy outside the volume is refused.
+  EXPECT_THROW(sendense::ext::make_journal_overlay(sendense::open_raw_image(dir / "volume.raw"), kBs,
+                                                  {{1, volume.size() - 10, false}}),
+               Error);
 }
 
 // ---- damaged journals ------------------------------------------------------
