@@ -3,6 +3,7 @@
 #include "readers/fs/ext/jbd2_replay.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <optional>
 #include <unordered_map>
@@ -163,6 +164,7 @@ class Replayer {
   // The fast-commit area follows the log; we do not replay it (it would
   // need ext4's own fast-commit tags), but say when it holds something.
   void note_fast_commit(uint64_t from, uint64_t to) {
+    if (from >= to) return;
     std::vector<unsigned char> b(bs_);
     read_block(from, b);
     if (std::any_of(b.begin(), b.end(), [](unsigned char c) { return c != 0; }))
