@@ -184,12 +184,9 @@ JournaledDevice open_ext_journal(BlockDevicePtr volume, const std::string& name,
   uint64_t revoked = 0;
   if (journal_ino == 0) {
     out.report.state = "unsupported";
-    out.report.note = "external journal device (uuid " + uuid_text(sb + kJournalUuidOffset) + ", dev 0x" +
-                      [&] {
-                        char b[16];
-                        std::snprintf(b, sizeof b, "%x", le32(sb + kJournalDevOffset));
-                        return std::string(b);
-                      }() +
+    char dev[16];
+    std::snprintf(dev, sizeof dev, "%x", le32(sb + kJournalDevOffset));
+    out.report.note = "external journal device (uuid " + uuid_text(sb + kJournalUuidOffset) + ", dev 0x" + dev +
                       ") is not in the backup: not replayed, shown as stored (last checkpoint)";
   } else if (!replay) {
     out.report.state = "skipped";
