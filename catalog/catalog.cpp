@@ -75,6 +75,13 @@ CREATE TABLE volumes (
   UNIQUE (backup_id, name)
 );
 )sql"},
+    // The journal report of each volume's last attach, for `status`.
+    {2, R"sql(
+ALTER TABLE volumes ADD COLUMN journal_state TEXT NOT NULL DEFAULT '';
+ALTER TABLE volumes ADD COLUMN journal_transactions INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE volumes ADD COLUMN journal_blocks INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE volumes ADD COLUMN journal_note TEXT NOT NULL DEFAULT '';
+)sql"},
     // Multi-disk backups: one row per disk image, disk 0 mirroring
     // backup_jobs.image_path/format (which older readers keep using).
     {3, R"sql(
@@ -157,7 +164,9 @@ void load_disks(sqlite3* db, const std::string& path, std::vector<BackupRecord>&
   }
 }
 
-constexpr const char* kVolumeColumns = "id, backup_id, name, fs_type, offset_bytes, length_bytes";
+constexpr const char* kVolumeColumns =
+    "id, backup_id, name, fs_type, offset_bytes, length_bytes,"
+    " journal_state, journal_transactions, journal_blocks, journal_note";
 
 VolumeRecord volume_from_row(const Statement& st) {
   VolumeRecord v;
@@ -167,6 +176,10 @@ VolumeRecord volume_from_row(const Statement& st) {
   v.fs_type = st.column_text(3);
   v.offset = static_cast<uint64_t>(st.column_int(4));
   v.length = static_cast<uint64_t>(st.column_int(5));
+  v.journal_state = st.column_text(6);
+  v.journal_transactions = static_cast<uint64_t>(st.column_int(7));
+  v.journal_blocks = static_cast<uint64_t>(st.column_int(8));
+  v.journal_note = st.column_text(9);
   return v;
 }
 
@@ -469,6 +482,17 @@ int64_t Catalog::ensure_volume(const VolumeRecord& v) {
         .bind(5, static_cast<int64_t>(v.length))
         .run();
     id = sqlite3_last_insert_rowid(db_);
+  }
+  {
+    Statement journal(db_, path_,
+                      "UPDATE volumes SET journal_state = ?2, journal_transactions = ?3, journal_blocks = ?4,"
+                      " journal_note = ?5 WHERE id = ?1");
+    journal.bind(1, id)
+        .bind(2, v.journal_state)
+        .bind(3, static_cast<int64_t>(v.journal_transactions))
+        .bind(4, static_cast<int64_t>(v.journal_blocks))
+        .bind(5, v.journal_note)
+        .run();
   }
   tx.commit();
   return id;

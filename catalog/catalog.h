@@ -54,6 +54,13 @@ struct VolumeRecord {
   std::string fs_type;        // "ext4", ...
   uint64_t offset = 0;
   uint64_t length = 0;
+  // What the reader did about the volume's journal at the last attach
+  // (Filesystem::journal()); journal_state "" until a reader opened it.
+  // (Initialisers keep brace-initialised records without them warning-free.)
+  std::string journal_state{};
+  uint64_t journal_transactions = 0;
+  uint64_t journal_blocks = 0;
+  std::string journal_note{};
 };
 
 struct MountRecord {
@@ -93,7 +100,7 @@ class Catalog {
   bool remove_backup(const std::string& id);           // cascades to volumes and mounts
 
   // Volumes: returns the permanent id of (backup, name), creating the row
-  // the first time and updating type/offset/length after.
+  // the first time and updating type/offset/length/journal report after.
   int64_t ensure_volume(const VolumeRecord& v);
   std::vector<VolumeRecord> volumes_of(const std::string& backup_id);
   std::vector<VolumeRecord> list_volumes();

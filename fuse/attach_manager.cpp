@@ -188,7 +188,9 @@ AttachedBackupPtr AttachManager::attach(const BackupRecord& record) {
       }
       AttachedVolume av;
       try {
-        av.fs = open_filesystem(v.type, v.device, where);
+        FsOpenOptions fs_options;
+        fs_options.replay_journal = options_.replay_journal;
+        av.fs = open_filesystem(v.type, v.device, where, fs_options);
       } catch (const Error& e) {  // a damaged volume: the rest of the backup is still served
         log::error("volume_failed", {{"backup", record.id}, {"volume", v.name}, {"error", e.what()}});
         volume_errors.push_back(e.what());
@@ -198,7 +200,18 @@ AttachedBackupPtr AttachManager::attach(const BackupRecord& record) {
       av.fs_type = av.fs->type_name();
       // A catalog failure here fails the whole attach (retried after the
       // backoff) rather than serving the backup without this volume.
-      av.id = catalog_.ensure_volume(VolumeRecord{0, record.id, v.name, av.fs_type, v.offset, v.length});
+      VolumeRecord row;
+      row.backup_id = record.id;
+      row.name = v.name;
+      row.fs_type = av.fs_type;
+      row.offset = v.offset;
+      row.length = v.length;
+      const JournalReport journal = av.fs->journal();
+      row.journal_state = journal.state;
+      row.journal_transactions = journal.transactions;
+      row.journal_blocks = journal.blocks;
+      row.journal_note = journal.note;
+      av.id = catalog_.ensure_volume(row);
       view_.remember_volume(av.id, record.id);
       if (!types.empty()) types += ",";
       types += av.fs_type;

@@ -321,6 +321,7 @@ int run_daemon(const DaemonOptions& options) {
   attach_options.idle_timeout = options.idle_timeout;
   attach_options.max_mounts = options.max_mounts;
   attach_options.mount_path = mountpoint;
+  attach_options.replay_journal = options.replay_journal;
   AttachManager manager(*catalog, view, attach_options);
   RestoreTree tree(view, manager, TreeTimeouts{});
 
@@ -343,7 +344,8 @@ int run_daemon(const DaemonOptions& options) {
                         {"catalog", catalog_path},
                         {"backups", std::to_string(view.snapshot()->backups.size())},
                         {"idle_timeout", std::to_string(options.idle_timeout.count())},
-                        {"max_mounts", std::to_string(options.max_mounts)}});
+                        {"max_mounts", std::to_string(options.max_mounts)},
+                        {"journal_replay", options.replay_journal ? "on" : "off"}});
   int rc;
   {
     Housekeeper housekeeper(options, mountpoint, view, manager);

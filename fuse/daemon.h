@@ -16,6 +16,7 @@ struct DaemonOptions {
   std::chrono::seconds idle_timeout{3600};
   size_t max_mounts = 8;
   bool foreground = false;
+  bool replay_journal = true;                   // false: --no-replay
   std::vector<std::string> fuse_options;        // extra -o options
   std::chrono::milliseconds refresh_interval{2000};
   std::chrono::seconds flush_interval{5};

@@ -13,6 +13,7 @@ packages=(
   # fixtures and integration tests: the real tools
   qemu-utils qemu-system-common e2fsprogs fdisk util-linux rsync attr acl
   dosfstools ntfs-3g xfsprogs btrfs-progs cryptsetup-bin lvm2 file procps bc fuse2fs
+  python3  # make-journal-fixtures.sh: fsync(2) of one file, logdump parsing
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -30,7 +30,7 @@ constexpr const char* kUsage = R"(usage: sendense-restore COMMAND [ARGS]
       Forget a backup (its volumes and mount rows too); the image stays.
   status [--json] [--catalog DB]
       What the daemon has attached: status, mode, device, volumes, idle time.
-  inspect IMAGE... [--format qcow2|raw] [--json]
+  inspect IMAGE... [--format qcow2|raw] [--json] [--no-replay]
       The qcow2 chain, partition table and volumes of one image; several
       IMAGEs are the disks of one backup (disk 0 first): LVs across them too.
 

@@ -1,5 +1,5 @@
 // sendense-restorefs MOUNTPOINT --catalog DB [--idle-timeout SECONDS]
-//   [--max-mounts N] [-f] [-o FUSE_OPTION]... [--log-level debug|info|warn|error]
+//   [--max-mounts N] [--no-replay] [-f] [-o FUSE_OPTION]... [--log-level debug|info|warn|error]
 // Parses the command line and runs the daemon; nothing else lives here.
 #include <cerrno>
 #include <cstdlib>
@@ -14,11 +14,13 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: sendense-restorefs MOUNTPOINT --catalog DB [--idle-timeout SECONDS] [--max-mounts N]\n"
-    "                          [-f] [-o FUSE_OPTION]... [--log-level debug|info|warn|error]\n"
+    "                          [--no-replay] [-f] [-o FUSE_OPTION]... [--log-level debug|info|warn|error]\n"
     "Serves every backup in the catalog as a read-only tree under MOUNTPOINT.\n"
     "  --catalog DB          SQLite catalog (default /var/lib/sendense-restore/catalog.db)\n"
     "  --idle-timeout S      detach a backup with no open files after S seconds idle (default 3600)\n"
     "  --max-mounts N        at most N backups attached at once (default 8)\n"
+    "  --no-replay           show ext3/ext4 volumes as stored, without replaying a journal that\n"
+    "                        needs recovery (forensics; by default it is replayed in memory)\n"
     "  -f                    stay in the foreground\n"
     "  -o OPTION             extra FUSE mount option (repeatable)\n"
     "  --log-level LEVEL     default info\n";
@@ -62,6 +64,8 @@ int main(int argc, char** argv) {
       options.idle_timeout = std::chrono::seconds(parse_number("--idle-timeout", value(), 1, kMaxIdleTimeout));
     } else if (arg == "--max-mounts") {
       options.max_mounts = static_cast<size_t>(parse_number("--max-mounts", value(), 1, kMaxMounts));
+    } else if (arg == "--no-replay") {
+      options.replay_journal = false;
     } else if (arg == "-f") {
       options.foreground = true;
     } else if (arg == "-o") {

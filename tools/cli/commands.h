@@ -15,6 +15,6 @@ int catalog_add(int argc, char** argv, int first);     // catalog add --id ID --
 int catalog_list(int argc, char** argv, int first);    // catalog list [--json]
 int catalog_remove(int argc, char** argv, int first);  // catalog remove ID
 int status(int argc, char** argv, int first);          // status [--json]
-int inspect(int argc, char** argv, int first);         // inspect IMAGE [--format F] [--json]
+int inspect(int argc, char** argv, int first);         // inspect IMAGE [--format F] [--json] [--no-replay]
 
 }  // namespace sendense::cli

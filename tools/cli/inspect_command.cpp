@@ -8,6 +8,7 @@
 #include "catalog/catalog.h"
 #include "readers/block/block_device.h"
 #include "readers/common/error.h"
+#include "readers/common/log.h"
 #include "readers/fs/registry.h"
 #include "readers/volume/volume.h"
 #include "tools/cli/commands.h"
@@ -16,6 +17,34 @@
 namespace sendense::cli {
 
 namespace {
+
+// What opening a volume's filesystem did about its journal; nullopt when
+// there is no reader. A volume that fails to open says why instead.
+struct JournalOutcome {
+  std::optional<JournalReport> report;
+  std::string error;
+};
+
+JournalOutcome open_for_journal(const Volume& v, const std::string& image, bool replay) {
+  JournalOutcome out;
+  if (!v.device || !has_reader(v.type)) return out;
+  FsOpenOptions options;
+  options.replay_journal = replay;
+  try {
+    out.report = open_filesystem(v.type, v.device, image + " " + v.name, options)->journal();
+  } catch (const Error& e) {
+    out.error = e.what();
+  }
+  return out;
+}
+
+std::string journal_text(const JournalOutcome& j) {
+  if (!j.error.empty()) return "error";
+  if (!j.report) return "-";
+  if (j.report->state == "replayed")
+    return "replayed " + std::to_string(j.report->transactions) + " tx, " + std::to_string(j.report->blocks) + " blocks";
+  return j.report->state;
+}
 
 struct InspectedDisk {
   std::string path;
@@ -69,7 +98,8 @@ bool served(const Volume& v) { return v.device && has_reader(v.type); }
 }  // namespace
 
 int inspect(int argc, char** argv, int first) {
-  const Args args = parse_args(argc, argv, first, {"--format"}, {"--json"});
+  const Args args = parse_args(argc, argv, first, {"--format"}, {"--json", "--no-replay"});
+  const bool replay = !args.flag("--no-replay");
   if (args.positional.empty()) throw UsageError("missing IMAGE");
   const auto requested = format_option(args);
   std::vector<InspectedDisk> disks;
@@ -84,6 +114,18 @@ int inspect(int argc, char** argv, int first) {
       rethrow_with_context(e, disks[0].path);
     throw;
   }
+
+  // Each volume with a reader is opened, as the daemon would, to report its
+  // journal (replayed in memory, never written). The report is the output:
+  // the reader's own log lines would only repeat it.
+  const log::Level saved_level = log::level();
+  log::set_level(log::Level::error);
+  std::vector<JournalOutcome> journals;
+  for (const auto& v : layout.volumes) {
+    const std::string& image = disks[v.disk < disks.size() ? v.disk : 0].path;
+    journals.push_back(open_for_journal(v, image, replay));
+  }
+  log::set_level(saved_level);
 
   if (args.flag("--json")) {
     // Disk 0 at the top level (as for a single image); every disk under "disks".
@@ -103,7 +145,17 @@ int inspect(int argc, char** argv, int first) {
                             {"partition_table", table_json(layout.disks[k].table)}});
     j["warnings"] = layout.warnings;
     j["volumes"] = nlohmann::json::array();
-    for (const auto& v : layout.volumes)
+    for (size_t i = 0; i < layout.volumes.size(); ++i) {
+      const auto& v = layout.volumes[i];
+      const JournalOutcome& jo = journals[i];
+      nlohmann::json journal = nullptr;
+      if (!jo.error.empty())
+        journal = {{"error", jo.error}};
+      else if (jo.report)
+        journal = {{"state", jo.report->state},
+                   {"transactions", jo.report->transactions},
+                   {"blocks", jo.report->blocks},
+                   {"note", jo.report->note}};
       j["volumes"].push_back({{"name", v.name},
                               {"disk", v.disk},
                               {"partition", v.partition},
@@ -111,7 +163,9 @@ int inspect(int argc, char** argv, int first) {
                               {"length", v.length},
                               {"fs_type", to_string(v.type)},
                               {"has_reader", served(v)},
-                              {"note", v.note}});
+                              {"note", v.note},
+                              {"journal", journal}});
+    }
     std::cout << j.dump(2) << "\n";
     return 0;
   }
@@ -148,11 +202,19 @@ int inspect(int argc, char** argv, int first) {
   if (layout.volumes.empty()) {
     std::cout << "  (none)\n";
   } else {
-    std::vector<std::vector<std::string>> rows{{"  NAME", "OFFSET", "LENGTH", "FS", "READER", "NOTE"}};
-    for (const auto& v : layout.volumes)
+    std::vector<std::vector<std::string>> rows{{"  NAME", "OFFSET", "LENGTH", "FS", "READER", "JOURNAL", "NOTE"}};
+    for (size_t i = 0; i < layout.volumes.size(); ++i) {
+      const auto& v = layout.volumes[i];
       rows.push_back({"  " + v.name, std::to_string(v.offset), human_size(v.length), to_string(v.type),
-                      served(v) ? "userspace" : "none", v.note.empty() ? "-" : v.note});
+                      served(v) ? "userspace" : "none", journal_text(journals[i]), v.note.empty() ? "-" : v.note});
+    }
     std::cout << table(rows);
+    for (size_t i = 0; i < layout.volumes.size(); ++i) {
+      const JournalOutcome& jo = journals[i];
+      if (!jo.error.empty()) std::cout << "  " << layout.volumes[i].name << ": " << jo.error << "\n";
+      else if (jo.report && !jo.report->note.empty())
+        std::cout << "  " << layout.volumes[i].name << ": journal " << jo.report->state << ": " << jo.report->note << "\n";
+    }
   }
   return 0;
 }

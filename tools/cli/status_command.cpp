@@ -11,6 +11,29 @@
 
 namespace sendense::cli {
 
+namespace {
+
+nlohmann::json journal_json(const VolumeRecord& v) {
+  if (v.journal_state.empty()) return nullptr;
+  return {{"state", v.journal_state},
+          {"transactions", v.journal_transactions},
+          {"blocks", v.journal_blocks},
+          {"note", v.journal_note}};
+}
+
+// "ext4" or "ext4 (journal replayed: 3 transactions, 41 blocks)".
+std::string volume_text(const VolumeRecord& v) {
+  std::string s = v.name + ":" + v.fs_type;
+  if (v.journal_state == "replayed")
+    s += " (journal replayed: " + std::to_string(v.journal_transactions) + " transactions, " +
+         std::to_string(v.journal_blocks) + " blocks)";
+  else if (v.journal_state == "skipped" || v.journal_state == "unsupported")
+    s += " (journal " + v.journal_state + ": shown as stored)";
+  return s;
+}
+
+}  // namespace
+
 int status(int argc, char** argv, int first) {
   const Args args = parse_args(argc, argv, first, {"--catalog"}, {"--json"});
   expect_positionals(args, {});
@@ -34,8 +57,12 @@ int status(int argc, char** argv, int first) {
       const MountRecord& m = *r.m;
       nlohmann::json vols = nlohmann::json::array();
       for (const auto& v : r.volumes)
-        vols.push_back({{"id", v.id}, {"name", v.name}, {"fs_type", v.fs_type}, {"offset", v.offset},
-                        {"length", v.length}});
+        vols.push_back({{"id", v.id},
+                        {"name", v.name},
+                        {"fs_type", v.fs_type},
+                        {"offset", v.offset},
+                        {"length", v.length},
+                        {"journal", journal_json(v)}});
       out.push_back({{"mount_id", m.id},
                      {"backup", m.backup_id},
                      {"mount_path", m.mount_path},
@@ -64,7 +91,7 @@ int status(int argc, char** argv, int first) {
   for (const auto& r : rows) {
     const MountRecord& m = *r.m;
     std::string vols;
-    for (const auto& v : r.volumes) vols += (vols.empty() ? "" : ",") + v.name + ":" + v.fs_type;
+    for (const auto& v : r.volumes) vols += (vols.empty() ? "" : ",") + volume_text(v);
     table_rows.push_back({m.backup_id, m.status, m.attach_mode, m.nbd_device.empty() ? "userspace" : m.nbd_device,
                           vols.empty() ? "-" : vols, human_duration(now - m.last_accessed_at),
                           to_iso8601(m.expires_at), m.error.empty() ? "-" : m.error});

@@ -30,8 +30,10 @@ extern "C" {  // com_err.h has no C++ guards
 #include <unordered_map>
 
 #include "readers/common/error.h"
+#include "readers/common/log.h"
 #include "readers/fs/ext/block_device_io_manager.h"
 #include "readers/fs/ext/ext_cache_stats.h"
+#include "readers/fs/ext/ext_journal.h"
 #include "readers/fs/ext/shared_lru.h"
 #include "readers/volume/volume.h"
 
@@ -311,7 +313,8 @@ struct DirIndex {
 
 class ExtFilesystem final : public Filesystem {
  public:
-  ExtFilesystem(BlockDevicePtr device, std::string name) : device_(std::move(device)), name_(std::move(name)) {
+  ExtFilesystem(BlockDevicePtr device, std::string name, JournalReport journal)
+      : device_(std::move(device)), name_(std::move(name)), journal_(std::move(journal)) {
     open_library();
   }
 
@@ -475,6 +478,8 @@ class ExtFilesystem final : public Filesystem {
     return st;
   }
 
+  JournalReport journal() const override { return journal_; }
+
   ext::SharedLru<FileMap>::Stats map_cache_stats() const { return maps_.stats(); }
 
  private:
@@ -493,8 +498,9 @@ class ExtFilesystem final : public Filesystem {
     // straight to device_). 32 KiB chunks, 8 MiB per volume.
     ext::DeviceRegistration registration(make_block_cache(device_, 32 * 1024, 256));
     ext2_filsys raw = nullptr;
-    // Read-only (no EXT2_FLAG_RW), so nothing is written and the journal is
-    // never replayed; SKIP_MMP because MMP would update its block.
+    // Read-only (no EXT2_FLAG_RW), so nothing is written (a journal was
+    // replayed in memory below device_, if at all); SKIP_MMP because MMP
+    // would update its block.
     const int flags = EXT2_FLAG_64BITS | EXT2_FLAG_SKIP_MMP;
     errcode_t err = ext2fs_open2(registration.name().c_str(), nullptr, flags, 0, 0, ext::block_device_io_manager(), &raw);
     if (err != 0) {
@@ -819,6 +825,7 @@ class ExtFilesystem final : public Filesystem {
 
   const BlockDevicePtr device_;
   const std::string name_;
+  const JournalReport journal_;
   std::string type_;
   uint64_t block_size_ = 0;
   uint64_t fs_blocks_ = 0;  // fits the device (checked at open)
@@ -842,9 +849,26 @@ class ExtFilesystem final : public Filesystem {
 }  // namespace
 
 FilesystemPtr open_ext_filesystem(BlockDevicePtr device, const std::string& name,
-                                  const FsOpenOptions& /*options: no journal replay yet*/) {
+                                  const FsOpenOptions& options) {
   if (!device) throw Error(EINVAL, "no device", name);
-  return std::make_shared<ExtFilesystem>(std::move(device), name);
+  // The raw superblock is checked before the journal code opens libext2fs
+  // on it; the filesystem then opens on the replayed view (checked again).
+  check_superblock(*device, name);
+  ext::JournaledDevice journaled = ext::open_ext_journal(device, name, options.replay_journal);
+  if (journaled.device == device)
+    return std::make_shared<ExtFilesystem>(std::move(journaled.device), name, std::move(journaled.report));
+  try {
+    return std::make_shared<ExtFilesystem>(std::move(journaled.device), name, journaled.report);
+  } catch (const Error& e) {
+    // The journal's copies make a filesystem we cannot open (a damaged or
+    // hostile journal): the stored state is still worth showing.
+    JournalReport stored;
+    stored.state = "skipped";
+    stored.note = std::string("the replayed filesystem could not be opened (") + e.what() +
+                  "): shown as stored (last checkpoint)";
+    log::warn("journal", {{"volume", name}, {"state", stored.state}, {"note", stored.note}});
+    return std::make_shared<ExtFilesystem>(std::move(device), name, std::move(stored));
+  }
 }
 
 namespace ext {

@@ -1,7 +1,9 @@
 // ext2/ext3/ext4 through libext2fs, read-only, over a BlockDevice (a custom
-// io_manager: no temporary files, no loop devices). The journal is never
-// replayed. File data is read by mapping extents (or indirect blocks) once
-// at open() and reading large runs straight from the BlockDevice.
+// io_manager: no temporary files, no loop devices). A journal that needs
+// recovery is replayed in memory (ext_journal.h) unless the options say not
+// to; the image is never written. File data is read by mapping extents (or
+// indirect blocks) once at open() and reading large runs straight from the
+// BlockDevice.
 #pragma once
 
 #include <string>
