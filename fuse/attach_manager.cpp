@@ -172,6 +172,7 @@ AttachedBackupPtr AttachManager::attach(const BackupRecord& record) {
   try {
     const std::string folder = std::filesystem::path(record.image_path).parent_path().string();
     BlockDevicePtr disk = open_image(record.image_path, image_format_from_string(record.format), folder);
+    catalog_.set_mount_image_reader(mount_id, disk->reader());
     DiskLayout layout = discover_volumes(disk);
     for (const auto& w : layout.table.warnings) log::warn("partition_table", {{"backup", record.id}, {"warning", w}});
     std::vector<std::string> volume_errors;

@@ -19,7 +19,7 @@ constexpr const char* kUsage = R"(usage: sendense-restore COMMAND [ARGS]
       Ids, vm and time from backup-<vm>-<YYYYMMDDhhmmss> names, else the file
       stem, parent folder and mtime. Re-running is idempotent.
   catalog add --id ID --path IMAGE [--vm NAME] [--time ISO8601]
-              [--format qcow2|raw] [--parent ID] [--catalog DB]
+              [--format qcow2|raw|vmdk|vhdx] [--parent ID] [--catalog DB]
       Add or update one backup. Without --format the file name decides as
       for import; any other name needs --format.
   catalog list [--json] [--catalog DB]
@@ -27,7 +27,7 @@ constexpr const char* kUsage = R"(usage: sendense-restore COMMAND [ARGS]
       Forget a backup (its volumes and mount rows too); the image stays.
   status [--json] [--catalog DB]
       What the daemon has attached: status, mode, device, volumes, idle time.
-  inspect IMAGE [--format qcow2|raw] [--json]
+  inspect IMAGE [--format qcow2|raw|vmdk|vhdx] [--json]
       The qcow2 chain, partition table and volumes of one image.
 
   --catalog DB defaults to /var/lib/sendense-restore/catalog.db.

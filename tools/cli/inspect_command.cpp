@@ -1,5 +1,6 @@
-// inspect IMAGE: the qcow2 chain, the partition table and the volumes of one
-// image, without the catalog. Opens everything read-only.
+// inspect IMAGE: the backing chain, the reader serving it (libqcow, raw,
+// qemu-nbd), the partition table and the volumes of one image, without the
+// catalog. Opens everything read-only.
 #include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -21,7 +22,7 @@ int inspect(int argc, char** argv, int first) {
   // The same rule as the catalog: the name (or --format) decides, never the content.
   const FormatChoice choice = choose_format(path, format_option(args).value_or(""));
   if (choice.format.empty())
-    throw UsageError("cannot tell the format of '" + path + "' from its name: give --format qcow2 or --format raw");
+    throw UsageError("cannot tell the format of '" + path + "' from its name: give --format qcow2, raw, vmdk or vhdx");
   if (!choice.warning.empty()) std::cerr << "sendense-restore: warning: " << choice.warning << "\n";
   const std::string& format_name = choice.format;
   const ImageFormat format = image_format_from_string(format_name);
@@ -32,7 +33,7 @@ int inspect(int argc, char** argv, int first) {
   BlockDevicePtr disk;
   DiskLayout layout;
   try {
-    if (format == ImageFormat::qcow2) chain = read_qcow2_chain(path, confine_root);
+    if (format != ImageFormat::raw) chain = read_image_chain(path, format, confine_root);
     disk = open_image(path, format, confine_root);
     layout = discover_volumes(disk);
   } catch (const Error& e) {
@@ -46,11 +47,15 @@ int inspect(int argc, char** argv, int first) {
     j["image"] = path;
     j["format"] = format_name;
     j["size"] = disk->size();
+    j["reader"] = disk->reader();
     j["chain"] = nlohmann::json::array();
     for (const auto& l : chain)
       j["chain"].push_back({{"path", l.path},
                             {"version", l.version},
+                            {"format", to_string(l.format)},
                             {"virtual_size", l.virtual_size},
+                            {"libqcow_limit", l.libqcow_limit.empty() ? nlohmann::json(nullptr)
+                                                                      : nlohmann::json(l.libqcow_limit)},
                             {"backing_name", l.backing_name.empty() ? nlohmann::json(nullptr)
                                                                     : nlohmann::json(l.backing_name)}});
     nlohmann::json parts = nlohmann::json::array();
@@ -73,14 +78,16 @@ int inspect(int argc, char** argv, int first) {
 
   std::cout << "image:   " << path << "\n"
             << "format:  " << format_name << "\n"
-            << "size:    " << disk->size() << " bytes (" << human_size(disk->size()) << ")\n";
+            << "size:    " << disk->size() << " bytes (" << human_size(disk->size()) << ")\n"
+            << "reader:  " << disk->reader() << "\n";
   if (!chain.empty()) {
     std::cout << "\nchain (top first):\n";
-    std::vector<std::vector<std::string>> rows{{"  #", "PATH", "VERSION", "VIRTUAL SIZE", "BACKING"}};
+    std::vector<std::vector<std::string>> rows{{"  #", "PATH", "FORMAT", "VERSION", "VIRTUAL SIZE", "BACKING", "NEEDS QEMU"}};
     for (size_t i = 0; i < chain.size(); ++i) {
       const auto& l = chain[i];
-      rows.push_back({"  " + std::to_string(i), l.path, std::to_string(l.version), human_size(l.virtual_size),
-                      l.backing_name.empty() ? "-" : l.backing_name});
+      rows.push_back({"  " + std::to_string(i), l.path, to_string(l.format), l.version ? std::to_string(l.version) : "-",
+                      l.virtual_size ? human_size(l.virtual_size) : "-", l.backing_name.empty() ? "-" : l.backing_name,
+                      l.libqcow_limit.empty() ? "-" : l.libqcow_limit});
     }
     std::cout << table(rows);
   }
