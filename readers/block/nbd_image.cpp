@@ -173,12 +173,13 @@ class NbdImage final : public BlockDevice {
     if (buf.empty()) return;
     Lease lease(*this);
     const uint64_t end = offset + buf.size();
-    if (offset % align_ == 0 && (end % align_ == 0 || end == size_)) {
+    if (offset % align_ == 0 && end % align_ == 0) {
       read_direct(lease, offset, buf.data(), buf.size());
       return;
     }
     // qemu-nbd announces a minimum block size (512 for VHDX) and libnbd
-    // holds requests to it: read the covering aligned range.
+    // holds requests to it: read the covering aligned range. (qemu reports
+    // sizes in whole sectors, so the range stays inside the export.)
     const uint64_t start = offset - offset % align_;
     const uint64_t stop = std::min(size_, (end + align_ - 1) / align_ * align_);
     std::vector<std::byte> bounce(static_cast<size_t>(stop - start));

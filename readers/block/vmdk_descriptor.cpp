@@ -175,6 +175,7 @@ std::vector<std::string> check_vmdk(const std::string& path, const std::string& 
   const auto slash = path.rfind('/');
   const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
   size_t start = 0;
+  size_t extent_lines = 0;
   while (start < descriptor.size()) {
     auto nl = descriptor.find('\n', start);
     if (nl == std::string::npos) nl = descriptor.size();
@@ -183,7 +184,7 @@ std::vector<std::string> check_vmdk(const std::string& path, const std::string& 
     const bool extent_line = line.rfind("RW ", 0) == 0 || line.rfind("RW\t", 0) == 0 ||
                              line.rfind("RDONLY", 0) == 0 || line.rfind("NOACCESS", 0) == 0;
     if (!extent_line) continue;
-    if (extents.size() >= kMaxExtents)
+    if (++extent_lines > kMaxExtents)
       throw Error(EIO, "VMDK descriptor lists more than " + std::to_string(kMaxExtents) + " extents", display);
     const auto open_quote = line.find('"');
     const std::string before = line.substr(0, open_quote);

@@ -26,7 +26,7 @@ echo "making images in $work (${file_mib} MiB file)" >&2
 mkdir -p "$work/src" "$work/repo"/{libqcow,zstd,l2,vmdk} "$work/mnt"
 # Half random, half text: the compressed image really decompresses.
 head -c $((file_mib * 1048576 / 2)) /dev/urandom >"$work/src/big.bin"
-yes 'a line of compressible text in the big file' | head -c $((file_mib * 1048576 / 2)) >>"$work/src/big.bin"
+{ yes 'a line of compressible text in the big file' || true; } | head -c $((file_mib * 1048576 / 2)) >>"$work/src/big.bin"
 mkfs.ext4 -q -F -I 256 -d "$work/src" "$work/disk.raw" "$((file_mib + 64))M" >/dev/null
 qemu-img convert -f raw -O qcow2 "$work/disk.raw" "$work/repo/libqcow/backup-libqcow-20260101000000.qcow2"
 qemu-img convert -c -f raw -O qcow2 -o compression_type=zstd "$work/disk.raw" "$work/repo/zstd/backup-zstd-20260101000000.qcow2"

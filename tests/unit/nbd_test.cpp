@@ -342,6 +342,60 @@ TEST_F(NbdTest, QemuRefusalIsAClearError) {
                {dir / "d.vhdx", "qemu-nbd exited"});
 }
 
+// Guest-controlled bytes qemu rejects: an EIO for that read, the device keeps working.
+TEST_F(NbdTest, DamagedCompressedClusterGivesEioAndTheImageStaysUsable) {
+  TempDir dir;
+  const std::string img = dir / "z.qcow2";
+  run_ok("qemu-img create -q -f qcow2 -o compression_type=zstd " + shell_quote(img) + " 4M");
+  write_file(dir / "text", [] {
+    std::string t;
+    while (t.size() < 65536) t += "compressible text ";
+    return t.substr(0, 65536);
+  }());
+  qemu_io("qcow2", img, {"write -c -s " + (dir / "text") + " 0 64k", "write -P 0x42 1M 64k"});
+  // Overwrite the start of the zstd frame (its magic 28 b5 2f fd) of the compressed cluster.
+  {
+    const std::string data = read_file(img);
+    const auto at = data.find("\x28\xb5\x2f\xfd");
+    ASSERT_NE(at, std::string::npos) << "no zstd frame in the image";
+    std::fstream f(img, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(at));
+    const std::string junk(24, '\xff');
+    f.write(junk.data(), static_cast<std::streamsize>(junk.size()));
+  }
+  BlockDevicePtr dev = open_image(img, ImageFormat::qcow2, dir.path());
+  expect_error([&] { read_range(*dev, 0, 4096); }, EIO, {img, "qemu-nbd"});
+  EXPECT_EQ(read_range(*dev, 1 << 20, 4), "BBBB");
+  expect_error([&] { read_range(*dev, 0, 4096); }, EIO, {img});
+}
+
+// A hostile VMDK descriptor is refused by our checks, before qemu sees it.
+TEST_F(NbdTest, DamagedVmdkHeadersAreRefused) {
+  TempDir dir;
+  auto refused = [&](const std::string& image, int code, const std::vector<std::string>& names) {
+    SCOPED_TRACE(image);
+    expect_error([&] { open_image(image, ImageFormat::vmdk, dir.path()); }, code, names);
+  };
+  run_ok("qemu-img create -q -f vmdk " + shell_quote(dir / "s.vmdk") + " 1M");
+  // Embedded descriptor (header bytes 28..43: sector and size) past the end of the file.
+  const std::string good = read_file(dir / "s.vmdk");
+  std::string bad = good;
+  for (int i = 0; i < 8; ++i) bad[28 + i] = static_cast<char>(i == 3 ? 0x7f : 0);
+  write_file(dir / "desc-out.vmdk", bad);
+  refused(dir / "desc-out.vmdk", EIO, {"embedded descriptor"});
+  // A text descriptor listing more extents than allowed.
+  std::string many = "# Disk DescriptorFile\nversion=1\ncreateType=\"twoGbMaxExtentSparse\"\n";
+  for (int i = 0; i < 1100; ++i) many += "RW 16 ZERO\n";
+  write_file(dir / "many.vmdk", many);
+  refused(dir / "many.vmdk", EIO, {"more than 1024 extents"});
+  // Neither a sparse header nor a descriptor.
+  write_file(dir / "junk.vmdk", std::string(4096, 'x'));
+  refused(dir / "junk.vmdk", EIO, {"not a VMDK"});
+  write_file(dir / "cowd.vmdk", "COWD" + std::string(4092, '\0'));
+  refused(dir / "cowd.vmdk", EOPNOTSUPP, {"VMDK3"});
+  EXPECT_EQ(our_servers(), "");
+}
+
 TEST_F(NbdTest, ServerKilledUnderUsGivesEio) {
   TempDir dir;
   run_ok("qemu-img create -q -f qcow2 -o compression_type=zstd " + shell_quote(dir / "z.qcow2") + " 4M");
