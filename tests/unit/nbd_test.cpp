@@ -220,6 +220,22 @@ TEST_F(NbdTest, ChainsMixingFormats) {
   EXPECT_NE(json.find(chain[1].path), std::string::npos) << json;
 }
 
+// File names are data inside qemu's json: options: quotes, backslashes,
+// commas and spaces must reach qemu as the same file names.
+TEST_F(NbdTest, OddFileNamesArePinnedExactly) {
+  TempDir dir;
+  const std::string folder = dir / "a \"folder\", with\\odd {names}";
+  std::filesystem::create_directories(folder);
+  const std::string base = folder + "/base, \"one\".qcow2";
+  const std::string top = folder + "/top \\ two.qcow2";
+  run_ok("qemu-img create -q -f qcow2 " + shell_quote(base) + " 4M");
+  qemu_io("qcow2", base, {"write -P 0x61 0 1M"});
+  run_ok("cd " + shell_quote(folder) + " && qemu-img create -q -f qcow2 -o compression_type=zstd -b " +
+         shell_quote("base, \"one\".qcow2") + " -F qcow2 " + shell_quote("top \\ two.qcow2"));
+  qemu_io("qcow2", top, {"write -c -P 0x62 64k 64k"});
+  expect_same_as_qemu(top, ImageFormat::qcow2, "qemu-nbd");
+}
+
 TEST_F(NbdTest, ParallelReadsFromManyThreads) {
   TempDir dir;
   run_ok("qemu-img create -q -f qcow2 " + shell_quote(dir / "src.qcow2") + " 16M");
