@@ -154,6 +154,7 @@ ImportReport import_repository(Catalog& catalog, const std::string& dir) {
   std::vector<Candidate> candidates;
   std::map<std::string, size_t> by_path;  // canonical image path -> candidate
   std::map<std::string, size_t> by_id;
+  std::vector<std::pair<std::string, std::string>> describe_errors;  // (canonical path, error)
   for (const fs::path& file : files) {
     const std::string where = file.string();
     try {
@@ -171,16 +172,21 @@ ImportReport import_repository(Catalog& catalog, const std::string& dir) {
       candidates.push_back(std::move(c));
     } catch (const std::exception& e) {
       const std::string what = e.what();
-      report.errors.push_back(what.find(where) != std::string::npos ? what : where + ": " + what);
+      std::error_code cec;
+      describe_errors.emplace_back(fs::canonical(file, cec).string(),
+                                   what.find(where) != std::string::npos ? what : where + ": " + what);
     }
   }
 
   // The extent files of a VMDK (name-s001.vmdk, name-flat.vmdk) are part of
-  // that disk, not backups of their own.
+  // that disk, not backups of their own (nor errors when they are not
+  // images by themselves, as a flat extent is not).
   std::set<std::string> extent_files;
   for (const Candidate& c : candidates) extent_files.insert(c.desc.extents.begin(), c.desc.extents.end());
   for (Candidate& c : candidates)
     if (extent_files.contains(c.desc.record.image_path)) c.state = 2;
+  for (auto& [path, error] : describe_errors)
+    if (!extent_files.contains(path)) report.errors.push_back(std::move(error));
 
   // 3. Parents before children (foreign key), resolving backing files
   //    against this import first, then against the catalog.

@@ -59,6 +59,7 @@ TEST(NbdCatalog, ImportsQemuOnlyImagesAndChains) {
                    "-F qcow2 backup-vm-20260102000000.qcow2 16M");
   run_ok(in_repo + "qemu-img create -q -f vmdk -o subformat=twoGbMaxExtentSparse win.vmdk 16M");
   run_ok(in_repo + "qemu-img create -q -f vhdx hv.vhdx 16M");
+  run_ok(in_repo + "qemu-img create -q -f vmdk -o subformat=monolithicFlat flat.vmdk 16M");
   run_ok(in_repo + "qemu-img create -q -f qcow2 -b win.vmdk -F vmdk over-vmdk.qcow2 16M");
   Catalog c(dir / "catalog.db");
   ImportReport r = import_repository(c, repo);
@@ -66,6 +67,8 @@ TEST(NbdCatalog, ImportsQemuOnlyImagesAndChains) {
   // The extent file win-s001.vmdk belongs to win.vmdk: not a backup of its own.
   EXPECT_FALSE(contains(r.added, "win-s001")) << joined(r.added);
   EXPECT_FALSE(c.find_backup("win-s001"));
+  EXPECT_FALSE(c.find_backup("flat-flat"));  // a raw extent: neither a backup nor an error
+  EXPECT_EQ(c.find_backup("flat")->format, "vmdk");
   for (const std::string id : {"backup-vm-20260101000000", "backup-vm-20260102000000", "win", "hv", "over-vmdk"})
     EXPECT_TRUE(contains(r.added, id)) << id << "\n" << joined(r.added);
   EXPECT_EQ(c.find_backup("backup-vm-20260102000000")->parent_id, "backup-vm-20260101000000");
