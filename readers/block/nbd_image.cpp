@@ -205,7 +205,8 @@ class NbdImage final : public BlockDevice {
   std::string server_state() const {
     std::lock_guard lock(child_mutex_);
     if (child_->running()) return "";
-    return " (qemu-nbd " + child_->exit_description() + ")";
+    const std::string output = child_->output(1024);
+    return " (qemu-nbd " + child_->exit_description() + (output.empty() ? "" : ": " + output) + ")";
   }
 
   // Connects once qemu-nbd listens; fails if it exits or takes too long.

@@ -11,8 +11,8 @@
 // Lifetime: the qemu-nbd process belongs to the device. The destructor
 // closes the connections, terminates and reaps qemu-nbd and removes the
 // folder; a daemon that dies takes qemu-nbd with it (PR_SET_PDEATHSIG, see
-// child_process.h), and the next start removes folders left by dead
-// daemons.
+// child_process.h), and the next daemon removes the folders of dead daemons
+// when it starts its first qemu-nbd.
 //
 // Threading: a libnbd handle runs one synchronous command at a time, so
 // read_at borrows one of up to kConnections connections (qemu-nbd
