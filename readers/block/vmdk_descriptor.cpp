@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
 #include <set>
 
@@ -201,6 +202,54 @@ std::vector<std::string> check_vmdk(const std::string& path, const std::string& 
   return extents;
 }
 
+namespace {
+
+uint32_t load_le32(const unsigned char* p) {
+  return uint32_t{p[0]} | (uint32_t{p[1]} << 8) | (uint32_t{p[2]} << 16) | (uint32_t{p[3]} << 24);
+}
+
+// True when the VHDX's file parameters say it has a parent (a differencing
+// disk). Reads the region table (either copy), the metadata table and the
+// file parameters item, each checked against the file size; anything not
+// found reads as "no" and is left to qemu's own checks.
+bool vhdx_has_parent(int fd, uint64_t file_size, const std::string& display) {
+  static const unsigned char kMetadataRegion[16] = {0x06, 0xA2, 0x7C, 0x8B, 0x90, 0x47, 0x9A, 0x4B,
+                                                    0xB8, 0xFE, 0x57, 0x5F, 0x05, 0x0F, 0x88, 0x6E};
+  static const unsigned char kFileParameters[16] = {0x37, 0x67, 0xA1, 0xCA, 0x36, 0xFA, 0x43, 0x4D,
+                                                    0xB3, 0xB6, 0x33, 0xF0, 0xAA, 0x44, 0xE7, 0x6B};
+  constexpr uint32_t kHasParent = 1u << 1;
+  for (uint64_t table : {uint64_t{192} << 10, uint64_t{256} << 10}) {
+    const std::string rt = read_range(fd, table, 64 * 1024, display, "VHDX region table");
+    if (rt.size() < 16 || rt.compare(0, 4, "regi") != 0) continue;
+    const auto* r = reinterpret_cast<const unsigned char*>(rt.data());
+    const uint32_t entries = std::min<uint32_t>(load_le32(r + 8), (static_cast<uint32_t>(rt.size()) - 16) / 32);
+    for (uint32_t i = 0; i < entries; ++i) {
+      const unsigned char* e = r + 16 + 32 * i;
+      if (std::memcmp(e, kMetadataRegion, 16) != 0) continue;
+      const uint64_t region = load_le64(e + 16);
+      const uint64_t region_len = load_le32(e + 24);
+      if (region >= file_size || region_len < 64 * 1024 || region_len > file_size - region) return false;
+      const std::string mt = read_range(fd, region, 64 * 1024, display, "VHDX metadata table");
+      if (mt.size() < 32 || mt.compare(0, 8, "metadata") != 0) return false;
+      const auto* m = reinterpret_cast<const unsigned char*>(mt.data());
+      const uint32_t items = std::min<uint32_t>(uint32_t{m[10]} | (uint32_t{m[11]} << 8),
+                                                (static_cast<uint32_t>(mt.size()) - 32) / 32);
+      for (uint32_t k = 0; k < items; ++k) {
+        const unsigned char* item = m + 32 + 32 * k;
+        if (std::memcmp(item, kFileParameters, 16) != 0) continue;
+        const uint64_t off = load_le32(item + 16);
+        if (load_le32(item + 20) < 8 || off + 8 > region_len) return false;
+        const std::string params = read_range(fd, region + off, 8, display, "VHDX file parameters");
+        return params.size() == 8 && (load_le32(reinterpret_cast<const unsigned char*>(params.data()) + 4) & kHasParent);
+      }
+      return false;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
 void check_vhdx(const std::string& path, const std::string& display) {
   Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) throw sys_error("cannot open image", display);
@@ -209,6 +258,8 @@ void check_vhdx(const std::string& path, const std::string& display) {
   if (!S_ISREG(st.st_mode)) throw Error(EIO, "not a regular file", display);
   if (read_range(fd.get(), 0, 8, display, "VHDX header") != "vhdxfile")
     throw Error(EIO, "not a VHDX image (no \"vhdxfile\" signature)", display);
+  if (vhdx_has_parent(fd.get(), static_cast<uint64_t>(st.st_size), display))
+    throw Error(EOPNOTSUPP, "VHDX differencing disks (with a parent) are not supported", display);
 }
 
 }  // namespace sendense::vmdk

@@ -1,4 +1,5 @@
-// Private to readers/block: what we check in a VMDK before qemu opens it.
+// Private to readers/block: what we check in a VMDK (and a VHDX) before
+// qemu opens it.
 // A VMDK's descriptor names further files (extents) and possibly a parent
 // disk; those names are guest- or tool-controlled data, so we hold them to
 // the same rules as qcow2 backing names (DESIGN.md, hostile input) before
@@ -25,7 +26,9 @@ inline constexpr size_t kMaxExtents = 1024;
 std::vector<std::string> check_vmdk(const std::string& path, const std::string& display,
                                     const std::string& confine_root);
 
-// Checks the VHDX magic ("vhdxfile"); Error(EIO) if absent.
+// Checks the VHDX magic ("vhdxfile"); Error(EIO) if absent. Refuses with
+// Error(EOPNOTSUPP) a differencing disk (file parameters "has parent"): qemu
+// cannot read one, and its parent would be a name from the image.
 void check_vhdx(const std::string& path, const std::string& display);
 
 }  // namespace sendense::vmdk

@@ -412,6 +412,33 @@ TEST_F(NbdTest, DamagedVmdkHeadersAreRefused) {
   EXPECT_EQ(our_servers(), "");
 }
 
+// A VHDX differencing disk (qemu-img cannot make one: the "has parent" bit
+// of a plain VHDX's file parameters is set by hand, as Hyper-V would have it).
+TEST_F(NbdTest, VhdxDifferencingDiskIsRefused) {
+  TempDir dir;
+  const std::string img = dir / "diff.vhdx";
+  run_ok("qemu-img create -q -f vhdx " + shell_quote(img) + " 8M");
+  std::string data = read_file(img);
+  auto le32 = [&](size_t at) {
+    return uint32_t{static_cast<unsigned char>(data.at(at))} | uint32_t{static_cast<unsigned char>(data.at(at + 1))} << 8 |
+           uint32_t{static_cast<unsigned char>(data.at(at + 2))} << 16 |
+           uint32_t{static_cast<unsigned char>(data.at(at + 3))} << 24;
+  };
+  const size_t table = data.find("metadata", 0x40000);  // past both region tables
+  ASSERT_NE(table, std::string::npos);
+  const std::string file_params("\x37\x67\xA1\xCA\x36\xFA\x43\x4D\xB3\xB6\x33\xF0\xAA\x44\xE7\x6B", 16);
+  bool patched = false;
+  for (size_t e = table + 32; e < table + 32 + 32 * 16; e += 32) {
+    if (data.compare(e, 16, file_params) != 0) continue;
+    data[table + le32(e + 16) + 4] |= 2;  // data_bits: HasParent
+    patched = true;
+  }
+  ASSERT_TRUE(patched);
+  write_file(img, data);
+  expect_error([&] { open_image(img, ImageFormat::vhdx, dir.path()); }, EOPNOTSUPP, {img, "differencing"});
+  EXPECT_EQ(our_servers(), "");
+}
+
 TEST_F(NbdTest, ServerKilledUnderUsGivesEio) {
   TempDir dir;
   run_ok("qemu-img create -q -f qcow2 -o compression_type=zstd " + shell_quote(dir / "z.qcow2") + " 4M");
