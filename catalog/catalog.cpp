@@ -94,6 +94,22 @@ CREATE TABLE backup_disks (
 );
 INSERT INTO backup_disks (backup_id, disk, image_path, format) SELECT id, 0, image_path, format FROM backup_jobs;
 )sql"},
+    // 4: images read by qemu (VMDK, VHDX), and which reader serves each
+    // attach. SQLite cannot alter a CHECK constraint; the documented way
+    // (sqlite.org/lang_altertable.html, "other kinds of table schema
+    // changes") is to edit the table's stored SQL, which only widens the
+    // accepted values here. Editing the text, rather than rebuilding the
+    // table, keeps whatever columns other migrations add to backup_jobs.
+    // The ALTER TABLE that follows reloads the schema of this connection.
+    {4, R"sql(
+PRAGMA writable_schema = ON;
+UPDATE sqlite_schema
+   SET sql = replace(sql, 'CHECK (format IN (''qcow2'', ''raw''))',
+                          'CHECK (format IN (''qcow2'', ''raw'', ''vmdk'', ''vhdx''))')
+ WHERE type = 'table' AND name = 'backup_jobs';
+PRAGMA writable_schema = OFF;
+ALTER TABLE restore_mounts ADD COLUMN image_reader TEXT;
+)sql"},
 };
 
 constexpr int64_t kMaxVolumeId = (1LL << 23) - 1;
@@ -185,7 +201,8 @@ VolumeRecord volume_from_row(const Statement& st) {
 
 constexpr const char* kMountColumns =
     "id, backup_id, mount_path, COALESCE(nbd_device, ''), COALESCE(filesystem_type, ''), mount_mode, status, "
-    "attach_mode, created_at, last_accessed_at, expires_at, owner_pid, COALESCE(error, '')";
+    "attach_mode, created_at, last_accessed_at, expires_at, owner_pid, COALESCE(error, ''), "
+    "COALESCE(image_reader, '')";
 
 MountRecord mount_from_row(const Statement& st) {
   MountRecord m;
@@ -202,6 +219,7 @@ MountRecord mount_from_row(const Statement& st) {
   m.expires_at = time_column(st, 10);
   m.owner_pid = st.column_int(11);
   m.error = st.column_text(12);
+  m.image_reader = st.column_text(13);
   return m;
 }
 
@@ -361,15 +379,16 @@ void Catalog::upsert_backup(const BackupRecord& in) {
   check_name(b.id, "backup id", path_);
   if (b.id == "by-vm") throw Error(EINVAL, "backup id 'by-vm' is reserved (a folder of the restore tree)", path_);
   check_name(b.vm, "vm name", path_);
-  if (b.format != "qcow2" && b.format != "raw")
-    throw Error(EINVAL, "backup " + b.id + ": format must be qcow2 or raw, not '" + b.format + "'", path_);
+  static const auto known = [](const std::string& f) { return f == "qcow2" || f == "raw" || f == "vmdk" || f == "vhdx"; };
+  if (!known(b.format))
+    throw Error(EINVAL, "backup " + b.id + ": format must be qcow2, raw, vmdk or vhdx, not '" + b.format + "'", path_);
   if (b.disks.empty()) b.disks.push_back(BackupDisk{b.image_path, b.format});
   if (b.disks.front().image_path != b.image_path || b.disks.front().format != b.format)
     throw Error(EINVAL, "backup " + b.id + ": disk 0 must be the image_path/format of the backup", path_);
   for (const BackupDisk& d : b.disks) {
     if (d.image_path.empty()) throw Error(EINVAL, "backup " + b.id + ": a disk has no image path", path_);
-    if (d.format != "qcow2" && d.format != "raw")
-      throw Error(EINVAL, "backup " + b.id + ": disk format must be qcow2 or raw, not '" + d.format + "'", path_);
+    if (!known(d.format))
+      throw Error(EINVAL, "backup " + b.id + ": disk format must be qcow2, raw, vmdk or vhdx, not '" + d.format + "'", path_);
   }
   if (b.kind.empty()) b.kind = b.parent_id.empty() ? "full" : "incremental";
   if (b.kind != "full" && b.kind != "incremental")
@@ -562,6 +581,12 @@ void Catalog::set_mount_status(const std::string& mount_id, const std::string& s
                " error = CASE WHEN ?4 <> '' THEN ?4 WHEN ?2 = 'failed' THEN error ELSE NULL END"
                " WHERE id = ?1");
   st.bind(1, mount_id).bind(2, status).bind(3, filesystem_type).bind(4, error).run();
+}
+
+void Catalog::set_mount_image_reader(const std::string& mount_id, const std::string& image_reader) {
+  std::lock_guard lock(mutex_);
+  Statement st(db_, path_, "UPDATE restore_mounts SET image_reader = NULLIF(?2, '') WHERE id = ?1");
+  st.bind(1, mount_id).bind(2, image_reader).run();
 }
 
 void Catalog::touch_mounts(const std::vector<std::pair<std::string, int64_t>>& accesses, int64_t idle_timeout) {

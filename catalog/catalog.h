@@ -31,7 +31,7 @@ struct BackupRecord {
   std::string id;             // "backup-<vm>-<YYYYMMDDhhmmss>" or any unique name
   std::string vm;
   std::string image_path;     // absolute path of the top image
-  std::string format;         // "qcow2" or "raw"
+  std::string format;         // "qcow2", "raw", "vmdk" or "vhdx"
   std::string parent_id;      // backup this incremental builds on ("" for a full)
   std::string kind;           // "full" or "incremental"
   int64_t created_at = 0;     // backup time
@@ -77,6 +77,7 @@ struct MountRecord {
   int64_t expires_at = 0;     // last_accessed_at + idle timeout
   int64_t owner_pid = 0;      // daemon that made the row
   std::string error;          // why it failed
+  std::string image_reader;   // "libqcow", "raw", "qemu-nbd" ("" until the image is open)
 };
 
 class Catalog {
@@ -110,6 +111,8 @@ class Catalog {
                           const std::string& attach_mode, int64_t idle_timeout);  // status mounting; returns UUID
   void set_mount_status(const std::string& mount_id, const std::string& status,
                         const std::string& filesystem_type = {}, const std::string& error = {});
+  // Which reader serves the attach's image (BlockDevice::reader()).
+  void set_mount_image_reader(const std::string& mount_id, const std::string& image_reader);
   // One transaction for the whole batch: (mount id, last access time).
   void touch_mounts(const std::vector<std::pair<std::string, int64_t>>& accesses, int64_t idle_timeout);
   void end_mount(const std::string& mount_id);         // deletes the row
@@ -153,13 +156,15 @@ struct ImportReport {
 //   ".qcow2", ".qcow" (any case) -> "qcow2"; the file must start with the
 //       qcow2 magic, else Error(EINVAL) naming the file.
 //   ".raw", ".img"               -> "raw", even with the qcow2 magic.
+//   ".vmdk" / ".vhdx"            -> "vmdk" / "vhdx" (read through qemu-nbd;
+//       their content is checked by read_image_chain, not here).
 //   anything else                -> format "" (not an image by its name).
-// `requested` "qcow2" or "raw" is that format (qcow2 must have the magic,
-// else Error(EINVAL)); anything else is Error(EINVAL).
+// `requested` "qcow2", "raw", "vmdk" or "vhdx" is that format (qcow2 must
+// have the magic, else Error(EINVAL)); anything else is Error(EINVAL).
 // A raw image that starts with the qcow2 magic gets a `warning` that it is
 // served as raw. Throws Error naming the file if it cannot be read.
 struct FormatChoice {
-  std::string format;   // "qcow2", "raw" or ""
+  std::string format;   // "qcow2", "raw", "vmdk", "vhdx" or ""
   std::string warning;  // "" unless a raw image starts with the qcow2 magic
 };
 FormatChoice choose_format(const std::string& path, const std::string& requested = {});
@@ -171,9 +176,10 @@ FormatChoice choose_format(const std::string& path, const std::string& requested
 // empty) plus its backing file.
 // `format` as in choose_format; a name that tells nothing (with `format` "")
 // throws Error(EINVAL) asking for a format.
-// A qcow2 image's backing chain is validated the way the daemon opens it:
-// read_qcow2_chain(image, folder of the image). A missing, looping,
-// escaping, protocol/json: or non-qcow2 backing file throws that Error.
+// A qcow2/vmdk/vhdx image and what it names are validated the way the
+// daemon opens it: read_image_chain(image, format, folder of the image). A
+// missing, looping, escaping, protocol/json: or undeclared non-qcow2
+// backing file, an escaping VMDK extent, throws that Error.
 // Throws Error naming the file if it cannot be read or its qcow2 header is
 // damaged.
 struct ImageDescription {
@@ -181,6 +187,7 @@ struct ImageDescription {
   std::string backing_name;   // as stored in the qcow2 header ("" for none)
   std::string backing_path;   // canonical path of the backing file ("" for none)
   std::vector<std::string> warnings;  // "path: note" (e.g. raw with a qcow2 header)
+  std::vector<std::string> extents;   // VMDK: canonical paths of the extent files the chain names
 };
 ImageDescription describe_image(const std::string& path, const std::string& format = {});
 

@@ -1,7 +1,7 @@
 // Repository import: every image under a folder becomes (or refreshes) a
-// backup row; the format comes from the file name, never from content; qcow2
-// backing chains are validated as the daemon opens them and link
-// incrementals to their parents.
+// backup row; the format comes from the file name, never from content;
+// backing chains (and VMDK extents) are validated as the daemon opens them
+// and link incrementals to their parents.
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -73,10 +73,13 @@ FormatChoice choose_format(const std::string& path, const std::string& requested
     const std::string ext = lower(fs::path(path).extension().string());
     if (ext == ".qcow2" || ext == ".qcow") c.format = "qcow2";
     else if (ext == ".raw" || ext == ".img") c.format = "raw";
+    else if (ext == ".vmdk") c.format = "vmdk";
+    else if (ext == ".vhdx") c.format = "vhdx";
     else return c;  // not an image by its name
   } else {
     c.format = to_string(image_format_from_string(requested));
   }
+  if (c.format == "vmdk" || c.format == "vhdx") return c;  // checked by read_image_chain
   const bool magic = has_qcow2_magic(path);
   if (c.format == "qcow2" && !magic)
     throw Error(EINVAL, "named or recorded as qcow2 but has no qcow2 magic (QFI\\xfb)", path);
@@ -102,8 +105,8 @@ ImageDescription describe_image(const std::string& path, const std::string& form
   FormatChoice choice = choose_format(path, format);
   if (choice.format.empty())
     throw Error(EINVAL,
-                "cannot tell the image format from the file name (.qcow2/.qcow or .raw/.img); give the format "
-                "(qcow2 or raw)",
+                "cannot tell the image format from the file name (.qcow2/.qcow, .raw/.img, .vmdk, .vhdx); give "
+                "the format (qcow2, raw, vmdk or vhdx)",
                 path);
   b.format = choice.format;
   if (!choice.warning.empty()) d.warnings.push_back(choice.warning);
@@ -122,11 +125,13 @@ ImageDescription describe_image(const std::string& path, const std::string& form
   }
 
   b.kind = "full";
-  if (b.format == "qcow2") {
+  if (b.format != "raw") {
     // The daemon opens the image confined to its own folder
     // (fuse/attach_manager.cpp): refuse here whatever it would refuse there.
-    const std::vector<ChainLink> chain = read_qcow2_chain(path, canonical.parent_path().string());
+    const std::vector<ChainLink> chain =
+        read_image_chain(path, image_format_from_string(b.format), canonical.parent_path().string());
     d.backing_name = chain.front().backing_name;
+    for (const ChainLink& link : chain) d.extents.insert(d.extents.end(), link.extents.begin(), link.extents.end());
     if (chain.size() > 1) {
       b.kind = "incremental";
       d.backing_path = chain[1].path;
@@ -163,6 +168,7 @@ ImportReport import_repository(Catalog& catalog, const std::string& dir) {
   std::vector<Candidate> candidates;
   std::map<std::string, size_t> by_path;  // canonical image path -> candidate
   std::map<std::string, size_t> by_id;
+  std::vector<std::pair<std::string, std::string>> describe_errors;  // (canonical path, error)
   for (const fs::path& file : files) {
     const std::string where = file.string();
     try {
@@ -181,10 +187,21 @@ ImportReport import_repository(Catalog& catalog, const std::string& dir) {
       candidates.push_back(std::move(c));
     } catch (const std::exception& e) {
       const std::string what = e.what();
-      report.errors.push_back(what.find(where) != std::string::npos ? what : where + ": " + what);
+      std::error_code cec;
+      describe_errors.emplace_back(fs::canonical(file, cec).string(),
+                                   what.find(where) != std::string::npos ? what : where + ": " + what);
     }
   }
 
+  // The extent files of a VMDK (name-s001.vmdk, name-flat.vmdk) are part of
+  // that disk, not backups of their own (nor errors when they are not
+  // images by themselves, as a flat extent is not).
+  std::set<std::string> extent_files;
+  for (const Candidate& c : candidates) extent_files.insert(c.desc.extents.begin(), c.desc.extents.end());
+  for (Candidate& c : candidates)
+    if (extent_files.contains(c.desc.record.image_path)) c.state = 2;
+  for (auto& [path, error] : describe_errors)
+    if (!extent_files.contains(path)) report.errors.push_back(std::move(error));
   // 2b. "<backup-id>-disk<K>" images are the disks of backup <backup-id>,
   //     in the order of K: one candidate per backup (disk 0 its image_path,
   //     every disk's path leading to it), a gap or a repeated K an error.

@@ -172,10 +172,14 @@ AttachedBackupPtr AttachManager::attach(const BackupRecord& record) {
   try {
     // Every disk of the backup, each confined to its own image's folder.
     std::vector<BlockDevicePtr> disks;
+    std::string readers;
     for (const BackupDisk& d : record.all_disks()) {
       const std::string folder = std::filesystem::path(d.image_path).parent_path().string();
       disks.push_back(open_image(d.image_path, image_format_from_string(d.format), folder));
+      if (!readers.empty()) readers += ",";
+      readers += disks.back()->reader();
     }
+    catalog_.set_mount_image_reader(mount_id, readers);
     BackupLayout layout = discover_backup(disks);
     for (const auto& w : layout.warnings) log::warn("volume_layout", {{"backup", record.id}, {"warning", w}});
     std::vector<std::string> volume_errors;

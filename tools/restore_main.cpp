@@ -18,10 +18,10 @@ constexpr const char* kUsage = R"(usage: sendense-restore COMMAND [ARGS]
       chain checked), *.raw/*.img as raw; the name decides, never the content.
       Ids, vm and time from backup-<vm>-<YYYYMMDDhhmmss> names, else the file
       stem, parent folder and mtime. Re-running is idempotent.
-      <backup-id>-disk<K>.qcow2 (.raw, .img) files are the disks of one
+      <backup-id>-disk<K>.qcow2 (.raw, .img, .vmdk, .vhdx) files are the disks of one
       backup <backup-id>, in the order of K (0, 1, ... without gaps).
   catalog add --id ID --path IMAGE [--path IMAGE]... [--vm NAME] [--time ISO8601]
-              [--format qcow2|raw] [--parent ID] [--catalog DB]
+              [--format qcow2|raw|vmdk|vhdx] [--parent ID] [--catalog DB]
       Add or update one backup. Without --format the file name decides as
       for import; any other name needs --format. One --path per disk of a
       multi-disk backup, disk 0 first.
@@ -30,7 +30,7 @@ constexpr const char* kUsage = R"(usage: sendense-restore COMMAND [ARGS]
       Forget a backup (its volumes and mount rows too); the image stays.
   status [--json] [--catalog DB]
       What the daemon has attached: status, mode, device, volumes, idle time.
-  inspect IMAGE... [--format qcow2|raw] [--json] [--no-replay]
+  inspect IMAGE... [--format qcow2|raw|vmdk|vhdx] [--json] [--no-replay]
       The qcow2 chain, partition table and volumes of one image; several
       IMAGEs are the disks of one backup (disk 0 first): LVs across them too.
 

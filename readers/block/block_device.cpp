@@ -1,4 +1,5 @@
-// The free functions of block_device.h: format names, open_image, range checks.
+// The free functions of block_device.h: format names, open_image (which
+// reader serves an image), range checks.
 #include "readers/block/block_device.h"
 #include "readers/common/error.h"
 
@@ -8,6 +9,8 @@ const char* to_string(ImageFormat f) {
   switch (f) {
     case ImageFormat::raw: return "raw";
     case ImageFormat::qcow2: return "qcow2";
+    case ImageFormat::vmdk: return "vmdk";
+    case ImageFormat::vhdx: return "vhdx";
   }
   return "?";
 }
@@ -15,7 +18,9 @@ const char* to_string(ImageFormat f) {
 ImageFormat image_format_from_string(const std::string& s) {
   if (s == "raw") return ImageFormat::raw;
   if (s == "qcow2") return ImageFormat::qcow2;
-  throw Error(EINVAL, "unknown image format '" + s + "' (expected qcow2 or raw)");
+  if (s == "vmdk") return ImageFormat::vmdk;
+  if (s == "vhdx") return ImageFormat::vhdx;
+  throw Error(EINVAL, "unknown image format '" + s + "' (expected qcow2, raw, vmdk or vhdx)");
 }
 
 void require_in_range(const BlockDevice& dev, uint64_t offset, uint64_t length) {
@@ -26,11 +31,12 @@ void require_in_range(const BlockDevice& dev, uint64_t offset, uint64_t length) 
 }
 
 BlockDevicePtr open_image(const std::string& path, ImageFormat format, const std::string& confine_root) {
-  switch (format) {
-    case ImageFormat::raw: return open_raw_image(path);
-    case ImageFormat::qcow2: return open_qcow2_image(path, confine_root);
-  }
-  throw Error(EINVAL, "unknown image format", path);
+  if (format == ImageFormat::raw) return open_raw_image(path);
+  // One validation of the whole chain by our code, then the reader that can
+  // read all of it: libqcow for plain qcow2 chains, qemu for the rest.
+  const std::vector<ChainLink> chain = read_image_chain(path, format, confine_root);
+  if (choose_reader(chain) == "libqcow") return open_qcow2_image(path, confine_root);
+  return open_nbd_image(chain, path);
 }
 
 }  // namespace sendense

@@ -26,6 +26,10 @@ class BlockDevice {
 
   // Human-readable name for errors and logs ("/repo/a.qcow2", "... part1").
   virtual std::string describe() const = 0;
+
+  // Which implementation reads the image ("raw", "libqcow", "qemu-nbd");
+  // "" for devices layered over another one (slices, caches).
+  virtual std::string reader() const { return {}; }
 };
 
 using BlockDevicePtr = std::shared_ptr<const BlockDevice>;
@@ -36,19 +40,22 @@ void require_in_range(const BlockDevice& dev, uint64_t offset, uint64_t length);
 
 // Image formats recorded in the catalog. The format is never guessed from a
 // file's content when serving: a raw disk holding a qcow2 header stays raw.
-enum class ImageFormat { raw, qcow2 };
+enum class ImageFormat { raw, qcow2, vmdk, vhdx };
 const char* to_string(ImageFormat f);
 ImageFormat image_format_from_string(const std::string& s);  // throws Error(EINVAL)
 
 // Opens a plain file O_RDONLY (pread).
 BlockDevicePtr open_raw_image(const std::string& path);
 
-// One link of a qcow2 backing chain, top (the image itself) first.
+// One link of a backing chain, top (the image itself) first.
 struct ChainLink {
   std::string path;            // canonical path of this image
   std::string backing_name;    // as stored in the header ("" for the base)
-  int version = 0;             // qcow2 header version (2 or 3)
-  uint64_t virtual_size = 0;
+  int version = 0;             // qcow2 header version (2 or 3); 0 for other formats
+  uint64_t virtual_size = 0;   // qcow2: from the header; 0 where only qemu knows it (vmdk, vhdx)
+  ImageFormat format = ImageFormat::qcow2;  // as the referencing header declares it
+  std::string libqcow_limit;   // why libqcow cannot read this link ("" if it can)
+  std::vector<std::string> extents;  // VMDK: canonical paths of the extent files it names
 };
 
 // Opens a qcow2 image read-only through libqcow with its whole backing chain.
@@ -58,8 +65,28 @@ struct ChainLink {
 // that is not qcow2, a path that escapes `confine_root` (when non-empty).
 BlockDevicePtr open_qcow2_image(const std::string& path, const std::string& confine_root = {});
 
-// Describes the chain without keeping it open (for inspect/import).
+// Describes the chain without keeping it open (for inspect/import): every
+// rule of read_image_chain, qcow2 at the top.
 std::vector<ChainLink> read_qcow2_chain(const std::string& path, const std::string& confine_root = {});
+
+// Validates an image of `format` and everything it names, top first, before
+// any backend opens a file. Backing names resolve against the folder of the
+// image naming them; a backing file's format is the one its referencing
+// header declares (qcow2, raw, vmdk, vhdx), or qcow2 when undeclared and the
+// file has the qcow2 magic. Refused, with an Error naming the file: a missing
+// file, a loop, a chain deeper than 64, a protocol or "json:" name, a path
+// that escapes `confine_root` (when non-empty), an undeclared non-qcow2 or
+// unknown backing format, encryption, external data files, VMDK delta disks
+// and VMDK extent names that escape (see vmdk_descriptor.h).
+std::vector<ChainLink> read_image_chain(const std::string& path, ImageFormat format,
+                                        const std::string& confine_root = {});
+
+// "libqcow" when the chain is all qcow2 that libqcow reads, "raw" for a raw
+// image, "qemu-nbd" otherwise: the reader open_image will use.
+std::string choose_reader(const std::vector<ChainLink>& chain);
+
+// Opens a validated chain (read_image_chain) through qemu-nbd; see nbd_image.h.
+BlockDevicePtr open_nbd_image(const std::vector<ChainLink>& chain, const std::string& display);
 
 // Reads only the backing file name stored in a qcow2 header ("" if none).
 // Cheap: no chain is opened. Throws Error(EIO) if `path` is not qcow2.
@@ -68,6 +95,7 @@ std::string read_qcow2_backing_name(const std::string& path);
 // True if the file starts with the qcow2 magic "QFI\xfb".
 bool has_qcow2_magic(const std::string& path);
 
+// Opens an image of `format` with the reader choose_reader picks.
 BlockDevicePtr open_image(const std::string& path, ImageFormat format, const std::string& confine_root = {});
 
 // A window [offset, offset + length) over `parent` (a partition, an LV).

@@ -51,11 +51,19 @@ struct Header {
 // out of bounds, a backing file name out of bounds or holding NUL.
 Header read_header(int fd, const std::string& path);
 
-// Refuses what this reader does not support, with Error(EOPNOTSUPP) naming
-// the feature and `path`: encryption, external data files, zstd, extended
-// L2 entries, unknown incompatible features. Refuses with Error(EIO) an
-// image marked corrupt or whose L1 table does not fit the file or the
-// virtual size.
+// Refuses what no reader of ours opens, with Error(EOPNOTSUPP) naming the
+// feature and `path`: encryption, external data files, unknown incompatible
+// features. Refuses with Error(EIO) an image marked corrupt or whose L1
+// table does not fit the file or the virtual size. zstd compression and
+// extended L2 entries pass: qemu (readers/block/nbd_image.cpp) reads them.
+void check_openable(const Header& h, const std::string& path);
+
+// Why libqcow cannot read an image check_openable accepted (zstd
+// compression, extended L2 entries), or "" if it can.
+std::string libqcow_limitation(const Header& h);
+
+// check_openable, then refuses with Error(EOPNOTSUPP) what libqcow cannot
+// read (libqcow_limitation).
 void check_supported(const Header& h, const std::string& path);
 
 // Loads the L1 table (check_supported must have passed).

@@ -46,6 +46,7 @@
 #include <utility>
 
 #include "readers/block/block_device.h"
+#include "readers/block/image_chain.h"
 #include "readers/block/qcow2_header.h"
 #include "readers/common/error.h"
 
@@ -53,7 +54,6 @@ namespace sendense {
 
 namespace {
 
-constexpr size_t kMaxChainDepth = 64;
 constexpr size_t kMaxOpenChains = 4;
 constexpr std::chrono::seconds kBorrowTimeout{60};
 
@@ -109,41 +109,6 @@ std::string take_message(libqcow_error_t* raw) {
   return s;
 }
 
-std::string canonical_or_throw(const std::string& path, const std::string& referenced_by, const std::string& stored) {
-  char* resolved = ::realpath(path.c_str(), nullptr);
-  if (resolved == nullptr) {
-    const int saved = errno;
-    if (referenced_by.empty()) throw Error(saved, std::string("cannot open image: ") + std::strerror(saved), path);
-    if (saved == ENOENT)
-      throw Error(ENOENT, "backing file '" + path + "' (stored as '" + stored + "') does not exist", referenced_by);
-    throw Error(saved, "backing file '" + path + "' (stored as '" + stored + "'): " + std::strerror(saved),
-                referenced_by);
-  }
-  std::string out(resolved);
-  std::free(resolved);
-  return out;
-}
-
-std::string dirname_of(const std::string& path) {
-  const auto slash = path.rfind('/');
-  if (slash == std::string::npos) return ".";
-  if (slash == 0) return "/";
-  return path.substr(0, slash);
-}
-
-// qemu's rule for "is this a protocol name": a ':' before any '/'.
-bool has_protocol_prefix(const std::string& name) {
-  const auto colon = name.find(':');
-  if (colon == std::string::npos) return false;
-  const auto slash = name.find('/');
-  return slash == std::string::npos || colon < slash;
-}
-
-bool inside(const std::string& path, const std::string& root) {
-  if (root == "/") return true;
-  return path == root || (path.size() > root.size() && path.compare(0, root.size(), root) == 0 && path[root.size()] == '/');
-}
-
 bool file_has_qcow2_magic(int fd) {
   unsigned char magic[4] = {};
   ssize_t n;
@@ -163,68 +128,26 @@ struct Level {
   Fd fd;                 // our own O_RDONLY fd for metadata (L2 entries)
 };
 
-// Resolves and validates the chain top-first. Loads L1 tables when
-// `load_tables` (open), skips them for a description.
+// The chain validated by image_chain (confinement, loops, depth, formats),
+// then held to what libqcow reads. Loads L1 tables when `load_tables`.
 std::vector<Level> resolve_chain(const std::string& path, const std::string& confine_root, bool load_tables) {
-  std::string root;
-  if (!confine_root.empty()) {
-    char* r = ::realpath(confine_root.c_str(), nullptr);
-    if (r == nullptr) throw sys_error("cannot resolve repository folder", confine_root);
-    root = r;
-    std::free(r);
-  }
-
   std::vector<Level> chain;
-  std::set<std::string> seen;
-  std::string next = path;          // path to open next
-  std::string referenced_by;        // display name of the image naming it ("" for the top)
-  std::string stored;               // its backing name as stored
-  while (true) {
+  std::vector<image_chain::Link> links = image_chain::resolve(path, ImageFormat::qcow2, confine_root);
+  for (size_t i = 0; i < links.size(); ++i) {
+    image_chain::Link& link = links[i];
+    if (link.info.format != ImageFormat::qcow2)
+      throw Error(EOPNOTSUPP, "backing file '" + link.info.path + "' is a " + to_string(link.info.format) +
+                                  " image: the libqcow reader reads qcow2 chains only (" +
+                                  to_string(link.info.format) + " backing files are not supported by libqcow)",
+                  links[i - 1].display);
     Level level;
-    level.path = canonical_or_throw(next, referenced_by, stored);
-    level.display = referenced_by.empty() ? path : level.path;
-    if (!referenced_by.empty()) {
-      if (!seen.insert(level.path).second)
-        throw Error(ELOOP, "backing chain loops: '" + level.path + "' (stored as '" + stored +
-                               "') is already part of the chain", referenced_by);
-      if (!root.empty() && !inside(level.path, root))
-        throw Error(EACCES, "backing file '" + level.path + "' (stored as '" + stored +
-                                "') is outside the repository folder '" + root + "'", referenced_by);
-      if (chain.size() >= kMaxChainDepth)
-        throw Error(ELOOP, "backing chain deeper than " + std::to_string(kMaxChainDepth) + " images at '" +
-                               level.path + "'", referenced_by);
-    } else {
-      seen.insert(level.path);
-    }
-    level.fd = open_readonly(level.path);
-    if (!referenced_by.empty() && !file_has_qcow2_magic(level.fd.get())) {
-      struct stat st {};
-      if (::fstat(level.fd.get(), &st) != 0 || !S_ISREG(st.st_mode))
-        throw Error(EIO, "backing file '" + level.path + "' is not a regular file", referenced_by);
-      throw Error(EOPNOTSUPP, "backing file '" + level.path +
-                                  "' is not a qcow2 image (raw backing files are not supported yet)", referenced_by);
-    }
-    level.header = qcow2::read_header(level.fd.get(), level.display);
+    level.path = link.info.path;
+    level.display = link.display;
+    level.header = link.header;
     qcow2::check_supported(level.header, level.display);
+    level.fd = open_readonly(level.path);
     if (load_tables) level.l1 = qcow2::read_l1_table(level.fd.get(), level.header, level.display);
-
-    const std::string name = level.header.backing_name;
-    const std::string format = level.header.backing_format;
-    const std::string display = level.display;
-    const std::string dir = dirname_of(level.path);
     chain.push_back(std::move(level));
-    if (name.empty()) break;
-
-    if (has_protocol_prefix(name))
-      throw Error(EOPNOTSUPP, "backing file name '" + name + "' is a protocol or json: name (only plain files are allowed)",
-                  display);
-    if (!format.empty() && format != "qcow2")
-      throw Error(EOPNOTSUPP, "backing file '" + name + "' has format '" + format +
-                                  "': only qcow2 backing files are supported (raw backing files are not supported yet)",
-                  display);
-    next = name.front() == '/' ? name : dir + "/" + name;
-    referenced_by = display;
-    stored = name;
   }
   return chain;
 }
@@ -274,6 +197,7 @@ class Qcow2Image final : public BlockDevice {
 
   uint64_t size() const override { return levels_.front().header.virtual_size; }
   std::string describe() const override { return levels_.front().display; }
+  std::string reader() const override { return "libqcow"; }
 
   void read_at(uint64_t offset, std::span<std::byte> buf) const override {
     require_in_range(*this, offset, buf.size());
@@ -475,19 +399,6 @@ BlockDevicePtr open_qcow2_image(const std::string& path, const std::string& conf
   std::vector<Level> levels = resolve_chain(path, confine_root, /*load_tables=*/true);
   auto first = std::make_unique<OpenChain>(levels);  // fail at open, not at the first read
   return std::make_shared<Qcow2Image>(std::move(levels), std::move(first));
-}
-
-std::vector<ChainLink> read_qcow2_chain(const std::string& path, const std::string& confine_root) {
-  std::vector<ChainLink> links;
-  for (const Level& level : resolve_chain(path, confine_root, /*load_tables=*/false)) {
-    ChainLink link;
-    link.path = level.path;
-    link.backing_name = level.header.backing_name;
-    link.version = static_cast<int>(level.header.version);
-    link.virtual_size = level.header.virtual_size;
-    links.push_back(std::move(link));
-  }
-  return links;
 }
 
 std::string read_qcow2_backing_name(const std::string& path) {

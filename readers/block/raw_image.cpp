@@ -21,6 +21,7 @@ class RawImage final : public BlockDevice {
 
   uint64_t size() const override { return size_; }
   std::string describe() const override { return path_; }
+  std::string reader() const override { return "raw"; }
 
   void read_at(uint64_t offset, std::span<std::byte> buf) const override {
     require_in_range(*this, offset, buf.size());

@@ -149,6 +149,7 @@ class RestoreDaemon {
   RestoreDaemon& operator=(const RestoreDaemon&) = delete;
 
   bool running() const { return pid_ > 0; }
+  pid_t pid() const { return pid_; }
   const std::string& log_path() const { return log_path_; }
 
   // Starts the daemon in the foreground (-f) as a child process; appends to

@@ -127,7 +127,7 @@ TEST(Catalog, UpsertKeepsNumAndValidates) {
   EXPECT_EQ(c.find_backup("b1")->vm, "vm2");
 
   BackupRecord bad = backup("b2");
-  bad.format = "vmdk";
+  bad.format = "vdi";
   EXPECT_THROW(c.upsert_backup(bad), Error);
   EXPECT_THROW(c.upsert_backup(backup("a/b")), Error);
   EXPECT_THROW(c.upsert_backup(backup("by-vm")), Error);
@@ -508,15 +508,18 @@ TEST(Import, RefusedBackingChainsAreErrors) {
 
   Catalog c(dir / "catalog.db");
   ImportReport r = import_repository(c, repo);
-  // outside.qcow2 and base.raw are fine fulls.
+  // outside.qcow2 and base.raw are fine fulls; a qcow2 over a raw base
+  // declared as such is an incremental (read through qemu-nbd).
   EXPECT_TRUE(contains(r.added, "outside")) << joined(r.added);
   EXPECT_TRUE(contains(r.added, "base")) << joined(r.added);
-  EXPECT_EQ(r.added.size(), 2u) << joined(r.added);
+  EXPECT_TRUE(contains(r.added, "rawback")) << joined(r.added);
+  EXPECT_EQ(r.added.size(), 3u) << joined(r.added);
+  ASSERT_TRUE(c.find_backup("rawback"));
+  EXPECT_EQ(c.find_backup("rawback")->parent_id, "base");
   const std::vector<std::pair<std::string, std::string>> expected = {
       {"missing.qcow2", "does not exist"},
       {"escape.qcow2", "outside the repository folder"},
       {"json.qcow2", "protocol or json: name"},
-      {"rawback.qcow2", "raw backing files are not supported"},
   };
   EXPECT_EQ(r.errors.size(), expected.size()) << joined(r.errors);
   for (const auto& [name, reason] : expected) {

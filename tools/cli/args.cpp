@@ -74,7 +74,8 @@ void expect_positionals(const Args& args, const std::vector<std::string>& names)
 
 std::optional<std::string> format_option(const Args& args) {
   auto f = args.value("--format");
-  if (f && *f != "qcow2" && *f != "raw") throw UsageError("--format must be qcow2 or raw, not '" + *f + "'");
+  if (f && *f != "qcow2" && *f != "raw" && *f != "vmdk" && *f != "vhdx")
+    throw UsageError("--format must be qcow2, raw, vmdk or vhdx, not '" + *f + "'");
   return f;
 }
 

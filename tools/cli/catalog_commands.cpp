@@ -80,7 +80,7 @@ int catalog_add(int argc, char** argv, int first) {
   for (const std::string& path : paths)
     if (!format && choose_format(path).format.empty())
       throw UsageError("cannot tell the format of '" + path +
-                       "' from its name (.qcow2/.qcow or .raw/.img): give --format qcow2 or --format raw");
+                       "' from its name (.qcow2/.qcow, .raw/.img, .vmdk, .vhdx): give --format qcow2, raw, vmdk or vhdx");
 
   Catalog catalog(args.value_or("--catalog", kDefaultCatalog));
   // Every disk's chain is validated as the daemon would open it.

@@ -1,6 +1,7 @@
-// inspect IMAGE...: the qcow2 chain and partition table of each image (the
-// disks of one backup, in disk order) and every volume they hold together,
-// LVs included, without the catalog. Opens everything read-only.
+// inspect IMAGE...: the backing chain, the reader serving it (libqcow, raw,
+// qemu-nbd) and the partition table of each image (the disks of one backup,
+// in disk order) and every volume they hold together, LVs included, without
+// the catalog. Opens everything read-only.
 #include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -57,7 +58,7 @@ InspectedDisk open_disk(const std::string& path, const std::optional<std::string
   // The same rule as the catalog: the name (or --format) decides, never the content.
   const FormatChoice choice = choose_format(path, requested.value_or(""));
   if (choice.format.empty())
-    throw UsageError("cannot tell the format of '" + path + "' from its name: give --format qcow2 or --format raw");
+    throw UsageError("cannot tell the format of '" + path + "' from its name: give --format qcow2, raw, vmdk or vhdx");
   if (!choice.warning.empty()) std::cerr << "sendense-restore: warning: " << choice.warning << "\n";
   InspectedDisk d;
   d.path = path;
@@ -66,7 +67,7 @@ InspectedDisk open_disk(const std::string& path, const std::optional<std::string
   // Backing files confined to the image's folder, as the daemon opens it.
   const std::string confine_root = std::filesystem::path(std::filesystem::absolute(path)).parent_path().string();
   try {
-    if (format == ImageFormat::qcow2) d.chain = read_qcow2_chain(path, confine_root);
+    if (format != ImageFormat::raw) d.chain = read_image_chain(path, format, confine_root);
     d.device = open_image(path, format, confine_root);
   } catch (const Error& e) {
     // Name the image even when a lower layer named only a part of it.
@@ -81,7 +82,9 @@ nlohmann::json chain_json(const std::vector<ChainLink>& chain) {
   for (const auto& l : chain)
     out.push_back({{"path", l.path},
                    {"version", l.version},
+                   {"format", to_string(l.format)},
                    {"virtual_size", l.virtual_size},
+                   {"libqcow_limit", l.libqcow_limit.empty() ? nlohmann::json(nullptr) : nlohmann::json(l.libqcow_limit)},
                    {"backing_name", l.backing_name.empty() ? nlohmann::json(nullptr) : nlohmann::json(l.backing_name)}});
   return out;
 }
@@ -133,6 +136,7 @@ int inspect(int argc, char** argv, int first) {
     j["image"] = disks[0].path;
     j["format"] = disks[0].format;
     j["size"] = disks[0].device->size();
+    j["reader"] = disks[0].device->reader();
     j["chain"] = chain_json(disks[0].chain);
     j["partition_table"] = table_json(layout.disks[0].table);
     j["disks"] = nlohmann::json::array();
@@ -141,6 +145,7 @@ int inspect(int argc, char** argv, int first) {
                             {"image", disks[k].path},
                             {"format", disks[k].format},
                             {"size", disks[k].device->size()},
+                            {"reader", disks[k].device->reader()},
                             {"chain", chain_json(disks[k].chain)},
                             {"partition_table", table_json(layout.disks[k].table)}});
     j["warnings"] = layout.warnings;
@@ -175,14 +180,17 @@ int inspect(int argc, char** argv, int first) {
     if (disks.size() > 1) std::cout << (k ? "\n" : "") << "disk " << k << ":\n";
     std::cout << "image:   " << d.path << "\n"
               << "format:  " << d.format << "\n"
-              << "size:    " << d.device->size() << " bytes (" << human_size(d.device->size()) << ")\n";
+              << "size:    " << d.device->size() << " bytes (" << human_size(d.device->size()) << ")\n"
+              << "reader:  " << d.device->reader() << "\n";
     if (!d.chain.empty()) {
       std::cout << "\nchain (top first):\n";
-      std::vector<std::vector<std::string>> rows{{"  #", "PATH", "VERSION", "VIRTUAL SIZE", "BACKING"}};
+      std::vector<std::vector<std::string>> rows{
+          {"  #", "PATH", "FORMAT", "VERSION", "VIRTUAL SIZE", "BACKING", "NEEDS QEMU"}};
       for (size_t i = 0; i < d.chain.size(); ++i) {
         const auto& l = d.chain[i];
-        rows.push_back({"  " + std::to_string(i), l.path, std::to_string(l.version), human_size(l.virtual_size),
-                        l.backing_name.empty() ? "-" : l.backing_name});
+        rows.push_back({"  " + std::to_string(i), l.path, to_string(l.format),
+                        l.version ? std::to_string(l.version) : "-", l.virtual_size ? human_size(l.virtual_size) : "-",
+                        l.backing_name.empty() ? "-" : l.backing_name, l.libqcow_limit.empty() ? "-" : l.libqcow_limit});
       }
       std::cout << table(rows);
     }

@@ -69,6 +69,7 @@ int status(int argc, char** argv, int first) {
                      {"status", m.status},
                      {"attach_mode", m.attach_mode},
                      {"device", m.nbd_device.empty() ? "userspace" : m.nbd_device},
+                     {"image_reader", m.image_reader.empty() ? nlohmann::json(nullptr) : nlohmann::json(m.image_reader)},
                      {"filesystem_type", m.filesystem_type},
                      {"volumes", vols},
                      {"owner_pid", m.owner_pid},
@@ -87,13 +88,13 @@ int status(int argc, char** argv, int first) {
     return 0;
   }
   std::vector<std::vector<std::string>> table_rows{
-      {"BACKUP", "STATUS", "MODE", "DEVICE", "VOLUMES", "IDLE", "EXPIRES", "ERROR"}};
+      {"BACKUP", "STATUS", "MODE", "DEVICE", "READER", "VOLUMES", "IDLE", "EXPIRES", "ERROR"}};
   for (const auto& r : rows) {
     const MountRecord& m = *r.m;
     std::string vols;
     for (const auto& v : r.volumes) vols += (vols.empty() ? "" : ",") + volume_text(v);
     table_rows.push_back({m.backup_id, m.status, m.attach_mode, m.nbd_device.empty() ? "userspace" : m.nbd_device,
-                          vols.empty() ? "-" : vols, human_duration(now - m.last_accessed_at),
+                          m.image_reader.empty() ? "-" : m.image_reader, vols.empty() ? "-" : vols, human_duration(now - m.last_accessed_at),
                           to_iso8601(m.expires_at), m.error.empty() ? "-" : m.error});
   }
   std::cout << table(table_rows);

@@ -1,0 +1,210 @@
+#include "readers/block/image_chain.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <set>
+
+#include "readers/block/vmdk_descriptor.h"
+#include "readers/common/error.h"
+
+namespace sendense {
+
+namespace image_chain {
+
+namespace {
+
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+std::string canonical_or_throw(const std::string& path, const std::string& referenced_by, const std::string& stored) {
+  char* resolved = ::realpath(path.c_str(), nullptr);
+  if (resolved == nullptr) {
+    const int saved = errno;
+    if (referenced_by.empty()) throw Error(saved, std::string("cannot open image: ") + std::strerror(saved), path);
+    if (saved == ENOENT)
+      throw Error(ENOENT, "backing file '" + path + "' (stored as '" + stored + "') does not exist", referenced_by);
+    throw Error(saved, "backing file '" + path + "' (stored as '" + stored + "'): " + std::strerror(saved),
+                referenced_by);
+  }
+  std::string out(resolved);
+  std::free(resolved);
+  return out;
+}
+
+std::string dirname_of(const std::string& path) {
+  const auto slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+// qemu's rule for "is this a protocol name": a ':' before any '/'.
+bool has_protocol_prefix(const std::string& name) {
+  const auto colon = name.find(':');
+  if (colon == std::string::npos) return false;
+  const auto slash = name.find('/');
+  return slash == std::string::npos || colon < slash;
+}
+
+bool inside(const std::string& path, const std::string& root) {
+  if (root == "/") return true;
+  return path == root || (path.size() > root.size() && path.compare(0, root.size(), root) == 0 && path[root.size()] == '/');
+}
+
+bool has_qcow2_magic_at(const std::string& path) {
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) return false;
+  unsigned char magic[4] = {};
+  ssize_t n;
+  do {
+    n = ::pread(fd.get(), magic, sizeof magic, 0);
+  } while (n < 0 && errno == EINTR);
+  return n == 4 && qcow2::load_be32(magic) == qcow2::kMagic;
+}
+
+void require_regular(const std::string& path, const std::string& display, const std::string& referenced_by) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) throw sys_error("cannot stat image", display);
+  if (!S_ISREG(st.st_mode))
+    throw Error(EIO, (referenced_by.empty() ? std::string("not a regular file")
+                                            : "backing file '" + path + "' is not a regular file"),
+                referenced_by.empty() ? display : referenced_by);
+}
+
+// The format of the backing file `path` named by a qcow2 header declaring
+// `declared` ("" when it declares none).
+ImageFormat backing_format(const std::string& declared, const std::string& path, const std::string& name,
+                           const std::string& referenced_by) {
+  if (declared.empty() || declared == "qcow2") {
+    if (has_qcow2_magic_at(path)) return ImageFormat::qcow2;
+    if (declared.empty())
+      throw Error(EOPNOTSUPP, "backing file '" + path + "' is not a qcow2 image and the header declares no backing "
+                              "format (a format is never guessed from content)", referenced_by);
+    throw Error(EOPNOTSUPP, "backing file '" + path + "' is declared qcow2 but is not a qcow2 image", referenced_by);
+  }
+  if (declared == "raw") return ImageFormat::raw;
+  if (declared == "vmdk") return ImageFormat::vmdk;
+  if (declared == "vhdx") return ImageFormat::vhdx;
+  throw Error(EOPNOTSUPP, "backing file '" + name + "' has format '" + declared +
+                              "': only qcow2, raw, vmdk and vhdx backing files are supported", referenced_by);
+}
+
+}  // namespace
+
+std::vector<Link> resolve(const std::string& path, ImageFormat top_format, const std::string& confine_root) {
+  std::string root;
+  if (!confine_root.empty()) {
+    char* r = ::realpath(confine_root.c_str(), nullptr);
+    if (r == nullptr) throw sys_error("cannot resolve repository folder", confine_root);
+    root = r;
+    std::free(r);
+  }
+
+  std::vector<Link> chain;
+  std::set<std::string> seen;
+  std::string next = path;          // path to open next
+  ImageFormat format = top_format;  // its format
+  std::string referenced_by;        // display name of the image naming it ("" for the top)
+  std::string stored;               // its backing name as stored
+  while (true) {
+    Link link;
+    link.info.path = canonical_or_throw(next, referenced_by, stored);
+    link.display = referenced_by.empty() ? path : link.info.path;
+    if (!referenced_by.empty()) {
+      if (!seen.insert(link.info.path).second)
+        throw Error(ELOOP, "backing chain loops: '" + link.info.path + "' (stored as '" + stored +
+                               "') is already part of the chain", referenced_by);
+      if (!root.empty() && !inside(link.info.path, root))
+        throw Error(EACCES, "backing file '" + link.info.path + "' (stored as '" + stored +
+                                "') is outside the repository folder '" + root + "'", referenced_by);
+      if (chain.size() >= kMaxDepth)
+        throw Error(ELOOP, "backing chain deeper than " + std::to_string(kMaxDepth) + " images at '" +
+                               link.info.path + "'", referenced_by);
+      format = backing_format(format == ImageFormat::qcow2 ? chain.back().header.backing_format : std::string(),
+                              link.info.path, stored, referenced_by);
+    } else {
+      seen.insert(link.info.path);
+    }
+    require_regular(link.info.path, link.display, referenced_by);
+    link.info.format = format;
+
+    std::string name;  // the backing name this link stores
+    switch (format) {
+      case ImageFormat::qcow2: {
+        Fd fd(::open(link.info.path.c_str(), O_RDONLY | O_CLOEXEC));
+        if (fd.get() < 0) throw sys_error("cannot open image", link.display);
+        link.header = qcow2::read_header(fd.get(), link.display);
+        qcow2::check_openable(link.header, link.display);
+        link.info.version = static_cast<int>(link.header.version);
+        link.info.virtual_size = link.header.virtual_size;
+        link.info.backing_name = link.header.backing_name;
+        link.info.libqcow_limit = qcow2::libqcow_limitation(link.header);
+        name = link.header.backing_name;
+        break;
+      }
+      case ImageFormat::raw: {
+        struct stat st {};
+        if (::stat(link.info.path.c_str(), &st) == 0) link.info.virtual_size = static_cast<uint64_t>(st.st_size);
+        link.info.libqcow_limit = "raw image";
+        break;
+      }
+      case ImageFormat::vmdk:
+        // Extents are confined like backing files (to nothing when unconfined).
+        link.info.extents = vmdk::check_vmdk(link.info.path, link.display, root);
+        link.info.libqcow_limit = "VMDK image";
+        break;
+      case ImageFormat::vhdx:
+        vmdk::check_vhdx(link.info.path, link.display);
+        link.info.libqcow_limit = "VHDX image";
+        break;
+    }
+    const std::string display = link.display;
+    const std::string dir = dirname_of(link.info.path);
+    chain.push_back(std::move(link));
+    if (name.empty()) break;
+
+    if (has_protocol_prefix(name))
+      throw Error(EOPNOTSUPP, "backing file name '" + name + "' is a protocol or json: name (only plain files are allowed)",
+                  display);
+    next = name.front() == '/' ? name : dir + "/" + name;
+    referenced_by = display;
+    stored = name;
+  }
+  return chain;
+}
+
+}  // namespace image_chain
+
+std::vector<ChainLink> read_image_chain(const std::string& path, ImageFormat format, const std::string& confine_root) {
+  std::vector<ChainLink> out;
+  for (auto& link : image_chain::resolve(path, format, confine_root)) out.push_back(std::move(link.info));
+  return out;
+}
+
+std::vector<ChainLink> read_qcow2_chain(const std::string& path, const std::string& confine_root) {
+  return read_image_chain(path, ImageFormat::qcow2, confine_root);
+}
+
+std::string choose_reader(const std::vector<ChainLink>& chain) {
+  if (chain.size() == 1 && chain.front().format == ImageFormat::raw) return "raw";
+  for (const auto& link : chain)
+    if (link.format != ImageFormat::qcow2 || !link.libqcow_limit.empty()) return "qemu-nbd";
+  return "libqcow";
+}
+
+}  // namespace sendense

@@ -1,0 +1,265 @@
+// The VMDK descriptor, as far as qemu's vmdk driver acts on it: a text
+// descriptor (a file of its own, or embedded in a sparse extent at the
+// sector its header names) lists extents as
+//   RW 4192256 SPARSE "name-s001.vmdk"
+// and may name a parent disk (parentFileNameHint="...").
+// qemu opens the extents of a text descriptor relative to its folder; a
+// sparse ("KDMV") file is its own single extent unless its header's capacity
+// is 0, in which case the embedded descriptor's extents are opened too.
+#include "readers/block/vmdk_descriptor.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <algorithm>
+#include <cstring>
+#include <set>
+
+#include "readers/common/error.h"
+
+namespace sendense::vmdk {
+
+namespace {
+
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+std::string read_range(int fd, uint64_t offset, size_t len, const std::string& display, const char* what) {
+  std::string buf(len, '\0');
+  size_t done = 0;
+  while (done < len) {
+    const ssize_t n = ::pread(fd, buf.data() + done, len - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw sys_error(std::string("cannot read ") + what, display);
+    if (n == 0) break;
+    done += static_cast<size_t>(n);
+  }
+  buf.resize(done);
+  return buf;
+}
+
+uint64_t load_le64(const unsigned char* p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+
+bool inside(const std::string& path, const std::string& root) {
+  if (root.empty() || root == "/") return true;
+  return path == root || (path.size() > root.size() && path.compare(0, root.size(), root) == 0 && path[root.size()] == '/');
+}
+
+std::string trim(const std::string& s) {
+  const auto b = s.find_first_not_of(" \t\r");
+  if (b == std::string::npos) return {};
+  const auto e = s.find_last_not_of(" \t\r");
+  return s.substr(b, e - b + 1);
+}
+
+// The value of `key="..."` in the descriptor ("" if absent).
+std::string quoted_value(const std::string& text, const std::string& key) {
+  size_t pos = 0;
+  while ((pos = text.find(key, pos)) != std::string::npos) {
+    size_t p = pos + key.size();
+    while (p < text.size() && (text[p] == ' ' || text[p] == '\t')) ++p;
+    if (p < text.size() && text[p] == '=') {
+      ++p;
+      while (p < text.size() && (text[p] == ' ' || text[p] == '\t')) ++p;
+      if (p < text.size() && text[p] == '"') {
+        const auto end = text.find('"', p + 1);
+        return text.substr(p + 1, end == std::string::npos ? std::string::npos : end - p - 1);
+      }
+    }
+    pos += key.size();
+  }
+  return {};
+}
+
+// Validates one extent name and returns its canonical path.
+std::string check_extent(const std::string& name, const std::string& dir, const std::string& root,
+                         const std::string& display) {
+  auto refuse = [&](const std::string& why) -> Error {
+    return Error(EOPNOTSUPP, "VMDK extent file name '" + name + "' " + why, display);
+  };
+  if (name.empty()) throw refuse("is empty");
+  if (name.find('\0') != std::string::npos) throw refuse("holds a NUL byte");
+  if (name.front() == '/') throw refuse("is an absolute path (only names relative to the descriptor are allowed)");
+  if (name.find(':') != std::string::npos) throw refuse("holds ':' (a protocol or json: name)");
+  size_t start = 0;
+  while (start <= name.size()) {
+    const size_t slash = name.find('/', start);
+    const std::string part = name.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
+    if (part == "..") throw refuse("holds a '..' component");
+    if (slash == std::string::npos) break;
+    start = slash + 1;
+  }
+  const std::string joined = dir + "/" + name;
+  char* resolved = ::realpath(joined.c_str(), nullptr);
+  if (resolved == nullptr) {
+    const int saved = errno;
+    throw Error(saved, "VMDK extent file '" + joined + "': " + std::strerror(saved), display);
+  }
+  std::string canonical(resolved);
+  std::free(resolved);
+  if (!inside(canonical, root))
+    throw Error(EACCES, "VMDK extent file '" + canonical + "' (named '" + name +
+                            "') is outside the repository folder '" + root + "'", display);
+  struct stat st {};
+  if (::stat(canonical.c_str(), &st) != 0 || !S_ISREG(st.st_mode))
+    throw Error(EIO, "VMDK extent file '" + canonical + "' is not a regular file", display);
+  return canonical;
+}
+
+}  // namespace
+
+std::vector<std::string> check_vmdk(const std::string& path, const std::string& display,
+                                    const std::string& confine_root) {
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) throw sys_error("cannot open image", display);
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) throw sys_error("cannot stat image", display);
+  if (!S_ISREG(st.st_mode)) throw Error(EIO, "not a regular file", display);
+  const uint64_t file_size = static_cast<uint64_t>(st.st_size);
+
+  const std::string head = read_range(fd.get(), 0, 512, display, "VMDK header");
+  std::string descriptor;
+  bool extents_used = true;  // does qemu open the descriptor's extents?
+  if (head.size() >= 4 && head.compare(0, 4, "COWD") == 0)
+    throw Error(EOPNOTSUPP, "VMDK3 (COWD) images are not supported", display);
+  if (head.size() >= 4 && head.compare(0, 4, "KDMV") == 0) {
+    if (head.size() < 64) throw Error(EIO, "damaged VMDK image: sparse header shorter than 64 bytes", display);
+    const auto* h = reinterpret_cast<const unsigned char*>(head.data());
+    const uint64_t capacity = load_le64(h + 12);
+    const uint64_t desc_sector = load_le64(h + 28);
+    const uint64_t desc_sectors = load_le64(h + 36);
+    extents_used = capacity == 0;
+    if (desc_sector != 0 && desc_sectors != 0) {
+      if (desc_sectors > kMaxDescriptorBytes / 512 + 1 || desc_sector > file_size / 512 ||
+          desc_sectors * 512 > file_size - desc_sector * 512)
+        throw Error(EIO, "damaged VMDK image: embedded descriptor at sector " + std::to_string(desc_sector) + " (+" +
+                             std::to_string(desc_sectors) + " sectors) lies outside the file", display);
+      descriptor = read_range(fd.get(), desc_sector * 512, static_cast<size_t>(desc_sectors * 512), display,
+                              "VMDK embedded descriptor");
+      descriptor.resize(std::strlen(descriptor.c_str()));  // NUL-padded
+    } else if (extents_used) {
+      throw Error(EIO, "damaged VMDK image: capacity 0 and no embedded descriptor", display);
+    }
+  } else {
+    if (file_size > kMaxDescriptorBytes)
+      throw Error(EIO, "not a VMDK image: no sparse header and too large (" + std::to_string(file_size) +
+                           " bytes) for a text descriptor", display);
+    descriptor = read_range(fd.get(), 0, static_cast<size_t>(file_size), display, "VMDK descriptor");
+    descriptor.resize(std::strlen(descriptor.c_str()));  // qemu reads it as a C string (tools pad with NULs)
+    if (quoted_value(descriptor, "createType").empty())
+      throw Error(EIO, "not a VMDK image: no sparse header and no createType in the descriptor", display);
+  }
+
+  if (!quoted_value(descriptor, "parentFileNameHint").empty())
+    throw Error(EOPNOTSUPP, "VMDK delta disks (parentFileNameHint '" + quoted_value(descriptor, "parentFileNameHint") +
+                                "') are not supported", display);
+
+  std::vector<std::string> extents;
+  if (!extents_used) return extents;
+  const auto slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  size_t start = 0;
+  size_t extent_lines = 0;
+  while (start < descriptor.size()) {
+    auto nl = descriptor.find('\n', start);
+    if (nl == std::string::npos) nl = descriptor.size();
+    const std::string line = trim(descriptor.substr(start, nl - start));
+    start = nl + 1;
+    const bool extent_line = line.rfind("RW ", 0) == 0 || line.rfind("RW\t", 0) == 0 ||
+                             line.rfind("RDONLY", 0) == 0 || line.rfind("NOACCESS", 0) == 0;
+    if (!extent_line) continue;
+    if (++extent_lines > kMaxExtents)
+      throw Error(EIO, "VMDK descriptor lists more than " + std::to_string(kMaxExtents) + " extents", display);
+    const auto open_quote = line.find('"');
+    const std::string before = line.substr(0, open_quote);
+    if (before.find("VMFSRDM") != std::string::npos || before.find("VMFSRAW") != std::string::npos)
+      throw Error(EOPNOTSUPP, "VMDK raw device mapping extents are not supported", display);
+    if (before.find("ZERO") != std::string::npos && open_quote == std::string::npos) continue;  // no file
+    if (open_quote == std::string::npos) throw Error(EIO, "VMDK extent line without a file name: " + line, display);
+    const auto close_quote = line.find('"', open_quote + 1);
+    if (close_quote == std::string::npos) throw Error(EIO, "VMDK extent line with an unterminated name: " + line, display);
+    const std::string name = line.substr(open_quote + 1, close_quote - open_quote - 1);
+    if (before.find("ZERO") != std::string::npos) continue;
+    extents.push_back(check_extent(name, dir, confine_root, display));
+  }
+  return extents;
+}
+
+namespace {
+
+uint32_t load_le32(const unsigned char* p) {
+  return uint32_t{p[0]} | (uint32_t{p[1]} << 8) | (uint32_t{p[2]} << 16) | (uint32_t{p[3]} << 24);
+}
+
+// True when the VHDX's file parameters say it has a parent (a differencing
+// disk). Reads the region table (either copy), the metadata table and the
+// file parameters item, each checked against the file size; anything not
+// found reads as "no" and is left to qemu's own checks.
+bool vhdx_has_parent(int fd, uint64_t file_size, const std::string& display) {
+  static const unsigned char kMetadataRegion[16] = {0x06, 0xA2, 0x7C, 0x8B, 0x90, 0x47, 0x9A, 0x4B,
+                                                    0xB8, 0xFE, 0x57, 0x5F, 0x05, 0x0F, 0x88, 0x6E};
+  static const unsigned char kFileParameters[16] = {0x37, 0x67, 0xA1, 0xCA, 0x36, 0xFA, 0x43, 0x4D,
+                                                    0xB3, 0xB6, 0x33, 0xF0, 0xAA, 0x44, 0xE7, 0x6B};
+  constexpr uint32_t kHasParent = 1u << 1;
+  for (uint64_t table : {uint64_t{192} << 10, uint64_t{256} << 10}) {
+    const std::string rt = read_range(fd, table, 64 * 1024, display, "VHDX region table");
+    if (rt.size() < 16 || rt.compare(0, 4, "regi") != 0) continue;
+    const auto* r = reinterpret_cast<const unsigned char*>(rt.data());
+    const uint32_t entries = std::min<uint32_t>(load_le32(r + 8), (static_cast<uint32_t>(rt.size()) - 16) / 32);
+    for (uint32_t i = 0; i < entries; ++i) {
+      const unsigned char* e = r + 16 + 32 * i;
+      if (std::memcmp(e, kMetadataRegion, 16) != 0) continue;
+      const uint64_t region = load_le64(e + 16);
+      const uint64_t region_len = load_le32(e + 24);
+      if (region >= file_size || region_len < 64 * 1024 || region_len > file_size - region) return false;
+      const std::string mt = read_range(fd, region, 64 * 1024, display, "VHDX metadata table");
+      if (mt.size() < 32 || mt.compare(0, 8, "metadata") != 0) return false;
+      const auto* m = reinterpret_cast<const unsigned char*>(mt.data());
+      const uint32_t items = std::min<uint32_t>(uint32_t{m[10]} | (uint32_t{m[11]} << 8),
+                                                (static_cast<uint32_t>(mt.size()) - 32) / 32);
+      for (uint32_t k = 0; k < items; ++k) {
+        const unsigned char* item = m + 32 + 32 * k;
+        if (std::memcmp(item, kFileParameters, 16) != 0) continue;
+        const uint64_t off = load_le32(item + 16);
+        if (load_le32(item + 20) < 8 || off + 8 > region_len) return false;
+        const std::string params = read_range(fd, region + off, 8, display, "VHDX file parameters");
+        return params.size() == 8 && (load_le32(reinterpret_cast<const unsigned char*>(params.data()) + 4) & kHasParent);
+      }
+      return false;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+void check_vhdx(const std::string& path, const std::string& display) {
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) throw sys_error("cannot open image", display);
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) throw sys_error("cannot stat image", display);
+  if (!S_ISREG(st.st_mode)) throw Error(EIO, "not a regular file", display);
+  if (read_range(fd.get(), 0, 8, display, "VHDX header") != "vhdxfile")
+    throw Error(EIO, "not a VHDX image (no \"vhdxfile\" signature)", display);
+  if (vhdx_has_parent(fd.get(), static_cast<uint64_t>(st.st_size), display))
+    throw Error(EOPNOTSUPP, "VHDX differencing disks (with a parent) are not supported", display);
+}
+
+}  // namespace sendense::vmdk

@@ -1,0 +1,34 @@
+// Private to readers/block: what we check in a VMDK (and a VHDX) before
+// qemu opens it.
+// A VMDK's descriptor names further files (extents) and possibly a parent
+// disk; those names are guest- or tool-controlled data, so we hold them to
+// the same rules as qcow2 backing names (DESIGN.md, hostile input) before
+// qemu-nbd ever sees the image.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace sendense::vmdk {
+
+inline constexpr size_t kMaxDescriptorBytes = (1u << 20) - 1;  // what qemu reads of a text descriptor
+inline constexpr size_t kMaxExtents = 1024;
+
+// Checks the VMDK at `path` (canonical). `display` names it in errors;
+// `confine_root` (canonical, "" for none) is the folder every extent must
+// stay inside. Returns the canonical paths of the extent files it names.
+// Refused with Error(EOPNOTSUPP): VMDK3 ("COWD"), delta disks
+// (parentFileNameHint), raw device mappings, extent names that are absolute,
+// hold ".." components, a protocol prefix or NUL. Refused with EACCES: an
+// extent outside `confine_root` (also through a symlink); ENOENT: a missing
+// extent; EIO: a descriptor that is not one, an embedded descriptor out of
+// bounds, more than kMaxExtents extents.
+std::vector<std::string> check_vmdk(const std::string& path, const std::string& display,
+                                    const std::string& confine_root);
+
+// Checks the VHDX magic ("vhdxfile"); Error(EIO) if absent. Refuses with
+// Error(EOPNOTSUPP) a differencing disk (file parameters "has parent"): qemu
+// cannot read one, and its parent would be a name from the image.
+void check_vhdx(const std::string& path, const std::string& display);
+
+}  // namespace sendense::vmdk
