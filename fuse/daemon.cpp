@@ -324,12 +324,13 @@ int run_daemon(const DaemonOptions& options) {
   attach_options.replay_journal = options.replay_journal;
   AttachManager manager(*catalog, view, attach_options);
   RestoreTree tree(view, manager, TreeTimeouts{});
+  FuseContext context(tree);  // after the session ends it frees the handles the kernel never released
 
   const std::string opts = mount_options(options);
   std::vector<const char*> argv = {"sendense-restorefs", "-o", opts.c_str()};
   fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), const_cast<char**>(argv.data()));
   fuse_lowlevel_ops ops = make_fuse_operations();
-  std::unique_ptr<fuse_session, SessionDeleter> se(fuse_session_new(&args, &ops, sizeof ops, &tree));
+  std::unique_ptr<fuse_session, SessionDeleter> se(fuse_session_new(&args, &ops, sizeof ops, &context));
   fuse_opt_free_args(&args);
   if (!se) {
     log::error("startup_failed", {{"error", "fuse_session_new failed (bad -o option?)"}, {"options", opts}});

@@ -18,7 +18,8 @@ namespace sendense {
 
 namespace {
 
-RestoreTree& tree_of(fuse_req_t req) { return *static_cast<RestoreTree*>(fuse_req_userdata(req)); }
+FuseContext& context_of(fuse_req_t req) { return *static_cast<FuseContext*>(fuse_req_userdata(req)); }
+RestoreTree& tree_of(fuse_req_t req) { return context_of(req).tree; }
 
 std::string hex(uint64_t v) {
   char buf[24];
@@ -59,10 +60,6 @@ fuse_entry_param entry_of(const NodeAttr& a) {
   return e;
 }
 
-struct DirHandle {
-  AttachedBackupPtr backup;  // keeps the backup attached while the folder is open (readdirplus stats every entry)
-  std::vector<NodeEntry> entries;
-};
 
 void op_init(void*, fuse_conn_info* conn) {
   if (conn->capable & FUSE_CAP_EXPORT_SUPPORT) conn->want |= FUSE_CAP_EXPORT_SUPPORT;
@@ -113,18 +110,19 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     auto handle = std::make_unique<DirHandle>();
     handle->backup = tree_of(req).backup_of(ino);
     handle->entries = tree_of(req).list(ino);
-    fi->fh = reinterpret_cast<uint64_t>(handle.get());
     if (node::is_volume_node(ino)) {  // a backup never changes: let the kernel cache it
       fi->cache_readdir = 1;
       fi->keep_cache = 1;
     }
-    if (fuse_reply_open(req, fi) == 0) handle.release();
+    auto& dirs = context_of(req).dirs;
+    fi->fh = dirs.add(std::move(handle));
+    if (fuse_reply_open(req, fi) != 0) dirs.take(fi->fh);
   });
 }
 
 void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_file_info* fi) {
   checked(req, "readdir", ino, [&] {
-    auto* handle = reinterpret_cast<DirHandle*>(fi->fh);
+    const DirHandle* handle = &HandleTable<DirHandle>::get(fi->fh);
     std::vector<char> buf(size);
     size_t used = 0;
     // Cookies are 1 + the index of the next entry: stable, since listings never change.
@@ -147,7 +145,7 @@ void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_
 // still listed, without them (node id 0: the kernel looks it up later).
 void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_file_info* fi) {
   checked(req, "readdirplus", ino, [&] {
-    auto* handle = reinterpret_cast<DirHandle*>(fi->fh);
+    const DirHandle* handle = &HandleTable<DirHandle>::get(fi->fh);
     RestoreTree& tree = tree_of(req);
     std::vector<char> buf(size);
     size_t used = 0;
@@ -173,17 +171,17 @@ void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, f
 }
 
 void op_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-  delete reinterpret_cast<DirHandle*>(fi->fh);
+  context_of(req).dirs.take(fi->fh);
   fuse_reply_err(req, 0);
 }
 
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   checked(req, "open", ino, [&] {
     if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) throw Error(EROFS, "read-only tree");
-    OpenFile* file = tree_of(req).open(ino);
-    fi->fh = reinterpret_cast<uint64_t>(file);
+    auto& files = context_of(req).files;
+    fi->fh = files.add(std::unique_ptr<OpenFile>(tree_of(req).open(ino)));
     fi->keep_cache = 1;
-    if (fuse_reply_open(req, fi) != 0) tree_of(req).close(file);
+    if (fuse_reply_open(req, fi) != 0) tree_of(req).close(files.take(fi->fh).release());
   });
 }
 
@@ -191,15 +189,15 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_fil
   checked(req, "read", ino, [&] {
     thread_local std::vector<std::byte> buf;
     if (buf.size() < size) buf.resize(size);
-    auto* file = reinterpret_cast<OpenFile*>(fi->fh);
-    size_t n = tree_of(req).read(*file, static_cast<uint64_t>(offset), std::span(buf.data(), size));
+    OpenFile& file = HandleTable<OpenFile>::get(fi->fh);
+    size_t n = tree_of(req).read(file, static_cast<uint64_t>(offset), std::span(buf.data(), size));
     fuse_reply_buf(req, reinterpret_cast<const char*>(buf.data()), n);
   });
 }
 
 void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   checked(req, "release", ino, [&] {
-    tree_of(req).close(reinterpret_cast<OpenFile*>(fi->fh));
+    if (auto file = context_of(req).files.take(fi->fh)) tree_of(req).close(file.release());
     fuse_reply_err(req, 0);
   });
 }

@@ -1,12 +1,32 @@
-// The FUSE edge: libfuse low-level callbacks over a RestoreTree (passed as
-// the session's userdata). Each op replies exactly once; sendense::Error
-// becomes its errno, any other exception EIO, both logged.
+// The FUSE edge: libfuse low-level callbacks over a RestoreTree (a
+// FuseContext is the session's userdata). Each op replies exactly once;
+// sendense::Error becomes its errno, any other exception EIO, both logged.
 #pragma once
 
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
 
+#include <vector>
+
+#include "fuse/handle_table.h"
+#include "fuse/restore_tree.h"
+
 namespace sendense {
+
+// An open folder: its listing, taken once at opendir (stable cookies).
+struct DirHandle {
+  AttachedBackupPtr backup;  // keeps the backup attached while the folder is open (readdirplus stats every entry)
+  std::vector<NodeEntry> entries;
+};
+
+// What the callbacks share. Outlives the session; the handles still open
+// when it ends are freed with it (the kernel sends no RELEASE for them).
+struct FuseContext {
+  explicit FuseContext(RestoreTree& t) : tree(t) {}
+  RestoreTree& tree;
+  HandleTable<OpenFile> files;
+  HandleTable<DirHandle> dirs;
+};
 
 fuse_lowlevel_ops make_fuse_operations();
 
