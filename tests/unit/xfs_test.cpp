@@ -106,9 +106,6 @@ std::set<std::string> source_xattrs(const std::string& path) {
   for (ssize_t i = 0; i < n;) {
     std::string name(buf.data() + i);
     i += static_cast<ssize_t>(name.size()) + 1;
-    // The kernel also lists the raw XFS ACL attributes to root; we show
-    // them only as system.posix_acl_*.
-    if (name.rfind("trusted.SGI_ACL_", 0) == 0) continue;
     names.insert(name);
   }
   return names;

@@ -116,10 +116,15 @@ class XfsVolume {
   Superblock sb_;
 };
 
-// Adds the namespace prefix of an XFS attribute (flags) to its stored name;
-// maps the ACLs to their system.* names. nullopt for attributes Linux does
-// not show (parent pointers, incomplete ones).
+// Adds the namespace prefix of an XFS attribute (flags) to its stored name.
+// nullopt for attributes Linux does not show (parent pointers, incomplete ones).
 std::optional<std::string> linux_xattr_name(uint8_t flags, std::string_view stored);
+
+// XFS keeps POSIX ACLs as trusted.SGI_ACL_FILE / trusted.SGI_ACL_DEFAULT in
+// its own format; Linux shows them as system.posix_acl_access/default too
+// (and lists the trusted.* names to root). The system.* name for an ACL
+// attribute, or nullopt.
+std::optional<std::string> acl_name_of(std::string_view linux_name);
 
 // The XFS on-disk ACL (big-endian count + 12-byte entries) as the VFS
 // xattr format getxattr(2) returns; nullopt if malformed.

@@ -16,18 +16,32 @@ void put_le(std::string& out, uint32_t v, size_t bytes) {
   for (size_t i = 0; i < bytes; ++i, v >>= 8) out.push_back(static_cast<char>(v & 0xff));
 }
 
+// Keeps `x`; an ACL is also shown under its system.posix_acl_* name (value
+// converted when read), as the kernel lists both to root.
+void add_xattr(std::vector<Xattr>& out, Xattr x) {
+  std::optional<std::string> acl = acl_name_of(x.name);
+  if (acl) {
+    Xattr alias = x;
+    alias.name = std::move(*acl);
+    out.push_back(std::move(alias));
+  }
+  out.push_back(std::move(x));
+}
+
 }  // namespace
 
 std::optional<std::string> linux_xattr_name(uint8_t flags, std::string_view stored) {
   if (flags & (kAttrParent | kAttrIncomplete)) return std::nullopt;
   if ((flags & kAttrRoot) && (flags & kAttrSecure)) return std::nullopt;
-  if (flags & kAttrRoot) {
-    if (stored == "SGI_ACL_FILE") return std::string("system.posix_acl_access");
-    if (stored == "SGI_ACL_DEFAULT") return std::string("system.posix_acl_default");
-    return "trusted." + std::string(stored);
-  }
+  if (flags & kAttrRoot) return "trusted." + std::string(stored);
   if (flags & kAttrSecure) return "security." + std::string(stored);
   return "user." + std::string(stored);
+}
+
+std::optional<std::string> acl_name_of(std::string_view linux_name) {
+  if (linux_name == "trusted.SGI_ACL_FILE") return std::string("system.posix_acl_access");
+  if (linux_name == "trusted.SGI_ACL_DEFAULT") return std::string("system.posix_acl_default");
+  return std::nullopt;
 }
 
 std::optional<std::string> acl_xfs_to_vfs(std::string_view disk) {
@@ -97,7 +111,7 @@ void XfsVolume::parse_attr_leaf(const Inode& inode, const std::string& block, st
     if (!name) continue;
     if (out.size() >= kMaxXattrs) fail("too many attributes");
     x.name = std::move(*name);
-    out.push_back(std::move(x));
+    add_xattr(out, std::move(x));
   }
 }
 
@@ -150,7 +164,7 @@ std::vector<Xattr> XfsVolume::read_xattrs(const Inode& inode) const {
         Xattr x;
         x.name = std::move(*name);
         x.value.assign(reinterpret_cast<const char*>(p + pos + 3 + name_length), value_length);
-        out.push_back(std::move(x));
+        add_xattr(out, std::move(x));
       }
       pos += 3 + name_length + value_length;
     }
