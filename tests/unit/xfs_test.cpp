@@ -146,7 +146,9 @@ class TreeComparer {
     std::set<std::string> theirs;
     for (const auto& d : fs::directory_iterator(src)) theirs.insert(d.path().filename().string());
     for (const auto& s : opt_.skip) {
-      if (fs::path(s).parent_path().string() == rel) ours.erase(fs::path(s).filename().string());
+      if (fs::path(s).parent_path().string() != rel) continue;
+      ours.erase(fs::path(s).filename().string());
+      theirs.erase(fs::path(s).filename().string());
     }
     EXPECT_EQ(ours, theirs) << "entries of /" << rel;
     for (const DirEntry& e : entries) {
@@ -218,12 +220,19 @@ class TreeComparer {
 };
 
 void compare_trees(Filesystem& f, const std::string& src, CompareOptions opt) {
-  TreeComparer c(f, std::move(opt));
+  TreeComparer c(f, opt);
   const uint64_t root = f.root_ino();
   c.compare_dir(root, src, "", root);
   size_t expected = 0;
-  for (auto it = fs::recursive_directory_iterator(src); it != fs::recursive_directory_iterator(); ++it) ++expected;
-  EXPECT_GE(c.compared() + 64, expected);  // every source entry was visited (skips aside)
+  for (auto it = fs::recursive_directory_iterator(src); it != fs::recursive_directory_iterator(); ++it) {
+    const std::string rel = fs::relative(it->path(), src).string();
+    if (std::any_of(opt.skip.begin(), opt.skip.end(), [&](const std::string& s) { return rel == s; })) {
+      it.disable_recursion_pending();
+      continue;
+    }
+    ++expected;
+  }
+  EXPECT_EQ(c.compared(), expected);  // every source entry was visited
   std::cout << "compared " << c.compared() << " entries, " << c.xattrs() << " xattrs, " << c.bytes()
             << " bytes of file data\n";
 }
@@ -281,7 +290,9 @@ TEST(XfsReader, V5TreeMatchesSource) {
   ASSERT_TRUE(src.ok()) << src.error();
   FilesystemPtr f = open_image(kFixtures + "/v5.img");
   EXPECT_EQ(f->type_name(), "xfs");
-  compare_trees(*f, src.path("v5"), {});
+  // dirs/huge (100k entries) is listed by HugeDirectoryListsEveryEntry and
+  // compared file by file by the integration test; here it would only add minutes.
+  compare_trees(*f, src.path("v5"), {.times = true, .xattrs = true, .skip = {"dirs/huge"}});
 }
 
 TEST(XfsReader, V4TreeMatchesSource) {
@@ -450,23 +461,31 @@ TEST(XfsReader, DamagedMetadataFailsOnlyWhatIsDamaged) {
   EXPECT_GT(g->readdir(g->root_ino()).size(), 10u);
 }
 
-// Random damage anywhere in the metadata of a small image: every operation
-// either works or throws sendense::Error; no crash, hang or runaway memory
-// (run under ASan).
+// Random damage in the metadata of the v4 image (no CRCs, so the parsers
+// themselves meet the damage): the root inode chunk and the first blocks of
+// the leaf and node directories. Every operation either works or throws
+// sendense::Error; no crash, hang or runaway memory (run under ASan).
 TEST(XfsReader, RandomDamageNeverCrashes) {
   REQUIRE_FIXTURES();
   TempDir tmp;
   const std::string img = copy_image(tmp, "v4.img");
-  // The metadata of the first AG (where mkfs -p put the tree): headers,
-  // inodes, directory blocks.
+  std::vector<std::pair<uint64_t, uint64_t>> regions;  // [offset, length)
+  const std::string sb = run_ok("xfs_db -r -c 'sb 0' -c 'print rootino inodesize blocksize dirblklog' " + q(img));
+  auto field = [&](const std::string& n) { return std::stoull(sb.substr(sb.find(n + " = ") + n.size() + 3)); };
+  regions.emplace_back(xfs_byte(img, "ino " + std::to_string(field("rootino"))), 64 * field("inodesize"));
+  const uint64_t dir_block = field("blocksize") << field("dirblklog");
+  for (const char* dir : {"dirs/leaf", "dirs/node", "dirs/block"})
+    regions.emplace_back(xfs_byte(img, "fsb " + std::to_string(first_data_fsb(img, xfs_ino(img, dir)))), dir_block);
   const int fd = ::open(img.c_str(), O_RDWR);
   ASSERT_GE(fd, 0);
   std::mt19937_64 rng(12345);
   size_t errors = 0;
-  for (int round = 0; round < 40; ++round) {
+  size_t visited_total = 0;
+  for (int round = 0; round < 60; ++round) {
     std::vector<std::pair<uint64_t, unsigned char>> saved;
-    for (int k = 0; k < 20; ++k) {
-      const uint64_t off = rng() % (2u << 20);
+    for (int k = 0; k < 6; ++k) {
+      const auto& [start, length] = regions[rng() % regions.size()];
+      const uint64_t off = start + rng() % length;
       unsigned char b = 0;
       ASSERT_EQ(pread(fd, &b, 1, static_cast<off_t>(off)), 1);
       saved.emplace_back(off, b);
@@ -476,16 +495,18 @@ TEST(XfsReader, RandomDamageNeverCrashes) {
     try {
       FilesystemPtr f = open_image(img);
       std::vector<uint64_t> todo{f->root_ino()};
-      size_t visited = 0;
-      while (!todo.empty() && visited < 5000) {
+      std::set<uint64_t> seen;
+      while (!todo.empty() && seen.size() < 5000) {
         const uint64_t ino = todo.back();
         todo.pop_back();
-        ++visited;
+        if (!seen.insert(ino).second) continue;
         try {
           const Attr a = f->getattr(ino);
           if (S_ISDIR(a.mode)) {
-            for (const DirEntry& e : f->readdir(ino))
+            for (const DirEntry& e : f->readdir(ino)) {
               if (e.name != "." && e.name != "..") todo.push_back(e.ino);
+              f->lookup(ino, e.name);
+            }
           } else if (S_ISREG(a.mode)) {
             read_all(*f, ino);
           } else if (S_ISLNK(a.mode)) {
@@ -496,6 +517,7 @@ TEST(XfsReader, RandomDamageNeverCrashes) {
           ++errors;
         }
       }
+      visited_total += seen.size();
     } catch (const Error&) {
       ++errors;
     }
@@ -503,7 +525,8 @@ TEST(XfsReader, RandomDamageNeverCrashes) {
       ASSERT_EQ(pwrite(fd, &it->second, 1, static_cast<off_t>(it->first)), 1);
   }
   ::close(fd);
-  std::cout << errors << " errors reported over 40 damaged variants\n";
+  std::cout << errors << " errors reported, " << visited_total << " inodes visited over 60 damaged variants\n";
+  EXPECT_GT(errors, 0u) << "the damage never reached anything the reader checks";
 }
 
 TEST(XfsReader, ImagesAreNotWritten) {
