@@ -340,6 +340,11 @@ TEST(XfsReader, StatfsAndTypeMatchTheKernel) {
   EXPECT_TRUE(sendense::has_reader(sendense::FsType::xfs));
   FilesystemPtr g = sendense::open_filesystem(sendense::FsType::xfs,
                                               sendense::open_raw_image(kFixtures + "/v4.img"), "v4");
+  // Generation numbers (NFS file handles) as stored.
+  const uint64_t small = xfs_ino(kFixtures + "/v5.img", "small.txt");
+  const std::string gen = run_ok("xfs_db -r -c " + q("inode " + std::to_string(small)) + " -c 'print core.gen' " +
+                                 q(kFixtures + "/v5.img"));
+  EXPECT_EQ(f->getattr(small).generation, std::stoull(gen.substr(gen.find("= ") + 2)));
   const std::string v4 = run_ok("xfs_db -r -c 'sb 0' -c 'print rootino' " + q(kFixtures + "/v4.img"));
   EXPECT_EQ(g->root_ino(), std::stoull(v4.substr(v4.find("= ") + 2)));
 }

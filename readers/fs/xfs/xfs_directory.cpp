@@ -143,8 +143,11 @@ std::string XfsVolume::read_symlink(const Inode& inode) const {
     return inode.data_fork.substr(0, size);
   }
   const std::vector<Extent> extents = data_extents(inode);
+  if (extents.size() > kMaxSymlinkLength / 8)
+    throw Error(EIO, std::to_string(extents.size()) + " extents for a symbolic link", where(inode.ino));
   std::string target;
   for (const Extent& e : extents) {
+    if (target.size() >= size) break;
     if (e.count > 8 || e.unwritten) throw Error(EIO, "symbolic link block map is not plausible", where(inode.ino));
     std::optional<std::string> bytes = read_fork_blocks(extents, e.offset, e.count, inode.ino);
     if (!bytes) throw Error(EIO, "symbolic link block is not mapped", where(inode.ino));

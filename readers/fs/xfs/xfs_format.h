@@ -92,7 +92,4 @@ struct Superblock {
 // read (realtime-only layouts are fine: realtime files fail on open).
 Superblock read_superblock(const BlockDevice& device, const std::string& name);
 
-// Human-readable description ("v5", "v4") for type_name()-like reporting.
-inline const char* version_name(const Superblock& sb) { return sb.v5 ? "v5" : "v4"; }
-
 }  // namespace sendense::xfs

@@ -202,7 +202,7 @@ std::vector<Extent> XfsVolume::fork_extents(const Inode& inode, bool attr) const
     if (level == 0 || level > kMaxBmbtLevels || numrecs == 0 || numrecs > maxrecs)
       throw Error(EIO, "bad extent btree root (level " + std::to_string(level) + ", " + std::to_string(numrecs) +
                            " records)", where(inode.ino));
-    out.reserve(std::min<uint64_t>(expected, kMaxExtents));
+    out.reserve(std::min<uint64_t>(expected, 65536));  // the count is guest data: grow past this as read
     const unsigned char* ptrs = p + 4 + maxrecs * 8;
     for (size_t i = 0; i < numrecs; ++i) walk_bmbt_block(inode, be64(ptrs + i * 8), level - 1, out, attr);
   } else {

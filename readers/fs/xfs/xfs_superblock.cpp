@@ -126,7 +126,6 @@ Superblock read_superblock(const BlockDevice& device, const std::string& name) {
     if (sb.features2 & kFeatures2Crc) fail("v4 superblock with the CRC feature");
     sb.ftype = (sb.features2 & kFeatures2Ftype) != 0;
   }
-  if (sb.v5 && sb.inode_size < 512) fail("inode size " + std::to_string(sb.inode_size));
 
   // Every AG header: a damaged one means the volume is not what it claims.
   std::vector<unsigned char> sector(sb.sect_size);

@@ -12,6 +12,7 @@
 #include <ctime>
 #include <optional>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "readers/fs/filesystem.h"
@@ -106,7 +107,7 @@ class XfsVolume {
                             std::vector<DirEntry>& out) const;
   void parse_shortform_dir(const Inode& dir, std::vector<DirEntry>& out) const;
   void collect_attr_leaves(const Inode& inode, const std::vector<Extent>& extents, uint64_t block, unsigned depth,
-                           std::vector<Xattr>& out, uint64_t& budget) const;
+                           std::vector<Xattr>& out, std::unordered_set<uint64_t>& visited) const;
   void parse_attr_leaf(const Inode& inode, const std::string& block, std::vector<Xattr>& out) const;
   void check_v5_block_header(const Inode& inode, const unsigned char* block, size_t length, size_t crc_offset,
                              size_t uuid_offset, size_t owner_offset, const char* what) const;

@@ -1,6 +1,8 @@
 // Extended attributes: short form (in the inode), leaf blocks and node
 // (dabtree) blocks, values in the entry or in remote value blocks; names
 // mapped to the Linux namespaces, ACLs to the VFS format.
+#include <unordered_set>
+
 #include "readers/common/error.h"
 #include "readers/fs/xfs/xfs_volume.h"
 
@@ -116,10 +118,10 @@ void XfsVolume::parse_attr_leaf(const Inode& inode, const std::string& block, st
 }
 
 void XfsVolume::collect_attr_leaves(const Inode& inode, const std::vector<Extent>& extents, uint64_t block_no,
-                                    unsigned depth, std::vector<Xattr>& out, uint64_t& budget) const {
-  if (budget == 0 || depth > kMaxDaDepth)
+                                    unsigned depth, std::vector<Xattr>& out,
+                                    std::unordered_set<uint64_t>& visited) const {
+  if (depth > kMaxDaDepth || !visited.insert(block_no).second)
     throw Error(EIO, "attribute tree loops or is too deep", where(inode.ino));
-  --budget;
   std::optional<std::string> block = read_fork_blocks(extents, block_no, 1, inode.ino);
   if (!block) throw Error(EIO, "attribute block " + std::to_string(block_no) + " is not mapped", where(inode.ino));
   const auto* p = reinterpret_cast<const unsigned char*>(block->data());
@@ -138,7 +140,7 @@ void XfsVolume::collect_attr_leaves(const Inode& inode, const std::vector<Extent
   if (count == 0 || count > (block->size() - entries) / 8)
     throw Error(EIO, "attribute node block: entry count " + std::to_string(count), where(inode.ino));
   for (size_t i = 0; i < count; ++i)
-    collect_attr_leaves(inode, extents, be32(p + entries + i * 8 + 4), depth + 1, out, budget);
+    collect_attr_leaves(inode, extents, be32(p + entries + i * 8 + 4), depth + 1, out, visited);
 }
 
 std::vector<Xattr> XfsVolume::read_xattrs(const Inode& inode) const {
@@ -172,9 +174,8 @@ std::vector<Xattr> XfsVolume::read_xattrs(const Inode& inode) const {
   }
   const std::vector<Extent> extents = attr_extents(inode);
   if (extents.empty()) return out;
-  uint64_t budget = 0;
-  for (const Extent& e : extents) budget += e.count;
-  collect_attr_leaves(inode, extents, 0, 0, out, budget);
+  std::unordered_set<uint64_t> visited;  // a block met twice means a loop or a shared subtree
+  collect_attr_leaves(inode, extents, 0, 0, out, visited);
   return out;
 }
 
