@@ -473,6 +473,35 @@ TEST(XfsReader, DamagedMetadataFailsOnlyWhatIsDamaged) {
   EXPECT_GT(g->readdir(g->root_ino()).size(), 10u);
 }
 
+// The daemon keeps 40 bits for inode numbers: a directory entry naming a
+// larger one is left out of the listing and is an EIO on lookup.
+TEST(XfsReader, InodeNumbersBeyond40BitsAreAClearError) {
+  REQUIRE_FIXTURES();
+  TempDir tmp;
+  const std::string img = copy_image(tmp, "v4.img");  // v4: no CRC to update
+  const uint64_t dir = xfs_ino(img, "dirs/block");
+  const uint64_t block = xfs_byte(img, "fsb " + std::to_string(first_data_fsb(img, dir)));
+  // The first entry after "." and ".." (16-byte header, 16-byte entries).
+  const uint64_t entry = block + 16 + 16 + 16;
+  const std::string raw = [&] {
+    std::ifstream in(img, std::ios::binary);
+    in.seekg(static_cast<std::streamoff>(entry));
+    std::string b(9 + 255, '\0');
+    in.read(b.data(), static_cast<std::streamsize>(b.size()));
+    return b;
+  }();
+  const std::string name = raw.substr(9, static_cast<unsigned char>(raw[8]));
+  ASSERT_EQ(name.rfind("entry-", 0), 0u) << name;
+  flip_byte(img, entry + 2);  // bits 40-47 of the 64-bit inode number
+
+  FilesystemPtr f = open_image(img);
+  const std::vector<DirEntry> entries = f->readdir(dir);
+  EXPECT_EQ(entries.size(), 60u + 2 - 1);
+  for (const DirEntry& e : entries) EXPECT_NE(e.name, name);
+  EXPECT_EQ(error_code([&] { f->lookup(dir, name); }), EIO);
+  EXPECT_TRUE(f->lookup(dir, entries.back().name).has_value());
+}
+
 // Random damage in the metadata of the v4 image (no CRCs, so the parsers
 // themselves meet the damage): the root inode chunk and the first blocks of
 // the leaf and node directories. Every operation either works or throws
