@@ -252,7 +252,8 @@ class XfsFilesystem final : public Filesystem {
       map->runs.push_back(Run{e.offset, e.block, length});
     }
     map->runs.shrink_to_fit();
-    return maps_.insert(ino, std::move(map), 1 + map->runs.size());
+    const size_t weight = 1 + map->runs.size();  // before the move: argument order is unspecified
+    return maps_.insert(ino, std::move(map), weight);
   }
 
   // No lock: the map is immutable and the device is thread-safe.
