@@ -1,0 +1,314 @@
+// XFS over XfsVolume (see xfs_filesystem.h).
+//
+// Locks (none is taken inside another except the caches' own, which call
+// nothing out):
+//   handles_mutex_ the table of open files (shared for read())
+//   cache_mutex_   the per-directory name index cache
+//   maps_          the file-map cache (its own mutex)
+// Metadata decoding (XfsVolume) is stateless and needs no lock; file data is
+// read from immutable maps straight from the device.
+#include "readers/fs/xfs/xfs_filesystem.h"
+
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
+#include <algorithm>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <unordered_map>
+
+#include "readers/common/error.h"
+#include "readers/common/log.h"
+#include "readers/fs/ext/shared_lru.h"
+#include "readers/fs/xfs/xfs_log.h"
+#include "readers/fs/xfs/xfs_volume.h"
+
+namespace sendense {
+
+namespace {
+
+using xfs::Extent;
+using xfs::Inode;
+using xfs::XfsVolume;
+
+constexpr size_t kDirCacheDirs = 64;
+constexpr size_t kDirCacheEntries = 4u << 20;
+constexpr size_t kMapCacheFiles = 256;
+constexpr size_t kMapCacheRuns = 256u << 10;
+
+struct Run {
+  uint64_t logical = 0;   // file block
+  uint64_t physical = 0;  // linear filesystem block
+  uint64_t length = 0;
+};
+
+struct FileMap {
+  uint64_t ino = 0;
+  uint64_t size = 0;
+  std::vector<Run> runs;  // written extents only: holes and unwritten extents read as zeros
+};
+
+struct DirIndex {
+  std::unordered_map<std::string, uint64_t> names;
+};
+
+// XFS keeps device numbers in the old SysV layout: 14-bit major, 18-bit minor.
+uint64_t linux_rdev(uint32_t dev) { return makedev((dev >> 18) & 0x3fff, dev & 0x3ffff); }
+
+class XfsFilesystem final : public Filesystem {
+ public:
+  XfsFilesystem(BlockDevicePtr device, std::string name)
+      : device_(std::move(device)),
+        name_(std::move(name)),
+        // Metadata reads are small and often hit the same inode cluster or
+        // directory block: a cache (file data goes straight to device_).
+        volume_(make_block_cache(device_, 32 * 1024, 512), name_) {
+    journal_ = xfs::inspect_log(*device_, volume_.sb());
+    if (journal_.state == "clean") {
+      log::info("xfs_log", {{"volume", name_}, {"state", journal_.state}});
+    } else {
+      log::warn("xfs_log", {{"volume", name_}, {"state", journal_.state}, {"note", journal_.note}});
+    }
+  }
+
+  uint64_t root_ino() const override { return volume_.sb().root_ino; }
+  std::string type_name() const override { return "xfs"; }
+  JournalReport journal() const override { return journal_; }
+
+  Attr getattr(uint64_t ino) override { return to_attr(read_inode(ino)); }
+
+  std::optional<Attr> lookup(uint64_t dir, std::string_view name) override {
+    if (name.empty() || name.find('/') != std::string_view::npos || name.find('\0') != std::string_view::npos)
+      return std::nullopt;
+    std::shared_ptr<const DirIndex> index = dir_index(dir);
+    auto it = index->names.find(std::string(name));
+    if (it == index->names.end()) return std::nullopt;
+    if (it->second > xfs::kMaxInodeNumber)
+      throw Error(EIO, "entry '" + std::string(name) + "' names inode " + std::to_string(it->second) +
+                           ", beyond the 2^40 inode numbers the daemon can address", volume_.where(dir));
+    try {
+      return getattr(it->second);
+    } catch (const Error& e) {
+      if (e.code() != ENOENT) throw;
+      throw Error(EIO, "entry '" + std::string(name) + "' names a free inode " + std::to_string(it->second),
+                  volume_.where(dir));
+    }
+  }
+
+  std::vector<DirEntry> readdir(uint64_t dir) override {
+    std::vector<DirEntry> entries = volume_.read_directory(read_inode(dir));
+    // An inode number the daemon cannot address is left out of the listing
+    // (one bad entry must not fail the whole readdir); lookup() names it.
+    auto bad = std::remove_if(entries.begin(), entries.end(), [&](const DirEntry& e) {
+      if (e.ino <= xfs::kMaxInodeNumber) return false;
+      log::warn("xfs_entry_skipped", {{"volume", name_}, {"dir", std::to_string(dir)}, {"name", e.name},
+                                      {"reason", "inode " + std::to_string(e.ino) + " needs more than 40 bits"}});
+      return true;
+    });
+    entries.erase(bad, entries.end());
+    return entries;
+  }
+
+  std::string readlink(uint64_t ino) override { return volume_.read_symlink(read_inode(ino)); }
+
+  uint64_t open(uint64_t ino) override {
+    std::shared_ptr<const FileMap> map = file_map(ino);
+    std::unique_lock lock(handles_mutex_);
+    const uint64_t handle = next_handle_++;
+    handles_.emplace(handle, std::move(map));
+    return handle;
+  }
+
+  size_t read(uint64_t handle, uint64_t offset, std::span<std::byte> buf) override {
+    std::shared_ptr<const FileMap> map;
+    {
+      std::shared_lock lock(handles_mutex_);
+      auto it = handles_.find(handle);
+      if (it == handles_.end()) throw Error(EBADF, "unknown file handle " + std::to_string(handle), name_);
+      map = it->second;
+    }
+    if (offset >= map->size) return 0;
+    const size_t count = static_cast<size_t>(std::min<uint64_t>(buf.size(), map->size - offset));
+    read_runs(*map, offset, buf.first(count));
+    return count;
+  }
+
+  void release(uint64_t handle) override {
+    std::unique_lock lock(handles_mutex_);
+    handles_.erase(handle);
+  }
+
+  std::vector<std::string> listxattr(uint64_t ino) override {
+    std::vector<std::string> names;
+    for (xfs::Xattr& x : volume_.read_xattrs(read_inode(ino))) names.push_back(std::move(x.name));
+    return names;
+  }
+
+  std::optional<std::string> getxattr(uint64_t ino, std::string_view name) override {
+    const Inode inode = read_inode(ino);
+    for (const xfs::Xattr& x : volume_.read_xattrs(inode)) {
+      if (x.name != name) continue;
+      std::string value = volume_.xattr_value(inode, x);
+      if (name == "system.posix_acl_access" || name == "system.posix_acl_default") {
+        std::optional<std::string> vfs = xfs::acl_xfs_to_vfs(value);
+        if (!vfs) throw Error(EIO, "malformed " + std::string(name), volume_.where(ino));
+        return vfs;
+      }
+      return value;
+    }
+    return std::nullopt;
+  }
+
+  FsStat statfs() override {
+    const xfs::Superblock& sb = volume_.sb();
+    FsStat st;
+    st.block_size = sb.block_size;
+    st.blocks = sb.dblocks - (sb.log_start != 0 ? sb.log_blocks : 0);
+    st.blocks_free = std::min(sb.fdblocks, st.blocks);
+    st.files = sb.icount;
+    st.files_free = std::min(sb.ifree, sb.icount);
+    st.name_max = 255;
+    return st;
+  }
+
+ private:
+  Inode read_inode(uint64_t ino) const {
+    if (ino > xfs::kMaxInodeNumber) throw Error(ENOENT, "no such inode", volume_.where(ino));
+    return volume_.read_inode(ino);
+  }
+
+  Attr to_attr(const Inode& inode) const {
+    Attr a;
+    a.ino = inode.ino;
+    a.mode = inode.mode;
+    a.nlink = inode.nlink;
+    a.uid = inode.uid;
+    a.gid = inode.gid;
+    a.size = S_ISCHR(inode.mode) || S_ISBLK(inode.mode) || S_ISFIFO(inode.mode) || S_ISSOCK(inode.mode) ? 0 : inode.size;
+    a.blocks = inode.nblocks * (volume_.sb().block_size / 512);
+    if (S_ISCHR(inode.mode) || S_ISBLK(inode.mode)) a.rdev = linux_rdev(inode.rdev);
+    a.generation = inode.generation;
+    a.atime = inode.atime;
+    a.mtime = inode.mtime;
+    a.ctime = inode.ctime;
+    return a;
+  }
+
+  std::shared_ptr<const DirIndex> dir_index(uint64_t dir) {
+    {
+      std::lock_guard lock(cache_mutex_);
+      auto it = cache_index_.find(dir);
+      if (it != cache_index_.end()) {
+        lru_.splice(lru_.begin(), lru_, it->second);
+        return it->second->second;
+      }
+    }
+    std::vector<DirEntry> entries = volume_.read_directory(read_inode(dir));
+    auto index = std::make_shared<DirIndex>();
+    index->names.reserve(entries.size());
+    for (DirEntry& e : entries) index->names.try_emplace(std::move(e.name), e.ino);  // first one wins
+
+    std::lock_guard lock(cache_mutex_);
+    auto it = cache_index_.find(dir);
+    if (it != cache_index_.end()) return it->second->second;
+    lru_.emplace_front(dir, index);
+    cache_index_[dir] = lru_.begin();
+    cached_entries_ += index->names.size();
+    while (lru_.size() > 1 && (lru_.size() > kDirCacheDirs || cached_entries_ > kDirCacheEntries)) {
+      cached_entries_ -= lru_.back().second->names.size();
+      cache_index_.erase(lru_.back().first);
+      lru_.pop_back();
+    }
+    return index;
+  }
+
+  // The file's map: from the cache or mapped now. Two threads may map the
+  // same file at once; the cache keeps one (maps are immutable and equal).
+  std::shared_ptr<const FileMap> file_map(uint64_t ino) {
+    if (auto cached = maps_.find(ino)) return cached;
+    const Inode inode = read_inode(ino);
+    if (S_ISDIR(inode.mode)) throw Error(EISDIR, "is a directory", volume_.where(ino));
+    if (!S_ISREG(inode.mode)) throw Error(EINVAL, "not a regular file", volume_.where(ino));
+    if (inode.flags & xfs::kDiFlagRealtime)
+      throw Error(EOPNOTSUPP, "file data on the XFS realtime device is not supported", volume_.where(ino));
+    auto map = std::make_shared<FileMap>();
+    map->ino = ino;
+    map->size = inode.size;
+    const uint64_t bs = volume_.sb().block_size;
+    const uint64_t end_block = inode.size / bs + (inode.size % bs != 0);
+    for (const Extent& e : volume_.data_extents(inode)) {
+      if (e.offset >= end_block) break;  // preallocated past EOF
+      if (e.unwritten) continue;          // reads as zeros
+      const uint64_t length = std::min(e.count, end_block - e.offset);
+      if (!map->runs.empty()) {
+        Run& last = map->runs.back();
+        if (last.logical + last.length == e.offset && last.physical + last.length == e.block) {
+          last.length += length;
+          continue;
+        }
+      }
+      map->runs.push_back(Run{e.offset, e.block, length});
+    }
+    map->runs.shrink_to_fit();
+    const size_t weight = 1 + map->runs.size();  // before the move: argument order is unspecified
+    return maps_.insert(ino, std::move(map), weight);
+  }
+
+  // No lock: the map is immutable and the device is thread-safe.
+  void read_runs(const FileMap& map, uint64_t offset, std::span<std::byte> out) const {
+    const uint64_t bs = volume_.sb().block_size;
+    auto it = std::upper_bound(map.runs.begin(), map.runs.end(), offset / bs,
+                               [](uint64_t block, const Run& r) { return block < r.logical + r.length; });
+    uint64_t pos = offset;
+    size_t done = 0;
+    const uint64_t want_end = offset + out.size();
+    while (done < out.size()) {
+      if (it == map.runs.end() || pos < it->logical * bs) {
+        const uint64_t hole_end = it == map.runs.end() ? want_end : std::min(want_end, it->logical * bs);
+        const size_t n = static_cast<size_t>(hole_end - pos);
+        std::fill_n(out.begin() + static_cast<ptrdiff_t>(done), n, std::byte{0});
+        pos += n;
+        done += n;
+        continue;
+      }
+      const uint64_t run_end = (it->logical + it->length) * bs;
+      const size_t n = static_cast<size_t>(std::min(want_end, run_end) - pos);
+      const uint64_t device_offset = it->physical * bs + (pos - it->logical * bs);
+      try {
+        device_->read_at(device_offset, out.subspan(done, n));
+      } catch (const Error& e) {
+        throw Error(e.code(), e.what(), volume_.where(map.ino));
+      }
+      pos += n;
+      done += n;
+      ++it;
+    }
+  }
+
+  const BlockDevicePtr device_;
+  const std::string name_;
+  const XfsVolume volume_;
+  JournalReport journal_;
+
+  ext::SharedLru<FileMap> maps_{kMapCacheFiles, kMapCacheRuns};
+
+  std::shared_mutex handles_mutex_;
+  std::unordered_map<uint64_t, std::shared_ptr<const FileMap>> handles_;
+  uint64_t next_handle_ = 1;
+
+  std::mutex cache_mutex_;
+  std::list<std::pair<uint64_t, std::shared_ptr<const DirIndex>>> lru_;
+  std::unordered_map<uint64_t, decltype(lru_)::iterator> cache_index_;
+  size_t cached_entries_ = 0;
+};
+
+}  // namespace
+
+FilesystemPtr open_xfs_filesystem(BlockDevicePtr device, const std::string& name, const FsOpenOptions& /*options*/) {
+  if (!device) throw Error(EINVAL, "no device", name);
+  return std::make_shared<XfsFilesystem>(std::move(device), name);
+}
+
+}  // namespace sendense
