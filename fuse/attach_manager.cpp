@@ -184,7 +184,7 @@ AttachedBackupPtr AttachManager::attach(const BackupRecord& record) {
       }
       AttachedVolume av;
       try {
-        av.fs = open_filesystem(v.type, v.device, where);
+        av.fs = open_filesystem(v.type, v.device, where, options_.fs_open);
       } catch (const Error& e) {  // a damaged volume: the rest of the backup is still served
         log::error("volume_failed", {{"backup", record.id}, {"volume", v.name}, {"error", e.what()}});
         volume_errors.push_back(e.what());

@@ -321,6 +321,7 @@ int run_daemon(const DaemonOptions& options) {
   attach_options.idle_timeout = options.idle_timeout;
   attach_options.max_mounts = options.max_mounts;
   attach_options.mount_path = mountpoint;
+  attach_options.fs_open = options.fs_open;
   AttachManager manager(*catalog, view, attach_options);
   RestoreTree tree(view, manager, TreeTimeouts{});
 

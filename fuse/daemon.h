@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "readers/fs/filesystem.h"
+
 namespace sendense {
 
 struct DaemonOptions {
@@ -19,6 +21,7 @@ struct DaemonOptions {
   std::vector<std::string> fuse_options;        // extra -o options
   std::chrono::milliseconds refresh_interval{2000};
   std::chrono::seconds flush_interval{5};
+  FsOpenOptions fs_open;                        // how every volume's filesystem is opened
 };
 
 // Returns the process exit code. Errors before mounting are logged.

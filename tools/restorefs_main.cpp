@@ -1,5 +1,6 @@
 // sendense-restorefs MOUNTPOINT --catalog DB [--idle-timeout SECONDS]
 //   [--max-mounts N] [-f] [-o FUSE_OPTION]... [--log-level debug|info|warn|error]
+//   [--ntfs-uid N] [--ntfs-gid N] [--ntfs-dir-mode OCTAL] [--ntfs-file-mode OCTAL]
 // Parses the command line and runs the daemon; nothing else lives here.
 #include <cerrno>
 #include <cstdlib>
@@ -21,15 +22,18 @@ constexpr const char* kUsage =
     "  --max-mounts N        at most N backups attached at once (default 8)\n"
     "  -f                    stay in the foreground\n"
     "  -o OPTION             extra FUSE mount option (repeatable)\n"
-    "  --log-level LEVEL     default info\n";
+    "  --log-level LEVEL     default info\n"
+    "  --ntfs-uid N, --ntfs-gid N   owner shown for NTFS files and folders (default 0, 0)\n"
+    "  --ntfs-dir-mode OCTAL        permissions of NTFS folders (default 755)\n"
+    "  --ntfs-file-mode OCTAL       permissions of NTFS files (default 644; symlinks are 777)\n";
 
-long parse_number(const char* flag, const char* value, long min, long max) {
+long parse_number(const char* flag, const char* value, long min, long max, int base = 10) {
   char* end = nullptr;
   errno = 0;
-  long v = std::strtol(value, &end, 10);
+  long v = std::strtol(value, &end, base);
   if (!*value || *end || errno == ERANGE || v < min || v > max) {
-    std::cerr << "sendense-restorefs: " << flag << " needs a number from " << min << " to " << max << ", got '" << value
-              << "'\n";
+    std::cerr << "sendense-restorefs: " << flag << " needs a" << (base == 8 ? "n octal" : "") << " number from "
+              << (base == 8 ? std::oct : std::dec) << min << " to " << max << ", got '" << value << "'\n";
     std::exit(2);
   }
   return v;
@@ -38,6 +42,7 @@ long parse_number(const char* flag, const char* value, long min, long max) {
 // Bounds keep the millisecond arithmetic of the idle reaper far from overflow.
 constexpr long kMaxIdleTimeout = 366L * 24 * 3600;
 constexpr long kMaxMounts = 4096;
+constexpr long kMaxId = 4294967294L;  // (uid_t)-1 means "no change" to the kernel
 
 }  // namespace
 
@@ -66,6 +71,14 @@ int main(int argc, char** argv) {
       options.foreground = true;
     } else if (arg == "-o") {
       options.fuse_options.emplace_back(value());
+    } else if (arg == "--ntfs-uid") {
+      options.fs_open.ntfs_uid = static_cast<uint32_t>(parse_number("--ntfs-uid", value(), 0, kMaxId));
+    } else if (arg == "--ntfs-gid") {
+      options.fs_open.ntfs_gid = static_cast<uint32_t>(parse_number("--ntfs-gid", value(), 0, kMaxId));
+    } else if (arg == "--ntfs-dir-mode") {
+      options.fs_open.ntfs_dir_mode = static_cast<uint32_t>(parse_number("--ntfs-dir-mode", value(), 0, 07777, 8));
+    } else if (arg == "--ntfs-file-mode") {
+      options.fs_open.ntfs_file_mode = static_cast<uint32_t>(parse_number("--ntfs-file-mode", value(), 0, 07777, 8));
     } else if (arg == "--log-level") {
       std::string level = value();
       using sendense::log::Level;
