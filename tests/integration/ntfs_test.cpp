@@ -141,6 +141,8 @@ TEST_F(NtfsDaemonTest, DirtyHibernatedAndDamagedVolumes) {
     EXPECT_NE(r.status, 0) << name;
     EXPECT_NE(r.output.find("Input/output error"), std::string::npos) << name << ": " << r.output;
   }
+  CommandResult encrypted = run("cat " + q(bad + "/part1/encrypted.bin") + " > /dev/null");
+  EXPECT_NE(encrypted.output.find("Permission denied"), std::string::npos) << encrypted.output;
   EXPECT_FALSE(file_exists(bad + "/part2"));
   EXPECT_NE(daemon_->log().find("volume_failed"), std::string::npos);
   // Everything else keeps working.

@@ -373,6 +373,11 @@ TEST(NtfsDamaged, BadRecordsAndRunlistsAreClearErrors) {
   std::string message;
   EXPECT_EQ(error_code([&] { f->open(resolve(*f, "bad-runlist.bin").ino); }, &message), EIO);
   EXPECT_NE(message.find("outside the volume"), std::string::npos) << message;
+  Attr encrypted = resolve(*f, "encrypted.bin");
+  EXPECT_TRUE(S_ISREG(encrypted.mode)) << "an encrypted file is still listed";
+  message.clear();
+  EXPECT_EQ(error_code([&] { f->open(encrypted.ino); }, &message), EACCES);
+  EXPECT_NE(message.find("encrypted"), std::string::npos) << message;
   // Still fine afterwards.
   EXPECT_EQ(read_all(*f, resolve(*f, "good.txt").ino, 4096), "still readable\n");
 
