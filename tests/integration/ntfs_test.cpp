@@ -143,6 +143,9 @@ TEST_F(NtfsDaemonTest, DirtyHibernatedAndDamagedVolumes) {
   }
   CommandResult encrypted = run("cat " + q(bad + "/part1/encrypted.bin") + " > /dev/null");
   EXPECT_NE(encrypted.output.find("Permission denied"), std::string::npos) << encrypted.output;
+  EXPECT_EQ(trim(run("ls " + q(bad + "/part1/far")).output), "near.txt");
+  CommandResult far = run("stat " + q(bad + "/part1/far/far-away.txt"));
+  EXPECT_NE(far.output.find("Input/output error"), std::string::npos) << far.output;
   EXPECT_FALSE(file_exists(bad + "/part2"));
   EXPECT_NE(daemon_->log().find("volume_failed"), std::string::npos);
   // Everything else keeps working.

@@ -378,6 +378,14 @@ TEST(NtfsDamaged, BadRecordsAndRunlistsAreClearErrors) {
   message.clear();
   EXPECT_EQ(error_code([&] { f->open(encrypted.ino); }, &message), EACCES);
   EXPECT_NE(message.find("encrypted"), std::string::npos) << message;
+  // An index entry naming MFT record 2^40 + n: not listed, EIO by name.
+  Attr far = resolve(*f, "far");
+  std::set<std::string> far_names;
+  for (const auto& e : f->readdir(far.ino)) far_names.insert(e.name);
+  EXPECT_EQ(far_names, (std::set<std::string>{".", "..", "near.txt"}));
+  message.clear();
+  EXPECT_EQ(error_code([&] { f->lookup(far.ino, "far-away.txt"); }, &message), EIO);
+  EXPECT_NE(message.find("2^40"), std::string::npos) << message;
   // Still fine afterwards.
   EXPECT_EQ(read_all(*f, resolve(*f, "good.txt").ino, 4096), "still readable\n");
 
