@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <random>
 #include <set>
 #include <thread>
 
@@ -397,6 +398,87 @@ TEST(NtfsDamaged, BadRecordsAndRunlistsAreClearErrors) {
             EIO);
   EXPECT_NE(message.find("test/part2"), std::string::npos) << message;
   EXPECT_EQ(sendense::test::sha256_of(image), before);
+}
+
+// Walks a whole tree reading every file, ignoring errors (they must be
+// sendense::Error, never a crash). Returns the number of entries seen.
+size_t walk_ignoring_errors(Filesystem& f, uint64_t dir, int depth, size_t& errors) {
+  size_t seen = 0;
+  std::vector<sendense::DirEntry> entries;
+  try {
+    entries = f.readdir(dir);
+  } catch (const Error&) {
+    ++errors;
+    return 0;
+  }
+  for (const auto& e : entries) {
+    if (e.name == "." || e.name == ".." || seen > 20000) continue;
+    ++seen;
+    try {
+      auto a = f.lookup(dir, e.name);
+      if (!a) continue;
+      if (S_ISDIR(a->mode) && depth < 8) {
+        seen += walk_ignoring_errors(f, a->ino, depth + 1, errors);
+      } else if (S_ISREG(a->mode)) {
+        read_all(f, a->ino, 65536);
+        for (const auto& x : f.listxattr(a->ino)) f.getxattr(a->ino, x);
+      } else if (S_ISLNK(a->mode)) {
+        f.readlink(a->ino);
+      }
+      f.getxattr(a->ino, "system.ntfs_acl");
+      f.getxattr(a->ino, "system.ntfs_reparse_data");
+    } catch (const Error&) {
+      ++errors;
+    }
+  }
+  return seen;
+}
+
+// Random damage to the MFT records of files (not the metafiles, which
+// only make the mount fail): every outcome is an Error or data, never a
+// crash, a hang or a sanitizer report.
+TEST(NtfsDamaged, RandomlyDamagedRecordsNeverCrash) {
+  REQUIRE_NTFS_FIXTURES();
+  auto m = manifest();
+  sendense::test::TempDir tmp;
+  const std::string copy = tmp / "damaged.img";
+  const std::string original = sendense::test::read_file(m["BAD_PART"]);
+  // The MFT from the boot sector (bytes/sector at 0x0b, sectors/cluster at
+  // 0x0d, $MFT cluster at 0x30); a fresh volume's MFT is contiguous.
+  auto le = [&](size_t off, int n) {
+    uint64_t v = 0;
+    for (int i = n - 1; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(original[off + static_cast<size_t>(i)]);
+    return v;
+  };
+  ASSERT_EQ(original.compare(3, 8, "NTFS    "), 0);
+  const uint64_t cluster = le(0x0b, 2) * le(0x0d, 1);
+  const size_t mft16 = static_cast<size_t>(le(0x30, 8) * cluster + 16 * 1024);
+  ASSERT_LT(mft16 + 64 * 1024, original.size());
+  std::mt19937 rng(20261124);
+  size_t errors = 0, failed_mounts = 0, entries = 0;
+  for (int round = 0; round < 90; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    std::string data = original;
+    // Rounds 60+ hit the metafile records (0-15) with a few bytes instead.
+    const bool metafiles = round >= 60;
+    for (int i = 0; i < (metafiles ? 4 : 200); ++i) {
+      const size_t off = metafiles ? mft16 - 16 * 1024 + rng() % (16 * 1024) : mft16 + rng() % (64 * 1024);
+      data[off] = static_cast<char>(rng());
+    }
+    sendense::test::write_file(copy, data);
+    try {
+      FilesystemPtr f = sendense::open_filesystem(sendense::FsType::ntfs, sendense::open_raw_image(copy),
+                                                  "fuzz/round" + std::to_string(round));
+      entries += walk_ignoring_errors(*f, f->root_ino(), 0, errors);
+      f->statfs();
+    } catch (const Error&) {
+      ++failed_mounts;
+    }
+  }
+  std::cerr << "damaged rounds: " << entries << " entries walked, " << errors << " errors, " << failed_mounts
+            << " volumes refused\n";
+  EXPECT_GT(errors, 0u) << "the damage was noticed";
+  EXPECT_GT(entries, 0u) << "and the rest was still read";
 }
 
 TEST(NtfsNames, Utf16ToUtf8) {
