@@ -546,6 +546,10 @@ TEST(NtfsReparse, TargetsAsDocumented) {
   ASSERT_TRUE(bad);
   EXPECT_FALSE(bad->symlink_target);
   EXPECT_FALSE(parse_reparse(std::string(7, '\0')));
+  // WSL symlink: tag, length, reserved, version 2, then the UTF-8 target.
+  auto wsl = parse_reparse(std::string("\x1d\x00\x00\xa0\x0b\x00\x00\x00\x02\x00\x00\x00../x/\xc3\xa9", 19));
+  ASSERT_TRUE(wsl && wsl->symlink_target);
+  EXPECT_EQ(*wsl->symlink_target, "../x/\xc3\xa9");
   EXPECT_TRUE(sendense::ntfs::dataless_tag_name(0x9000601Au));  // a OneDrive placeholder
   EXPECT_FALSE(sendense::ntfs::dataless_tag_name(sendense::ntfs::kTagSymlink));
   EXPECT_EQ(sendense::ntfs::parse_interix_symlink(std::string("IntxLNK\1a\0/\0", 12)), "a/");
