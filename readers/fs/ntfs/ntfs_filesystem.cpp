@@ -1,8 +1,8 @@
 // NTFS over libntfs-3g (see ntfs_filesystem.h).
 //
-// Locks (never more than one of the first three held, except that a
-// library call may run with lib_mutex_ while cache/handle tables are not
-// touched; an OpenFile is only destroyed with no lock held):
+// Locks (never two held at once, so there is no order to get wrong; an
+// OpenFile's library handles are closed under lib_mutex_ by release() or the
+// destructor, and read() checks them under the same lock):
 //   lib_mutex_     every libntfs-3g call on vol_ (the library is not thread-safe)
 //   handles_mutex_ the table of open files (shared for read())
 //   cache_mutex_   the per-directory name cache
