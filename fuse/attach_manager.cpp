@@ -192,9 +192,7 @@ AttachedBackupPtr AttachManager::attach(const BackupRecord& record) {
       }
       AttachedVolume av;
       try {
-        FsOpenOptions fs_options;
-        fs_options.replay_journal = options_.replay_journal;
-        av.fs = open_filesystem(v.type, v.device, where, fs_options);
+        av.fs = open_filesystem(v.type, v.device, where, options_.fs_open);
       } catch (const Error& e) {  // a damaged volume: the rest of the backup is still served
         log::error("volume_failed", {{"backup", record.id}, {"volume", v.name}, {"error", e.what()}});
         volume_errors.push_back(e.what());

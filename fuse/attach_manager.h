@@ -65,7 +65,7 @@ struct AttachOptions {
   std::string mount_path;                      // recorded in restore_mounts
   std::chrono::seconds failure_backoff{3};     // a failed attach is retried after this
   std::chrono::seconds attach_wait{60};        // longest wait for another thread's attach
-  bool replay_journal = true;                  // false: --no-replay (volumes as stored)
+  FsOpenOptions fs_open;                       // passed to every open_filesystem()
 };
 
 class AttachManager {

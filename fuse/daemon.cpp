@@ -321,7 +321,7 @@ int run_daemon(const DaemonOptions& options) {
   attach_options.idle_timeout = options.idle_timeout;
   attach_options.max_mounts = options.max_mounts;
   attach_options.mount_path = mountpoint;
-  attach_options.replay_journal = options.replay_journal;
+  attach_options.fs_open = options.fs_open;
   AttachManager manager(*catalog, view, attach_options);
   RestoreTree tree(view, manager, TreeTimeouts{});
   FuseContext context(tree);  // after the session ends it frees the handles the kernel never released
@@ -346,7 +346,7 @@ int run_daemon(const DaemonOptions& options) {
                         {"backups", std::to_string(view.snapshot()->backups.size())},
                         {"idle_timeout", std::to_string(options.idle_timeout.count())},
                         {"max_mounts", std::to_string(options.max_mounts)},
-                        {"journal_replay", options.replay_journal ? "on" : "off"}});
+                        {"journal_replay", options.fs_open.replay_journal ? "on" : "off"}});
   int rc;
   {
     Housekeeper housekeeper(options, mountpoint, view, manager);

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "readers/fs/filesystem.h"
+
 namespace sendense {
 
 struct DaemonOptions {
@@ -16,10 +18,10 @@ struct DaemonOptions {
   std::chrono::seconds idle_timeout{3600};
   size_t max_mounts = 8;
   bool foreground = false;
-  bool replay_journal = true;                   // false: --no-replay
   std::vector<std::string> fuse_options;        // extra -o options
   std::chrono::milliseconds refresh_interval{2000};
   std::chrono::seconds flush_interval{5};
+  FsOpenOptions fs_open;                        // how every volume's filesystem is opened (--no-replay, --ntfs-*)
 };
 
 // Returns the process exit code. Errors before mounting are logged.

@@ -1,5 +1,6 @@
 // sendense-restorefs MOUNTPOINT --catalog DB [--idle-timeout SECONDS]
 //   [--max-mounts N] [--no-replay] [-f] [-o FUSE_OPTION]... [--log-level debug|info|warn|error]
+//   [--ntfs-uid N] [--ntfs-gid N] [--ntfs-dir-mode OCTAL] [--ntfs-file-mode OCTAL]
 // Parses the command line and runs the daemon; nothing else lives here.
 #include <cerrno>
 #include <cstdlib>
@@ -15,6 +16,7 @@ namespace {
 constexpr const char* kUsage =
     "usage: sendense-restorefs MOUNTPOINT --catalog DB [--idle-timeout SECONDS] [--max-mounts N]\n"
     "                          [--no-replay] [-f] [-o FUSE_OPTION]... [--log-level debug|info|warn|error]\n"
+    "                          [--ntfs-uid N] [--ntfs-gid N] [--ntfs-dir-mode OCTAL] [--ntfs-file-mode OCTAL]\n"
     "Serves every backup in the catalog as a read-only tree under MOUNTPOINT.\n"
     "  --catalog DB          SQLite catalog (default /var/lib/sendense-restore/catalog.db)\n"
     "  --idle-timeout S      detach a backup with no open files after S seconds idle (default 3600)\n"
@@ -23,15 +25,18 @@ constexpr const char* kUsage =
     "                        needs recovery (forensics; by default it is replayed in memory)\n"
     "  -f                    stay in the foreground\n"
     "  -o OPTION             extra FUSE mount option (repeatable)\n"
-    "  --log-level LEVEL     default info\n";
+    "  --log-level LEVEL     default info\n"
+    "  --ntfs-uid N, --ntfs-gid N   owner shown for NTFS files and folders (default 0, 0)\n"
+    "  --ntfs-dir-mode OCTAL        permissions of NTFS folders (default 755)\n"
+    "  --ntfs-file-mode OCTAL       permissions of NTFS files (default 644; symlinks are 777)\n";
 
-long parse_number(const char* flag, const char* value, long min, long max) {
+long parse_number(const char* flag, const char* value, long min, long max, int base = 10) {
   char* end = nullptr;
   errno = 0;
-  long v = std::strtol(value, &end, 10);
+  long v = std::strtol(value, &end, base);
   if (!*value || *end || errno == ERANGE || v < min || v > max) {
-    std::cerr << "sendense-restorefs: " << flag << " needs a number from " << min << " to " << max << ", got '" << value
-              << "'\n";
+    std::cerr << "sendense-restorefs: " << flag << " needs a" << (base == 8 ? "n octal" : "") << " number from "
+              << (base == 8 ? std::oct : std::dec) << min << " to " << max << ", got '" << value << "'\n";
     std::exit(2);
   }
   return v;
@@ -40,6 +45,7 @@ long parse_number(const char* flag, const char* value, long min, long max) {
 // Bounds keep the millisecond arithmetic of the idle reaper far from overflow.
 constexpr long kMaxIdleTimeout = 366L * 24 * 3600;
 constexpr long kMaxMounts = 4096;
+constexpr long kMaxId = 4294967294L;  // (uid_t)-1 means "no change" to the kernel
 
 }  // namespace
 
@@ -65,11 +71,19 @@ int main(int argc, char** argv) {
     } else if (arg == "--max-mounts") {
       options.max_mounts = static_cast<size_t>(parse_number("--max-mounts", value(), 1, kMaxMounts));
     } else if (arg == "--no-replay") {
-      options.replay_journal = false;
+      options.fs_open.replay_journal = false;
     } else if (arg == "-f") {
       options.foreground = true;
     } else if (arg == "-o") {
       options.fuse_options.emplace_back(value());
+    } else if (arg == "--ntfs-uid") {
+      options.fs_open.ntfs_uid = static_cast<uint32_t>(parse_number("--ntfs-uid", value(), 0, kMaxId));
+    } else if (arg == "--ntfs-gid") {
+      options.fs_open.ntfs_gid = static_cast<uint32_t>(parse_number("--ntfs-gid", value(), 0, kMaxId));
+    } else if (arg == "--ntfs-dir-mode") {
+      options.fs_open.ntfs_dir_mode = static_cast<uint32_t>(parse_number("--ntfs-dir-mode", value(), 0, 07777, 8));
+    } else if (arg == "--ntfs-file-mode") {
+      options.fs_open.ntfs_file_mode = static_cast<uint32_t>(parse_number("--ntfs-file-mode", value(), 0, 07777, 8));
     } else if (arg == "--log-level") {
       std::string level = value();
       using sendense::log::Level;

@@ -63,6 +63,12 @@ struct FsOpenOptions {
   // Replay a journal/log that needs recovery into memory (never onto the
   // image). false shows the on-disk state as stored (forensics).
   bool replay_journal = true;
+  // Owner and permission bits shown for filesystems that store no POSIX
+  // ones (NTFS): every file and folder gets these. Symlinks are 0777.
+  uint32_t ntfs_uid = 0;
+  uint32_t ntfs_gid = 0;
+  uint32_t ntfs_dir_mode = 0755;
+  uint32_t ntfs_file_mode = 0644;
 };
 
 struct FsStat {
