@@ -34,6 +34,7 @@ constexpr std::array<uint32_t, 256> make_msb_table(uint32_t poly) {
 }
 
 constexpr auto kCrc32cTable = make_reflected_table(0x82F63B78u);
+constexpr auto kCrc32LeTable = make_reflected_table(0xEDB88320u);
 constexpr auto kCrc32BeTable = make_msb_table(0x04C11DB7u);
 
 #if defined(__x86_64__)
@@ -60,6 +61,12 @@ uint32_t crc32c(uint32_t crc, const void* data, size_t length) {
   if (kHaveSse42) return crc32c_sse42(crc, p, length);
 #endif
   for (size_t i = 0; i < length; ++i) crc = kCrc32cTable[(crc ^ p[i]) & 0xff] ^ (crc >> 8);
+  return crc;
+}
+
+uint32_t crc32_le(uint32_t crc, const void* data, size_t length) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (size_t i = 0; i < length; ++i) crc = kCrc32LeTable[(crc ^ p[i]) & 0xff] ^ (crc >> 8);
   return crc;
 }
 

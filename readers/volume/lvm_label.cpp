@@ -4,6 +4,7 @@
 #include <array>
 #include <cstring>
 
+#include "readers/common/crc32.h"
 #include "readers/common/error.h"
 #include "readers/volume/lvm.h"
 #include "readers/volume/probe.h"
@@ -22,16 +23,6 @@ constexpr uint32_t kMdaVersion = 1;
 constexpr size_t kMaxAreas = 8;                // LVM writes at most 2 metadata areas per PV
 constexpr uint64_t kMaxMetadataText = 16u << 20;
 constexpr uint32_t kRawLocnIgnored = 0x1;
-
-std::array<uint32_t, 256> make_crc_table() {
-  std::array<uint32_t, 256> t{};
-  for (uint32_t i = 0; i < 256; ++i) {
-    uint32_t c = i;
-    for (int k = 0; k < 8; ++k) c = (c & 1) ? (c >> 1) ^ 0xedb88320u : c >> 1;
-    t[i] = c;
-  }
-  return t;
-}
 
 // The committed metadata text of the area at [start, start + size), or a
 // problem string. The text may wrap from the end of the area back to just
@@ -71,12 +62,7 @@ std::string read_metadata_area(const BlockDevice& pv, uint64_t start, uint64_t s
 
 }  // namespace
 
-uint32_t lvm_crc(uint32_t seed, std::span<const std::byte> data) {
-  static const std::array<uint32_t, 256> table = make_crc_table();
-  uint32_t c = seed;
-  for (std::byte b : data) c = table[(c ^ static_cast<uint8_t>(b)) & 0xff] ^ (c >> 8);
-  return c;
-}
+uint32_t lvm_crc(uint32_t seed, std::span<const std::byte> data) { return crc32_le(seed, data.data(), data.size()); }
 
 std::optional<LvmLabel> read_lvm_label(const BlockDevice& pv) {
   std::array<std::byte, kLabelScanSectors * kSectorSize> head{};

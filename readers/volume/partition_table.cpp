@@ -13,6 +13,7 @@
 #include <set>
 #include <vector>
 
+#include "readers/common/crc32.h"
 #include "readers/common/error.h"
 #include "readers/volume/probe.h"
 #include "readers/volume/volume.h"
@@ -34,24 +35,8 @@ bool is_extended_type(uint8_t t) { return t == 0x05 || t == 0x0F || t == 0x85; }
 
 [[noreturn]] void damaged(const BlockDevice& disk, const std::string& what) { throw Error(EIO, what, disk.describe()); }
 
-// ---- CRC32 (IEEE 802.3, reflected, as zlib and the UEFI spec use) ----------
-
-constexpr std::array<uint32_t, 256> make_crc_table() {
-  std::array<uint32_t, 256> table{};
-  for (uint32_t i = 0; i < 256; ++i) {
-    uint32_t c = i;
-    for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-    table[i] = c;
-  }
-  return table;
-}
-constexpr auto kCrcTable = make_crc_table();
-
-uint32_t crc32(std::span<const std::byte> data) {
-  uint32_t c = 0xFFFFFFFFu;
-  for (std::byte b : data) c = kCrcTable[(c ^ static_cast<uint8_t>(b)) & 0xFF] ^ (c >> 8);
-  return c ^ 0xFFFFFFFFu;
-}
+// The CRC32 of the UEFI spec (zlib's).
+uint32_t crc32(std::span<const std::byte> data) { return ~crc32_le(~0u, data.data(), data.size()); }
 
 // ---- text -------------------------------------------------------------------
 

@@ -5,7 +5,7 @@
 #include <cstring>
 
 #include "readers/common/error.h"
-#include "readers/fs/xfs/crc32c.h"
+#include "readers/fs/xfs/xfs_crc.h"
 #include "readers/fs/xfs/xfs_volume.h"
 
 namespace sendense::xfs {

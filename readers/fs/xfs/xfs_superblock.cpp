@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "readers/common/error.h"
-#include "readers/fs/xfs/crc32c.h"
+#include "readers/fs/xfs/xfs_crc.h"
 #include "readers/fs/xfs/xfs_format.h"
 
 namespace sendense::xfs {
