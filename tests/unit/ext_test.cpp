@@ -24,7 +24,7 @@
 #include "readers/common/error.h"
 #include "readers/fs/ext/ext_cache_stats.h"
 #include "readers/fs/ext/ext_filesystem.h"
-#include "readers/fs/ext/shared_lru.h"
+#include "readers/common/shared_lru.h"
 #include "readers/volume/volume.h"
 #include "tests/support/test_support.h"
 

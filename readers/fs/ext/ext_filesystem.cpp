@@ -34,7 +34,7 @@ extern "C" {  // com_err.h has no C++ guards
 #include "readers/fs/ext/block_device_io_manager.h"
 #include "readers/fs/ext/ext_cache_stats.h"
 #include "readers/fs/ext/ext_journal.h"
-#include "readers/fs/ext/shared_lru.h"
+#include "readers/common/shared_lru.h"
 #include "readers/volume/volume.h"
 
 namespace sendense {

@@ -21,7 +21,7 @@
 
 #include "readers/common/error.h"
 #include "readers/common/log.h"
-#include "readers/fs/ext/shared_lru.h"
+#include "readers/common/shared_lru.h"
 #include "readers/fs/xfs/xfs_log.h"
 #include "readers/fs/xfs/xfs_volume.h"
 
