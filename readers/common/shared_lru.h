@@ -1,7 +1,7 @@
 // A bounded, thread-safe LRU of immutable values shared by key (the
 // filesystem readers' run-map and directory caches). Values are handed out
-// as shared_ptr<const V>: evicting an entry never invalidates a value someone still holds, it only stops the
-// cache from keeping it. Bounded by entry count and by total weight (the
+// as shared_ptr<const V>: evicting an entry never invalidates a value
+// someone still holds, it only stops the cache from keeping it. Bounded by entry count and by total weight (the
 // caller says what a value weighs: runs, names); a value heavier than the
 // whole weight budget is returned to its caller but not kept.
 //
