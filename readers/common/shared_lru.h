@@ -1,9 +1,10 @@
 // A bounded, thread-safe LRU of immutable values shared by key (the
 // filesystem readers' run-map and directory caches). Values are handed out
 // as shared_ptr<const V>: evicting an entry never invalidates a value
-// someone still holds, it only stops the cache from keeping it. Bounded by entry count and by total weight (the
-// caller says what a value weighs: runs, names); a value heavier than the
-// whole weight budget is returned to its caller but not kept.
+// someone still holds, it only stops the cache from keeping it. Bounded by
+// entry count and by total weight (the caller says what a value weighs:
+// runs, names); a value heavier than the whole weight budget is returned to
+// its caller but not kept.
 //
 // Threading: every method locks the cache's own mutex and calls nothing
 // outside it, so it may be used while holding any other lock.
