@@ -12,8 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cstdlib>
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <set>
 
@@ -60,13 +60,6 @@ uint64_t load_le64(const unsigned char* p) {
 bool inside(const std::string& path, const std::string& root) {
   if (root.empty() || root == "/") return true;
   return path == root || (path.size() > root.size() && path.compare(0, root.size(), root) == 0 && path[root.size()] == '/');
-}
-
-std::string trim(const std::string& s) {
-  const auto b = s.find_first_not_of(" \t\r");
-  if (b == std::string::npos) return {};
-  const auto e = s.find_last_not_of(" \t\r");
-  return s.substr(b, e - b + 1);
 }
 
 // The value of `key="..."` in the descriptor ("" if absent).
@@ -123,6 +116,74 @@ std::string check_extent(const std::string& name, const std::string& dir, const 
   return canonical;
 }
 
+// C-locale isspace, as sscanf skips it.
+bool scan_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'; }
+
+// For each position, the first position at or after it that is not
+// whitespace: skipping a run of blank lines from any of its lines is O(1).
+std::vector<uint32_t> word_starts(const std::string& text) {
+  std::vector<uint32_t> next(text.size() + 1);
+  next[text.size()] = static_cast<uint32_t>(text.size());
+  for (size_t i = text.size(); i-- > 0;) next[i] = scan_space(text[i]) ? next[i + 1] : static_cast<uint32_t>(i);
+  return next;
+}
+
+struct ExtentFields {
+  int matches = 0;  // conversions that succeeded, as sscanf counts them
+  std::string access;
+  std::string type;
+  std::string name;
+};
+
+// What qemu's vmdk_parse_extents reads at line start `p`:
+//   sscanf(p, "%10s %" SCNd64 " %10s \"%511[^\n\r\"]\" %" SCNd64, ...)
+// over the whole rest of the descriptor, so one extent may span lines
+// ("RW\n8\nFLAT\n\"name\" 0") and any whitespace separates its fields. The
+// same rules, without sscanf's strlen of the rest at every line (quadratic
+// on a hostile 1 MiB descriptor). The name is exactly the (at most 511)
+// bytes qemu would open.
+ExtentFields scan_extent_line(const std::string& t, size_t p, const std::vector<uint32_t>& next_word) {
+  ExtentFields f;
+  const size_t n = t.size();
+  auto word = [&](size_t& at, std::string& out) {  // %10s
+    at = next_word[at];
+    const size_t from = at;
+    while (at < n && at - from < 10 && !scan_space(t[at])) ++at;
+    out = t.substr(from, at - from);
+    return at > from;
+  };
+  if (!word(p, f.access)) return f;
+  f.matches = 1;
+  p = next_word[p];  // %SCNd64: optional sign, then at least one digit
+  if (p < n && (t[p] == '+' || t[p] == '-')) ++p;
+  const size_t digits = p;
+  while (p < n && t[p] >= '0' && t[p] <= '9') ++p;
+  if (p == digits) return f;
+  f.matches = 2;
+  if (!word(p, f.type)) return f;
+  f.matches = 3;
+  p = next_word[p];
+  if (p >= n || t[p] != '"') return f;
+  const size_t from = ++p;
+  while (p < n && p - from < 511 && t[p] != '\n' && t[p] != '\r' && t[p] != '"') ++p;
+  if (p == from) return f;
+  f.name = t.substr(from, p - from);
+  f.matches = 4;
+  return f;
+}
+
+// Refuses a sparse extent whose header says capacity 0: qemu would read the
+// descriptor embedded in it and open the extents that one names.
+void refuse_nested_descriptor(const std::string& extent, const std::string& name, const std::string& display) {
+  Fd fd(::open(extent.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) throw sys_error("cannot open VMDK extent '" + name + "'", display);
+  const std::string head = read_range(fd.get(), 0, 64, display, "VMDK extent header");
+  if (head.size() < 20 || head.compare(0, 4, "KDMV") != 0) return;
+  if (load_le64(reinterpret_cast<const unsigned char*>(head.data()) + 12) == 0)
+    throw Error(EOPNOTSUPP, "VMDK sparse extent '" + name + "' has capacity 0: a descriptor of its own, naming further "
+                            "extents, is not supported", display);
+}
+
 }  // namespace
 
 std::vector<std::string> check_vmdk(const std::string& path, const std::string& display,
@@ -151,8 +212,10 @@ std::vector<std::string> check_vmdk(const std::string& path, const std::string& 
           desc_sectors * 512 > file_size - desc_sector * 512)
         throw Error(EIO, "damaged VMDK image: embedded descriptor at sector " + std::to_string(desc_sector) + " (+" +
                              std::to_string(desc_sectors) + " sectors) lies outside the file", display);
-      descriptor = read_range(fd.get(), desc_sector * 512, static_cast<size_t>(desc_sectors * 512), display,
-                              "VMDK embedded descriptor");
+      // qemu ignores the descriptor size and reads up to 1 MiB from its
+      // start (as a C string): check the same bytes, not only the declared
+      // sectors, or text after them would reach qemu unchecked.
+      descriptor = read_range(fd.get(), desc_sector * 512, kMaxDescriptorBytes, display, "VMDK embedded descriptor");
       descriptor.resize(std::strlen(descriptor.c_str()));  // NUL-padded
     } else if (extents_used) {
       throw Error(EIO, "damaged VMDK image: capacity 0 and no embedded descriptor", display);
@@ -173,31 +236,26 @@ std::vector<std::string> check_vmdk(const std::string& path, const std::string& 
 
   std::vector<std::string> extents;
   if (!extents_used) return extents;
+  const std::vector<uint32_t> next_word = word_starts(descriptor);
   const auto slash = path.rfind('/');
   const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
-  size_t start = 0;
   size_t extent_lines = 0;
-  while (start < descriptor.size()) {
-    auto nl = descriptor.find('\n', start);
-    if (nl == std::string::npos) nl = descriptor.size();
-    const std::string line = trim(descriptor.substr(start, nl - start));
-    start = nl + 1;
-    const bool extent_line = line.rfind("RW ", 0) == 0 || line.rfind("RW\t", 0) == 0 ||
-                             line.rfind("RDONLY", 0) == 0 || line.rfind("NOACCESS", 0) == 0;
-    if (!extent_line) continue;
+  for (size_t p = 0; p < descriptor.size();) {
+    const ExtentFields f = scan_extent_line(descriptor, p, next_word);
+    const auto nl = descriptor.find('\n', p);
+    p = nl == std::string::npos ? descriptor.size() : nl + 1;
+    if (f.matches < 2 || (f.access != "RW" && f.access != "RDONLY" && f.access != "NOACCESS")) continue;
     if (++extent_lines > kMaxExtents)
       throw Error(EIO, "VMDK descriptor lists more than " + std::to_string(kMaxExtents) + " extents", display);
-    const auto open_quote = line.find('"');
-    const std::string before = line.substr(0, open_quote);
-    if (before.find("VMFSRDM") != std::string::npos || before.find("VMFSRAW") != std::string::npos)
+    if (f.type == "VMFSRDM" || f.type == "VMFSRAW")
       throw Error(EOPNOTSUPP, "VMDK raw device mapping extents are not supported", display);
-    if (before.find("ZERO") != std::string::npos && open_quote == std::string::npos) continue;  // no file
-    if (open_quote == std::string::npos) throw Error(EIO, "VMDK extent line without a file name: " + line, display);
-    const auto close_quote = line.find('"', open_quote + 1);
-    if (close_quote == std::string::npos) throw Error(EIO, "VMDK extent line with an unterminated name: " + line, display);
-    const std::string name = line.substr(open_quote + 1, close_quote - open_quote - 1);
-    if (before.find("ZERO") != std::string::npos) continue;
-    extents.push_back(check_extent(name, dir, confine_root, display));
+    if (f.matches < 4) continue;  // no quoted name: a ZERO extent, or a line qemu skips too
+    const std::string extent = check_extent(f.name, dir, confine_root, display);
+    // qemu opens a SPARSE extent as a sparse VMDK: one whose capacity is 0
+    // makes qemu read the descriptor embedded in it and open the extents it
+    // names as well, which this check would never see.
+    if (f.type == "SPARSE" || f.type == "VMFSSPARSE") refuse_nested_descriptor(extent, f.name, display);
+    extents.push_back(extent);
   }
   return extents;
 }

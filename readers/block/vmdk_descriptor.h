@@ -19,7 +19,10 @@ inline constexpr size_t kMaxExtents = 1024;
 // stay inside. Returns the canonical paths of the extent files it names.
 // Refused with Error(EOPNOTSUPP): VMDK3 ("COWD"), delta disks
 // (parentFileNameHint), raw device mappings, extent names that are absolute,
-// hold ".." components, a protocol prefix or NUL. Refused with EACCES: an
+// hold ".." components, a protocol prefix or NUL, a SPARSE extent of capacity
+// 0 (qemu would open the extents of the descriptor it embeds). Extents are
+// read as qemu reads them (its sscanf crosses lines; an embedded descriptor
+// is read up to 1 MiB whatever its declared size). Refused with EACCES: an
 // extent outside `confine_root` (also through a symlink); ENOENT: a missing
 // extent; EIO: a descriptor that is not one, an embedded descriptor out of
 // bounds, more than kMaxExtents extents.

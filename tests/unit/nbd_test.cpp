@@ -344,6 +344,76 @@ TEST_F(NbdTest, RefusalsStartNoQemuNbd) {
   EXPECT_EQ(open_image(repo / "v.vmdk", ImageFormat::vmdk, r)->size(), 1u << 20);
 }
 
+// Descriptors whose extents qemu reads but a line-by-line reading of the
+// descriptor would not see: qemu's sscanf crosses lines and takes any
+// whitespace, reads up to 1 MiB from an embedded descriptor's start
+// whatever its declared size, and opens the descriptor embedded in a
+// SPARSE extent of capacity 0. Each image is first shown to make qemu
+// itself read a file outside the repository; ours must refuse it before
+// any qemu-nbd starts.
+TEST_F(NbdTest, VmdkExtentsHiddenFromALineReadingAreRefused) {
+  TempDir outside;
+  TempDir repo;
+  const std::string r = repo.path();
+  const std::string secret = "host file outside the repository";
+  write_file(outside / "secret.raw", secret + std::string(4096 - secret.size(), '\0'));
+  const std::string abs = outside / "secret.raw";
+  const std::string head = "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n";
+  auto qemu_reads_secret = [&](const std::string& image) {
+    const auto out = run("qemu-io -r -f vmdk -c 'read -P 0x68 0 1' " + shell_quote(image) + " 2>&1");
+    return out.status == 0 && out.output.find("read 1/1 bytes") != std::string::npos &&
+           out.output.find("failed") == std::string::npos;
+  };
+  auto refused = [&](const std::string& image, const std::vector<std::string>& names) {
+    SCOPED_TRACE(image);
+    ASSERT_TRUE(qemu_reads_secret(image)) << "the crafted image no longer makes qemu read the outside file";
+    expect_error([&] { open_image(image, ImageFormat::vmdk, r); }, EOPNOTSUPP, names);
+    EXPECT_EQ(our_servers(), "");
+  };
+  // One extent over four lines.
+  write_file(repo / "lines.vmdk", head + "createType=\"monolithicFlat\"\nRW\n8\nFLAT\n\"" + abs + "\" 0\n");
+  refused(repo / "lines.vmdk", {"absolute"});
+  // Vertical tab and form feed as separators.
+  write_file(repo / "vt.vmdk", head + "createType=\"monolithicFlat\"\n\fRW\v8 FLAT \"" + abs + "\" 0\n");
+  refused(repo / "vt.vmdk", {"absolute"});
+
+  // A monolithic sparse VMDK turned into a descriptor holder (capacity 0).
+  run_ok("qemu-img create -q -f vmdk " + shell_quote(repo / "s.vmdk") + " 1M");
+  const std::string sparse = read_file(repo / "s.vmdk");
+  auto le64_at = [&](size_t at) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(sparse[at + static_cast<size_t>(i)]);
+    return v;
+  };
+  const uint64_t desc_at = le64_at(28) * 512;
+  const uint64_t desc_len = le64_at(36) * 512;
+  ASSERT_GE(desc_len, 1024u);
+  auto holder = [&](const std::string& descriptor) {
+    std::string img = sparse;
+    for (int i = 0; i < 8; ++i) img[12 + static_cast<size_t>(i)] = '\0';  // capacity 0
+    std::string d = descriptor;
+    d.resize(static_cast<size_t>(desc_len), '\0');
+    img.replace(static_cast<size_t>(desc_at), d.size(), d);
+    return img;
+  };
+  // The embedded descriptor fills its one declared sector without a NUL
+  // and goes on in the next one.
+  {
+    std::string d = head + "createType=\"monolithicFlat\"\n";
+    d += std::string(511 - d.size(), '#') + "\n";
+    d += "RW 8 FLAT \"" + abs + "\" 0\n";
+    std::string img = holder(d);
+    img[36] = 1;  // descriptor size: one sector
+    for (int i = 1; i < 8; ++i) img[36 + static_cast<size_t>(i)] = '\0';
+    write_file(repo / "long-desc.vmdk", img);
+    refused(repo / "long-desc.vmdk", {"absolute"});
+  }
+  // A SPARSE extent of capacity 0 whose own embedded descriptor names the file.
+  write_file(repo / "inner.vmdk", holder(head + "createType=\"monolithicFlat\"\nRW 8 FLAT \"" + abs + "\" 0\n"));
+  write_file(repo / "nested.vmdk", head + "createType=\"twoGbMaxExtentSparse\"\nRW 2048 SPARSE \"inner.vmdk\"\n");
+  refused(repo / "nested.vmdk", {"inner.vmdk", "capacity 0"});
+}
+
 // A damaged image qemu itself refuses: qemu-nbd exits, we say why, nothing is left.
 TEST_F(NbdTest, QemuRefusalIsAClearError) {
   TempDir dir;
