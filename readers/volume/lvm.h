@@ -29,6 +29,14 @@
 namespace sendense {
 
 inline constexpr uint32_t kLvmCrcSeed = 0xf597a6cf;
+
+// Metadata text kept in memory: per PV label (all its areas together; LVM
+// writes at most two copies of a text of at most a few MiB) and for all the
+// labels of one backup. Metadata areas may overlap, so without these a PV of
+// a few MiB could name the same text eight times, and every partition of
+// every disk could be such a PV: gigabytes read and held at discovery.
+inline constexpr uint64_t kLvmMaxLabelText = 16u << 20;
+inline constexpr uint64_t kLvmMaxBackupText = 64u << 20;
 uint32_t lvm_crc(uint32_t seed, std::span<const std::byte> data);
 
 // What a PV label holds. uuid is the 32 characters stored on disk (the
@@ -40,7 +48,8 @@ struct LvmLabel {
   std::vector<std::string> problems;  // metadata areas skipped: bad CRC, bad magic, out of range
 };
 
-// Reads the label and every metadata area of `pv`. std::nullopt if no
+// Reads the label and every metadata area of `pv` (the text of areas past
+// kLvmMaxLabelText in total is a `problem`, not read). std::nullopt if no
 // sector 0..3 holds "LABELONE". Throws Error(EIO) naming `pv` if the label
 // is there but damaged (CRC, header outside its sector, area lists that do
 // not end). A damaged metadata area is a `problem`, not an exception: other
@@ -123,7 +132,9 @@ struct LvmAssembly {
   std::vector<std::string> errors;     // "what: reason" for labels and VGs that could not be used
 };
 
-// Reads the labels of `candidates` (those without one are ignored), picks
+// Reads the labels of `candidates` (those without one are ignored; a label
+// whose texts would take the backup past kLvmMaxBackupText is an `error` and
+// its metadata is not used), picks
 // for each VG id the metadata copy with the highest seqno, matches its PVs
 // by uuid among the candidates, and builds each visible LV. Never throws for
 // damaged guest data: a VG that cannot be used is an `error` and has no LVs.

@@ -44,11 +44,21 @@ LvmAssembly assemble_lvm(const std::vector<LvmPvCandidate>& candidates) {
   LvmAssembly out;
   std::vector<FoundLabel> labels;
   std::map<std::string, std::vector<size_t>> by_uuid;  // PV uuid -> candidates holding it
+  uint64_t text_bytes = 0;  // metadata text held, all labels together
   for (size_t i = 0; i < candidates.size(); ++i) {
     try {
       auto label = read_lvm_label(*candidates[i].device);
       if (!label) continue;
       for (const auto& p : label->problems) out.errors.push_back(candidates[i].name + ": LVM " + p);
+      uint64_t bytes = 0;
+      for (const auto& t : label->metadata) bytes += t.size();
+      if (bytes > kLvmMaxBackupText - text_bytes) {
+        out.errors.push_back(candidates[i].name + ": LVM metadata not used: the PVs of this backup hold more than " +
+                             std::to_string(kLvmMaxBackupText) + " bytes of metadata text");
+        label->metadata.clear();
+        bytes = 0;
+      }
+      text_bytes += bytes;
       by_uuid[label->uuid].push_back(i);
       labels.push_back(FoundLabel{i, std::move(*label)});
     } catch (const Error& e) {

@@ -27,7 +27,8 @@ constexpr uint32_t kRawLocnIgnored = 0x1;
 // The committed metadata text of the area at [start, start + size), or a
 // problem string. The text may wrap from the end of the area back to just
 // after its header.
-std::string read_metadata_area(const BlockDevice& pv, uint64_t start, uint64_t size, std::string& text) {
+std::string read_metadata_area(const BlockDevice& pv, uint64_t start, uint64_t size, uint64_t budget,
+                               std::string& text) {
   std::array<std::byte, kMdaHeaderSize> h{};
   if (size < 2 * kMdaHeaderSize) return "metadata area at " + std::to_string(start) + " too small";
   if (!read_if_fits(pv, start, h) || size > pv.size() - start)
@@ -49,6 +50,9 @@ std::string read_metadata_area(const BlockDevice& pv, uint64_t start, uint64_t s
       length > kMaxMetadataText)
     return "metadata area at " + std::to_string(start) + ": text location (" + std::to_string(offset) + ", " +
            std::to_string(length) + ") outside the area";
+  if (length > budget)
+    return "metadata area at " + std::to_string(start) + ": its text of " + std::to_string(length) +
+           " bytes would take the label's metadata past " + std::to_string(kLvmMaxLabelText) + " bytes: not read";
   const uint64_t first = std::min(length, size - offset);
   std::string buf(static_cast<size_t>(length), '\0');
   auto bytes = std::as_writable_bytes(std::span(buf.data(), buf.size()));
@@ -99,9 +103,11 @@ std::optional<LvmLabel> read_lvm_label(const BlockDevice& pv) {
         list.emplace_back(off, size);
       }
     }
+    uint64_t budget = kLvmMaxLabelText;
     for (const auto& [off, size] : lists[1]) {
       std::string text;
-      std::string problem = read_metadata_area(pv, off, size, text);
+      std::string problem = read_metadata_area(pv, off, size, budget, text);
+      budget -= text.size();
       if (!problem.empty()) label.problems.push_back(pv.describe() + ": " + problem);
       else if (!text.empty()) label.metadata.push_back(std::move(text));
     }

@@ -530,6 +530,83 @@ TEST(LvmLabel, RandomDamageIsDetectedNeverACrash) {
   }
 }
 
+// A PV made by hand: a label in sector 1 listing `areas` metadata areas
+// that overlap (area k starts 512 * k bytes after area 0), all pointing at
+// one committed text of `text_len` bytes placed after the last header.
+std::string pv_with_overlapping_areas(size_t areas, size_t text_len) {
+  auto put = [](std::string& d, uint64_t at, uint64_t v, int bytes) {
+    for (int i = 0; i < bytes; ++i) d[at + static_cast<uint64_t>(i)] = static_cast<char>(v >> (8 * i));
+  };
+  auto crc = [](const std::string& d, uint64_t at, uint64_t len) {
+    return lvm_crc(kLvmCrcSeed, std::as_bytes(std::span(d.data() + at, len)));
+  };
+  const uint64_t first = 4096;
+  const uint64_t text_at = first + 512 * areas;
+  std::string d(text_at + text_len, '\0');
+  d.replace(text_at, text_len, std::string(text_len, '}'));  // refused by the parser at once
+  const uint32_t text_crc = crc(d, text_at, text_len);
+  for (size_t k = 0; k < areas; ++k) {
+    const uint64_t start = first + 512 * k;
+    const uint64_t size = text_at + text_len - start;
+    d.replace(start + 4, 16, " LVM2 x[5A%r0N*>");
+    put(d, start + 20, 1, 4);
+    put(d, start + 24, start, 8);
+    put(d, start + 32, size, 8);
+    put(d, start + 40, text_at - start, 8);
+    put(d, start + 48, text_len, 8);
+    put(d, start + 56, text_crc, 4);
+    put(d, start, crc(d, start + 4, 508), 4);
+  }
+  const uint64_t l = 512;
+  d.replace(l, 8, "LABELONE");
+  put(d, l + 8, 1, 8);
+  put(d, l + 20, 32, 4);
+  d.replace(l + 24, 8, "LVM2 001");
+  d.replace(l + 32, 32, std::string(32, 'U'));
+  put(d, l + 64, d.size(), 8);
+  uint64_t pos = l + 72;
+  put(d, pos, text_at + text_len, 8);  // one data area, then its terminator
+  pos += 32;
+  for (size_t k = 0; k < areas; ++k, pos += 16) {
+    put(d, pos, first + 512 * k, 8);
+    put(d, pos + 8, text_at + text_len - (first + 512 * k), 8);
+  }
+  put(d, l + 16, crc(d, l + 20, 492), 4);
+  return d;
+}
+
+TEST(LvmLabel, OverlappingMetadataAreasCannotMultiplyTheTextRead) {
+  // Eight areas naming one text: only as many copies as fit the per-label
+  // budget are read, the others are problems.
+  const size_t text_len = 3u << 20;
+  MemoryDisk pv(pv_with_overlapping_areas(8, text_len), "pv-overlap");
+  auto label = read_lvm_label(pv);
+  ASSERT_TRUE(label.has_value());
+  const size_t fit = static_cast<size_t>(kLvmMaxLabelText / text_len);
+  ASSERT_LT(fit, 8u);
+  EXPECT_EQ(label->metadata.size(), fit);
+  ASSERT_EQ(label->problems.size(), 8 - fit);
+  EXPECT_NE(label->problems[0].find("not read"), std::string::npos) << label->problems[0];
+}
+
+TEST(LvmLabel, MetadataOfManyPvsIsBoundedPerBackup) {
+  // The same PV offered as many candidates (as many partitions each holding
+  // such a PV would be): past the backup's budget their metadata is dropped.
+  const size_t text_len = 2u << 20;
+  auto pv = std::make_shared<MemoryDisk>(pv_with_overlapping_areas(8, text_len), "pv-overlap");
+  const auto per_label = read_lvm_label(*pv)->metadata.size() * text_len;
+  ASSERT_GT(per_label, 0u);
+  const size_t kept = static_cast<size_t>(kLvmMaxBackupText / per_label);
+  std::vector<LvmPvCandidate> candidates;
+  for (size_t i = 0; i < kept + 2; ++i) candidates.push_back(LvmPvCandidate{pv, "part" + std::to_string(i + 1)});
+  const LvmAssembly a = assemble_lvm(candidates);
+  size_t dropped = 0;
+  for (const auto& e : a.errors)
+    if (e.find("metadata not used") != std::string::npos) ++dropped;
+  EXPECT_EQ(dropped, 2u);
+  EXPECT_TRUE(a.lvs.empty());
+}
+
 // ---- block devices the LVs are made of ----------------------------------------
 
 TEST(LvmBlocks, ConcatAndStripedRefuseInconsistentParts) {
