@@ -9,6 +9,7 @@
 #include <libnbd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
@@ -117,6 +118,38 @@ std::string last_nbd_error() {
   return e ? e : "unknown libnbd error";
 }
 
+std::atomic<int64_t> g_request_timeout_ms{std::chrono::milliseconds(kRequestTimeout).count()};
+
+enum class Waited { done, failed, timed_out };
+
+// Drives the handle's state machine until `state()` says done (1) or failed
+// (-1), or `deadline` passes. The synchronous libnbd calls would wait for
+// ever on a server that accepted the connection but stopped answering.
+template <typename State>
+Waited wait_for(nbd_handle* h, std::chrono::steady_clock::time_point deadline, State state) {
+  while (true) {
+    const int s = state();
+    if (s != 0) return s > 0 ? Waited::done : Waited::failed;
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
+    if (left <= 0) return Waited::timed_out;
+    if (nbd_poll(h, static_cast<int>(std::min<int64_t>(left, 60'000))) == -1) return Waited::failed;
+  }
+}
+
+// Connects `h` to the server at `socket` within `deadline`.
+Waited connect_within(nbd_handle* h, const std::string& socket, std::chrono::steady_clock::time_point deadline) {
+  if (nbd_aio_connect_unix(h, socket.c_str()) == -1) return Waited::failed;
+  return wait_for(h, deadline, [&] {
+    if (nbd_aio_is_ready(h)) return 1;
+    return nbd_aio_is_dead(h) || nbd_aio_is_closed(h) ? -1 : 0;
+  });
+}
+
+std::chrono::steady_clock::time_point request_deadline() {
+  return std::chrono::steady_clock::now() + request_timeout();
+}
+
 class NbdImage final : public BlockDevice {
   class Lease;
 
@@ -192,9 +225,16 @@ class NbdImage final : public BlockDevice {
     size_t done = 0;
     while (done < len) {
       const size_t n = std::min(len - done, kMaxRequestBytes);
-      if (nbd_pread(lease.handle(), out + done, n, offset + done, 0) != 0) {
-        const std::string why = last_nbd_error();
-        lease.discard();  // a failed connection is not put back
+      nbd_handle* h = lease.handle();
+      Waited w = Waited::failed;
+      const int64_t cookie = nbd_aio_pread(h, out + done, n, offset + done, NBD_NULL_COMPLETION, 0);
+      if (cookie != -1)
+        w = wait_for(h, request_deadline(), [&] { return nbd_aio_command_completed(h, static_cast<uint64_t>(cookie)); });
+      if (w != Waited::done) {
+        const std::string why = w == Waited::timed_out ? "qemu-nbd did not answer within " +
+                                                             std::to_string(request_timeout().count()) + " ms"
+                                                       : last_nbd_error();
+        lease.discard();  // a failed connection is not put back (closing it abandons the request)
         throw Error(EIO, "read of " + std::to_string(n) + " bytes at offset " + std::to_string(offset + done) +
                              " through qemu-nbd failed: " + why + server_state(), display_);
       }
@@ -217,8 +257,9 @@ class NbdImage final : public BlockDevice {
       if (::access(socket_.c_str(), F_OK) == 0) {
         Handle h(nbd_create());
         if (!h) throw Error(EIO, "libnbd: " + last_nbd_error(), display_);
-        if (nbd_connect_unix(h.get(), socket_.c_str()) == 0) return h;
-        last_error = last_nbd_error();
+        const Waited w = connect_within(h.get(), socket_, deadline);
+        if (w == Waited::done) return h;
+        last_error = w == Waited::timed_out ? "it did not answer" : last_nbd_error();
       }
       if (!child_->running()) {
         const std::string output = child_->output();
@@ -240,8 +281,13 @@ class NbdImage final : public BlockDevice {
   Handle open_connection() const {
     Handle h(nbd_create());
     if (!h) throw Error(EIO, "libnbd: " + last_nbd_error(), display_);
-    if (nbd_connect_unix(h.get(), socket_.c_str()) != 0)
-      throw Error(EIO, "cannot connect to qemu-nbd: " + last_nbd_error() + server_state(), display_);
+    const Waited w = connect_within(h.get(), socket_, request_deadline());
+    if (w != Waited::done)
+      throw Error(EIO, "cannot connect to qemu-nbd: " +
+                           (w == Waited::timed_out ? "qemu-nbd did not answer within " +
+                                                         std::to_string(request_timeout().count()) + " ms"
+                                                   : last_nbd_error()) +
+                           server_state(), display_);
     return h;
   }
 
@@ -313,6 +359,10 @@ std::string qemu_json_filename(const std::vector<ChainLink>& chain) {
   if (chain.empty()) throw Error(EINVAL, "empty image chain");
   return "json:" + link_json(chain, 0);
 }
+
+std::chrono::milliseconds request_timeout() { return std::chrono::milliseconds(g_request_timeout_ms.load()); }
+
+void set_request_timeout(std::chrono::milliseconds timeout) { g_request_timeout_ms.store(timeout.count()); }
 
 std::string runtime_base_dir() {
   if (const char* rd = ::getenv("RUNTIME_DIRECTORY"); rd && rd[0] == '/') {

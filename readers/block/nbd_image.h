@@ -32,6 +32,14 @@ inline constexpr size_t kConnections = 4;
 inline constexpr std::chrono::seconds kStartTimeout{30};    // qemu-nbd up and serving
 inline constexpr std::chrono::seconds kBorrowTimeout{60};   // every connection busy
 inline constexpr size_t kMaxRequestBytes = 8u << 20;        // below qemu-nbd's 32 MiB limit
+inline constexpr std::chrono::seconds kRequestTimeout{60};  // one connect or read answered
+
+// How long one NBD connect or read may wait for qemu-nbd before the
+// connection is dropped and the read fails with EIO: a server that stops
+// answering (stopped, or its storage hung) must not hold reading threads,
+// and with them the device, forever. kRequestTimeout unless set (tests).
+std::chrono::milliseconds request_timeout();
+void set_request_timeout(std::chrono::milliseconds timeout);
 
 // The qemu block options pinning `chain` (top first): "json:{...}".
 std::string qemu_json_filename(const std::vector<ChainLink>& chain);

@@ -523,6 +523,40 @@ TEST_F(NbdTest, ServerKilledUnderUsGivesEio) {
   dev.reset();  // reaps the dead server and removes the folder (TearDown checks)
 }
 
+// A qemu-nbd that stops answering (stopped here; hung storage in real life)
+// must not hold a reading thread forever: the read fails with EIO once the
+// request timeout passes, and reads work again when the server answers.
+TEST_F(NbdTest, ServerThatStopsAnsweringGivesEioNotAHang) {
+  TempDir dir;
+  run_ok("qemu-img create -q -f qcow2 -o compression_type=zstd " + shell_quote(dir / "z.qcow2") + " 4M");
+  qemu_io("qcow2", dir / "z.qcow2", {"write -c -P 0x41 0 1M"});
+  BlockDevicePtr dev = open_image(dir / "z.qcow2", ImageFormat::qcow2, dir.path());
+  EXPECT_EQ(read_range(*dev, 0, 4), "AAAA");
+  const std::string server = shell_quote("[q]emu-nbd-" + std::to_string(::getpid()) + "-");
+  ASSERT_NE(our_servers(), "");
+  const auto saved = nbd::request_timeout();
+  nbd::set_request_timeout(std::chrono::seconds(2));
+  run_ok("pkill -STOP -f -- " + server);
+  // The pooled connection (a read) and new ones (a connect) alike; more
+  // reads than connections, from several threads at once.
+  std::vector<std::thread> readers;
+  std::atomic<int> eio{0};
+  for (size_t i = 0; i < nbd::kConnections + 2; ++i)
+    readers.emplace_back([&] {
+      try {
+        read_range(*dev, 8192, 4096);
+      } catch (const Error& e) {
+        if (e.code() == EIO && std::string(e.what()).find("did not answer") != std::string::npos) ++eio;
+      }
+    });
+  for (auto& t : readers) t.join();
+  EXPECT_EQ(eio.load(), static_cast<int>(nbd::kConnections + 2));
+  run_ok("pkill -CONT -f -- " + server);
+  nbd::set_request_timeout(saved);
+  EXPECT_EQ(read_range(*dev, 4096, 4), "AAAA");
+  dev.reset();
+}
+
 TEST_F(NbdTest, ServerEndsWithTheDevice) {
   TempDir dir;
   run_ok("qemu-img create -q -f vhdx " + shell_quote(dir / "d.vhdx") + " 4M");
