@@ -133,7 +133,9 @@ Waited wait_for(nbd_handle* h, std::chrono::steady_clock::time_point deadline, S
     const auto left =
         std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
     if (left <= 0) return Waited::timed_out;
-    if (nbd_poll(h, static_cast<int>(std::min<int64_t>(left, 60'000))) == -1) return Waited::failed;
+    // (nbd_poll passes on poll's EINTR: a signal is no failed read.)
+    if (nbd_poll(h, static_cast<int>(std::min<int64_t>(left, 60'000))) == -1 && nbd_get_errno() != EINTR)
+      return Waited::failed;
   }
 }
 
