@@ -110,6 +110,11 @@ UPDATE sqlite_schema
 PRAGMA writable_schema = OFF;
 ALTER TABLE restore_mounts ADD COLUMN image_reader TEXT;
 )sql"},
+    // 5: the kernel attach backend: which backend serves each volume
+    // ("userspace" or "kernel"; "" before its first attach).
+    {5, R"sql(
+ALTER TABLE volumes ADD COLUMN backend TEXT NOT NULL DEFAULT '';
+)sql"},
 };
 
 constexpr int64_t kMaxVolumeId = (1LL << 23) - 1;
@@ -182,7 +187,7 @@ void load_disks(sqlite3* db, const std::string& path, std::vector<BackupRecord>&
 
 constexpr const char* kVolumeColumns =
     "id, backup_id, name, fs_type, offset_bytes, length_bytes,"
-    " journal_state, journal_transactions, journal_blocks, journal_note";
+    " journal_state, journal_transactions, journal_blocks, journal_note, backend";
 
 VolumeRecord volume_from_row(const Statement& st) {
   VolumeRecord v;
@@ -196,6 +201,7 @@ VolumeRecord volume_from_row(const Statement& st) {
   v.journal_transactions = static_cast<uint64_t>(st.column_int(7));
   v.journal_blocks = static_cast<uint64_t>(st.column_int(8));
   v.journal_note = st.column_text(9);
+  v.backend = st.column_text(10);
   return v;
 }
 
@@ -505,12 +511,13 @@ int64_t Catalog::ensure_volume(const VolumeRecord& v) {
   {
     Statement journal(db_, path_,
                       "UPDATE volumes SET journal_state = ?2, journal_transactions = ?3, journal_blocks = ?4,"
-                      " journal_note = ?5 WHERE id = ?1");
+                      " journal_note = ?5, backend = ?6 WHERE id = ?1");
     journal.bind(1, id)
         .bind(2, v.journal_state)
         .bind(3, static_cast<int64_t>(v.journal_transactions))
         .bind(4, static_cast<int64_t>(v.journal_blocks))
         .bind(5, v.journal_note)
+        .bind(6, v.backend)
         .run();
   }
   tx.commit();
@@ -587,6 +594,12 @@ void Catalog::set_mount_image_reader(const std::string& mount_id, const std::str
   std::lock_guard lock(mutex_);
   Statement st(db_, path_, "UPDATE restore_mounts SET image_reader = NULLIF(?2, '') WHERE id = ?1");
   st.bind(1, mount_id).bind(2, image_reader).run();
+}
+
+void Catalog::set_mount_attach_mode(const std::string& mount_id, const std::string& attach_mode) {
+  std::lock_guard lock(mutex_);
+  Statement st(db_, path_, "UPDATE restore_mounts SET attach_mode = ?2 WHERE id = ?1");
+  st.bind(1, mount_id).bind(2, attach_mode).run();
 }
 
 void Catalog::touch_mounts(const std::vector<std::pair<std::string, int64_t>>& accesses, int64_t idle_timeout) {

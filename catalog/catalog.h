@@ -61,6 +61,7 @@ struct VolumeRecord {
   uint64_t journal_transactions = 0;
   uint64_t journal_blocks = 0;
   std::string journal_note{};
+  std::string backend{};      // "userspace" or "kernel": who served it at the last attach
 };
 
 struct MountRecord {
@@ -113,6 +114,8 @@ class Catalog {
                         const std::string& filesystem_type = {}, const std::string& error = {});
   // Which reader serves the attach's image (BlockDevice::reader()).
   void set_mount_image_reader(const std::string& mount_id, const std::string& image_reader);
+  // "kernel" once any volume of the attach is served by the kernel backend.
+  void set_mount_attach_mode(const std::string& mount_id, const std::string& attach_mode);
   // One transaction for the whole batch: (mount id, last access time).
   void touch_mounts(const std::vector<std::pair<std::string, int64_t>>& accesses, int64_t idle_timeout);
   void end_mount(const std::string& mount_id);         // deletes the row

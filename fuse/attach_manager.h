@@ -39,6 +39,7 @@ struct AttachedVolume {
   int64_t id = 0;          // volumes.id: the node-id namespace
   std::string name;        // "part1", "disk"
   std::string fs_type;
+  std::string backend;     // "userspace" or "kernel"
   FilesystemPtr fs;
 };
 
@@ -66,6 +67,9 @@ struct AttachOptions {
   std::chrono::seconds failure_backoff{3};     // a failed attach is retried after this
   std::chrono::seconds attach_wait{60};        // longest wait for another thread's attach
   FsOpenOptions fs_open;                       // passed to every open_filesystem()
+  // --attach: "userspace", "kernel" (every volume the kernel mounts) or
+  // "auto" (the kernel only for volumes without a userspace reader).
+  std::string attach_mode = "auto";
 };
 
 class AttachManager {

@@ -25,6 +25,7 @@
 #include "fuse/restore_tree.h"
 #include "readers/common/error.h"
 #include "readers/common/log.h"
+#include "readers/kernel/staging.h"
 
 namespace sendense {
 
@@ -307,8 +308,11 @@ int run_daemon(const DaemonOptions& options) {
     mountpoint_lock = std::make_unique<LockFile>(mountpoint_lock_path(mountpoint),
                                                  "another sendense-restorefs serves " + mountpoint);
     catalog = std::make_unique<Catalog>(catalog_path);
-    for (const auto& row : catalog->reconcile_all_mounts())
+    for (const auto& row : catalog->reconcile_all_mounts()) {
       log::info("reconciled", {{"backup", row.backup_id}, {"mount_id", row.id}, {"was", row.status}});
+      // Staging mounts, loop devices and exports of the kernel backend.
+      kernel::release_stale_staging(row.id);
+    }
     clear_dead_mount(mountpoint);
   } catch (const std::exception& e) {
     log::error("startup_failed", {{"error", e.what()}});
@@ -322,6 +326,7 @@ int run_daemon(const DaemonOptions& options) {
   attach_options.max_mounts = options.max_mounts;
   attach_options.mount_path = mountpoint;
   attach_options.fs_open = options.fs_open;
+  attach_options.attach_mode = options.attach_mode;
   AttachManager manager(*catalog, view, attach_options);
   RestoreTree tree(view, manager, TreeTimeouts{});
   FuseContext context(tree);  // after the session ends it frees the handles the kernel never released

@@ -22,6 +22,7 @@ struct DaemonOptions {
   std::chrono::milliseconds refresh_interval{2000};
   std::chrono::seconds flush_interval{5};
   FsOpenOptions fs_open;                        // how every volume's filesystem is opened (--no-replay, --ntfs-*)
+  std::string attach_mode = "auto";             // --attach userspace|kernel|auto
 };
 
 // Returns the process exit code. Errors before mounting are logged.

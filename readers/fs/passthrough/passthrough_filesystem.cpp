@@ -48,8 +48,9 @@ bool plain_component(std::string_view name) {
 
 class PassthroughFilesystem final : public Filesystem {
  public:
-  PassthroughFilesystem(const std::string& root, std::string type, std::string name, JournalReport journal)
-      : type_(std::move(type)), where_(std::move(name)), journal_(std::move(journal)) {
+  PassthroughFilesystem(const std::string& root, std::string type, std::string name, JournalReport journal,
+                        std::shared_ptr<void> keep_alive)
+      : keep_alive_(std::move(keep_alive)), type_(std::move(type)), where_(std::move(name)), journal_(std::move(journal)) {
     int fd = ::open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) throw sys_error("open the staging mount " + root, where_);
     root_fd_ = Fd(fd);
@@ -371,6 +372,7 @@ class PassthroughFilesystem final : public Filesystem {
     return owned;
   }
 
+  std::shared_ptr<void> keep_alive_;  // first member: destroyed last, after every fd below
   std::string type_;
   std::string where_;
   JournalReport journal_;
@@ -390,8 +392,9 @@ class PassthroughFilesystem final : public Filesystem {
 }  // namespace
 
 FilesystemPtr open_passthrough_filesystem(const std::string& root, const std::string& type,
-                                          const std::string& name, JournalReport journal) {
-  return std::make_shared<PassthroughFilesystem>(root, type, name, std::move(journal));
+                                          const std::string& name, JournalReport journal,
+                                          std::shared_ptr<void> keep_alive) {
+  return std::make_shared<PassthroughFilesystem>(root, type, name, std::move(journal), std::move(keep_alive));
 }
 
 }  // namespace sendense

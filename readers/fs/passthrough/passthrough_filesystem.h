@@ -22,8 +22,11 @@ namespace sendense {
 
 // `root` is the mounted volume's root folder; `type` the filesystem type
 // shown ("ext4", "btrfs"); `name` names the volume in errors. `journal` is
-// what the mounter did about the journal (reported as is).
+// what the mounter did about the journal (reported as is). `keep_alive` is
+// released only after every descriptor into the mount is closed (the kernel
+// backend's mount, which unmounts when the last volume lets go of it).
 FilesystemPtr open_passthrough_filesystem(const std::string& root, const std::string& type,
-                                          const std::string& name, JournalReport journal = {});
+                                          const std::string& name, JournalReport journal = {},
+                                          std::shared_ptr<void> keep_alive = {});
 
 }  // namespace sendense
