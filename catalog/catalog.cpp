@@ -111,9 +111,20 @@ PRAGMA writable_schema = OFF;
 ALTER TABLE restore_mounts ADD COLUMN image_reader TEXT;
 )sql"},
     // 5: the kernel attach backend: which backend serves each volume
-    // ("userspace" or "kernel"; "" before its first attach).
+    // ("userspace" or "kernel"; "" before its first attach), and the kernel
+    // devices held (UNIQUE: two daemons or a crash never hand one device out
+    // twice; rows of a dead run are released at the next start).
     {5, R"sql(
 ALTER TABLE volumes ADD COLUMN backend TEXT NOT NULL DEFAULT '';
+CREATE TABLE kernel_devices (
+  device      TEXT NOT NULL UNIQUE,
+  kind        TEXT NOT NULL CHECK (kind IN ('loop', 'nbd')),
+  backup_id   TEXT NOT NULL,
+  mount_id    TEXT NOT NULL,
+  owner_pid   INTEGER NOT NULL,
+  helper_pid  INTEGER NOT NULL DEFAULT 0,
+  created_at  TEXT NOT NULL
+);
 )sql"},
 };
 
@@ -627,6 +638,45 @@ std::vector<MountRecord> Catalog::list_mounts() {
                (std::string("SELECT ") + kMountColumns + " FROM restore_mounts ORDER BY created_at, id").c_str());
   std::vector<MountRecord> out;
   while (st.step()) out.push_back(mount_from_row(st));
+  return out;
+}
+
+bool Catalog::claim_kernel_device(const KernelDeviceRecord& d) {
+  std::lock_guard lock(mutex_);
+  Statement st(db_, path_,
+               "INSERT INTO kernel_devices (device, kind, backup_id, mount_id, owner_pid, helper_pid,"
+               " created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (device) DO NOTHING");
+  st.bind(1, d.device)
+      .bind(2, d.kind)
+      .bind(3, d.backup_id)
+      .bind(4, d.mount_id)
+      .bind(5, d.owner_pid)
+      .bind(6, d.helper_pid)
+      .bind(7, to_iso8601(now_seconds()))
+      .run();
+  return sqlite3_changes(db_) == 1;
+}
+
+void Catalog::set_kernel_device_helper(const std::string& device, int64_t helper_pid) {
+  std::lock_guard lock(mutex_);
+  Statement st(db_, path_, "UPDATE kernel_devices SET helper_pid = ?2 WHERE device = ?1");
+  st.bind(1, device).bind(2, helper_pid).run();
+}
+
+void Catalog::release_kernel_device(const std::string& device) {
+  std::lock_guard lock(mutex_);
+  Statement st(db_, path_, "DELETE FROM kernel_devices WHERE device = ?1");
+  st.bind(1, device).run();
+}
+
+std::vector<KernelDeviceRecord> Catalog::kernel_devices() {
+  std::lock_guard lock(mutex_);
+  Statement st(db_, path_,
+               "SELECT device, kind, backup_id, mount_id, owner_pid, helper_pid FROM kernel_devices ORDER BY device");
+  std::vector<KernelDeviceRecord> out;
+  while (st.step())
+    out.push_back({st.column_text(0), st.column_text(1), st.column_text(2), st.column_text(3), st.column_int(4),
+                   st.column_int(5)});
   return out;
 }
 

@@ -1,5 +1,7 @@
 #include "fuse/attach_manager.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <optional>
@@ -215,7 +217,15 @@ AttachedBackupPtr AttachManager::attach(const BackupRecord& record) {
             for (const BackupDisk& d : record.all_disks())
               images.push_back({d.image_path, image_format_from_string(d.format),
                                 std::filesystem::path(d.image_path).parent_path().string()});
-            kernel_backup = std::make_shared<kernel::KernelBackup>(mount_id, record.id, std::move(images));
+            kernel::KernelOptions kopts;
+            kopts.nbd = options_.nbd_devices;
+            const std::string backup_id = record.id;
+            kopts.claim = [this, backup_id, mount_id](const std::string& device) {
+              return catalog_.claim_kernel_device({device, "nbd", backup_id, mount_id, ::getpid(), 0});
+            };
+            kopts.release = [this](const std::string& device) { catalog_.release_kernel_device(device); };
+            kernel_backup =
+                std::make_shared<kernel::KernelBackup>(mount_id, record.id, std::move(images), std::move(kopts));
           }
           av.fs = kernel_backup->mount_volume(v, where);
           av.backend = "kernel";

@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <string_view>
@@ -32,6 +33,7 @@
 #include "catalog/catalog.h"
 #include "fuse/catalog_view.h"
 #include "readers/fs/filesystem.h"
+#include "readers/kernel/nbd_device.h"
 
 namespace sendense {
 
@@ -70,6 +72,9 @@ struct AttachOptions {
   // --attach: "userspace", "kernel" (every volume the kernel mounts) or
   // "auto" (the kernel only for volumes without a userspace reader).
   std::string attach_mode = "auto";
+  // --nbd-devices FIRST-LAST: the kernel backend uses qemu-nbd on this pool
+  // where the nbd module is loaded (else qemu-storage-daemon + loop).
+  std::optional<kernel::NbdRange> nbd_devices;
 };
 
 class AttachManager {

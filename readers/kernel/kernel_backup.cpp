@@ -60,7 +60,7 @@ JournalReport ext_journal_report(const std::string& export_path, uint64_t offset
   if (needs_recovery) {
     r.state = "replayed";
     r.note = "by the kernel into a throwaway overlay";
-    log::info("journal_replay", {{"volume", where}, {"how", r.note}});
+    log::debug("journal_needs_recovery", {{"volume", where}});
   } else {
     r.state = "clean";
   }
@@ -91,8 +91,10 @@ bool kernel_mounts(FsType type) {
   return false;
 }
 
-KernelBackup::KernelBackup(std::string mount_id, std::string backup_id, std::vector<DiskImage> disks)
-    : mount_id_(std::move(mount_id)), backup_id_(std::move(backup_id)), disks_(std::move(disks)) {
+KernelBackup::KernelBackup(std::string mount_id, std::string backup_id, std::vector<DiskImage> disks,
+                           KernelOptions options)
+    : mount_id_(std::move(mount_id)), backup_id_(std::move(backup_id)), disks_(std::move(disks)),
+      options_(std::move(options)) {
   const std::string base = staging_base();
   make_private_dir(base);
   folder_ = base + "/" + mount_id_;
@@ -114,6 +116,7 @@ FilesystemPtr KernelBackup::mount_volume(const Volume& v, const std::string& whe
   if (v.name.rfind("lvm-", 0) == 0 || v.name.find('/') != std::string::npos)
     throw Error(EOPNOTSUPP, "the kernel backend does not mount LVM logical volumes", where);
   std::lock_guard lock(mutex_);
+  if (options_.nbd && nbd_available()) return mount_volume_nbd(v, fs, where);
   ImageExport& exp = export_of(v.disk);
   if (v.length == 0 || v.offset > exp.size() || v.length > exp.size() - v.offset)
     throw Error(EIO, "volume lies outside its disk", where);
@@ -132,7 +135,42 @@ FilesystemPtr KernelBackup::mount_volume(const Volume& v, const std::string& whe
     throw;
   }
   log::info("kernel_mount", {{"volume", where}, {"device", m.loop->path()}, {"dir", m.dir}, {"type", fs}});
+  if (journal.state == "replayed") log::info("journal_replayed", {{"volume", where}, {"how", journal.note}});
   m.loop.reset();  // the mount holds the device now; autoclear frees it at unmount
+  mounts_.push_back(std::move(m));
+  return open_passthrough_filesystem(mounts_.back().dir, to_string(v.type), where, journal, shared_from_this());
+}
+
+// The nbd provider: a read-only device per volume, no overlay, so nothing is
+// replayed: noload (ext3/4), norecovery (XFS), nologreplay (btrfs).
+FilesystemPtr KernelBackup::mount_volume_nbd(const Volume& v, const std::string& fs, const std::string& where) {
+  if (v.disk >= disks_.size()) throw Error(EINVAL, "no disk " + std::to_string(v.disk), where);
+  const DiskImage& d = disks_[v.disk];
+  const std::vector<ChainLink> chain = read_image_chain(d.path, d.format, d.confine_root);
+  Mounted m;
+  m.dir = folder_ + "/" + v.name;
+  make_private_dir(m.dir);
+  JournalReport journal;
+  try {
+    m.nbd = std::make_unique<NbdDevice>(chain, v.offset, v.length, *options_.nbd, folder_, options_.claim,
+                                        options_.release);
+    std::string opts = v.type == FsType::xfs ? "norecovery,nouuid" : v.type == FsType::btrfs ? "rescue=nologreplay" : "";
+    if (fs == "ext4") {
+      journal = ext_journal_report(m.nbd->path(), 0, where);
+      if (journal.state != "none") opts = "noload";
+      if (journal.state == "replayed") {
+        journal.state = "skipped";
+        journal.note = "read-only nbd device, no overlay: view as of the last checkpoint (may be stale)";
+        log::warn("journal_not_replayed", {{"volume", where}, {"reason", journal.note}});
+      }
+    }
+    mount_readonly(m.nbd->path(), m.dir, fs, opts);
+  } catch (...) {
+    m.nbd.reset();
+    ::rmdir(m.dir.c_str());
+    throw;
+  }
+  log::info("kernel_mount", {{"volume", where}, {"device", m.nbd->path()}, {"dir", m.dir}, {"type", fs}});
   mounts_.push_back(std::move(m));
   return open_passthrough_filesystem(mounts_.back().dir, to_string(v.type), where, journal, shared_from_this());
 }
@@ -140,6 +178,7 @@ FilesystemPtr KernelBackup::mount_volume(const Volume& v, const std::string& whe
 KernelBackup::~KernelBackup() {
   for (auto it = mounts_.rbegin(); it != mounts_.rend(); ++it) {
     if (unmount(it->dir)) log::info("kernel_unmount", {{"backup", backup_id_}, {"dir", it->dir}});
+    it->nbd.reset();  // qemu-nbd --disconnect, helper stopped, row released
     if (::rmdir(it->dir.c_str()) != 0 && errno != ENOENT)
       log::error("rmdir_failed", {{"dir", it->dir}, {"error", std::strerror(errno)}});
   }

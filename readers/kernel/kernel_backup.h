@@ -9,18 +9,22 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <functional>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "readers/block/block_device.h"
 #include "readers/fs/filesystem.h"
+#include "readers/kernel/nbd_device.h"
 #include "readers/volume/volume.h"
 
 namespace sendense::kernel {
 
 class ImageExport;
 class LoopDevice;
+class NbdDevice;
 
 // Why the host cannot run the kernel backend ("" if it can): root, loop
 // devices, qemu-storage-daemon.
@@ -30,6 +34,17 @@ std::string kernel_backend_unavailable();
 // and the backend serves it (ext2/3/4, XFS, btrfs).
 bool kernel_mounts(FsType type);
 
+// How the backend gets block devices: by default qemu-storage-daemon +
+// loop devices (journals replayed into a throwaway overlay); with `nbd` set
+// and the nbd module loaded, qemu-nbd on the restore pool (read-only device:
+// journals not replayed, noload/norecovery). `claim`/`release` record the
+// nbd devices held (the catalog's kernel_devices rows).
+struct KernelOptions {
+  std::optional<NbdRange> nbd;
+  std::function<bool(const std::string& device)> claim;
+  std::function<void(const std::string& device)> release;
+};
+
 struct DiskImage {
   std::string path;
   ImageFormat format = ImageFormat::raw;
@@ -38,7 +53,8 @@ struct DiskImage {
 
 class KernelBackup : public std::enable_shared_from_this<KernelBackup> {
  public:
-  KernelBackup(std::string mount_id, std::string backup_id, std::vector<DiskImage> disks);
+  KernelBackup(std::string mount_id, std::string backup_id, std::vector<DiskImage> disks,
+               KernelOptions options = {});
   ~KernelBackup();
 
   // Mounts volume `v` (a partition or whole disk of disk v.disk; not an LV)
@@ -49,12 +65,15 @@ class KernelBackup : public std::enable_shared_from_this<KernelBackup> {
   struct Mounted {
     std::string dir;
     std::unique_ptr<LoopDevice> loop;
+    std::unique_ptr<NbdDevice> nbd;
   };
   ImageExport& export_of(uint32_t disk);
+  FilesystemPtr mount_volume_nbd(const Volume& v, const std::string& fs, const std::string& where);
 
   std::string mount_id_;
   std::string backup_id_;
   std::vector<DiskImage> disks_;
+  KernelOptions options_;
   std::string folder_;
   std::mutex mutex_;
   std::map<uint32_t, std::unique_ptr<ImageExport>> exports_;

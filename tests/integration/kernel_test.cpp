@@ -236,5 +236,23 @@ TEST_F(KernelDaemonTest, KillNineThenRestartLeavesNothingBehind) {
   expect_rsync_clean(mnt(d) + "/" + (*manifest_)["RAW_ID"] + "/part2", fx_ + "/src");
 }
 
+// The nbd provider (qemu-nbd --connect on the restore pool). This machine
+// class (CI) has no nbd module: the test says so loudly and is skipped.
+TEST_F(KernelDaemonTest, NbdProviderEqualsTheSource) {
+  if (!file_exists("/sys/block/nbd0")) SENDENSE_SKIP_HOST_LACKS("the nbd module (/dev/nbd0)");
+  RestoreDaemon& d = start_daemon("nbd", {"--attach", "kernel", "--nbd-devices", "0-3"});
+  const std::string backup = mnt(d) + "/" + (*manifest_)["QCOW_ID"];
+  for (const char* part : {"part1", "part2", "part3"}) expect_rsync_clean(backup + "/" + part, fx_ + "/src");
+  bool on_nbd = false;
+  for (const auto& e : read_mountinfo())
+    if (e.mount_point.rfind(staging_ + "/", 0) == 0 && e.fs_type != "fuse") on_nbd = true;
+  EXPECT_TRUE(on_nbd);
+  const std::string journal = mnt(d) + "/" + (*manifest_)["JOURNAL_ID"] + "/disk";
+  run_ok("ls " + q(journal));
+  EXPECT_NE(status_json(d).find("no overlay"), std::string::npos);  // read-only device: not replayed
+  EXPECT_EQ(d.stop(), "");
+  for (int n = 0; n <= 3; ++n) EXPECT_FALSE(file_exists("/sys/block/nbd" + std::to_string(n) + "/pid")) << n;
+}
+
 }  // namespace
 }  // namespace sendense::test
