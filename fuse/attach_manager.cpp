@@ -219,6 +219,7 @@ AttachedBackupPtr AttachManager::attach(const BackupRecord& record) {
                                 std::filesystem::path(d.image_path).parent_path().string()});
             kernel::KernelOptions kopts;
             kopts.nbd = options_.nbd_devices;
+            kopts.replay = options_.fs_open.replay_journal;
             const std::string backup_id = record.id;
             kopts.claim = [this, backup_id, mount_id](const std::string& device) {
               return catalog_.claim_kernel_device({device, "nbd", backup_id, mount_id, ::getpid(), 0});

@@ -36,10 +36,15 @@ std::string kernel_fs_name(FsType type) {
   }
 }
 
-// Mount options beyond ro,nosuid,nodev,noexec: the device is a throwaway
-// overlay, so journals are replayed (into it); XFS needs nouuid to attach two
-// backups of one volume at once.
-std::string mount_options(FsType type) { return type == FsType::xfs ? "nouuid" : ""; }
+// Mount options beyond ro,nosuid,nodev,noexec. With `replay` the device is
+// a throwaway overlay and journals are replayed into it; without, nothing is
+// replayed (--no-replay, or a read-only device). XFS needs nouuid to attach
+// two backups of one volume at once.
+std::string mount_options(FsType type, bool replay, bool ext_has_journal) {
+  if (type == FsType::xfs) return replay ? "nouuid" : "norecovery,nouuid";
+  if (type == FsType::btrfs) return replay ? "" : "rescue=nologreplay";
+  return replay || !ext_has_journal ? "" : "noload";
+}
 
 // What the kernel will do with an ext journal: the superblock's
 // needs_recovery flag, read through the export before mounting.
@@ -122,13 +127,17 @@ FilesystemPtr KernelBackup::mount_volume(const Volume& v, const std::string& whe
     throw Error(EIO, "volume lies outside its disk", where);
   JournalReport journal;
   if (fs == "ext4") journal = ext_journal_report(exp.path(), v.offset, where);
+  if (!options_.replay && journal.state == "replayed") {
+    journal.state = "skipped";
+    journal.note = "--no-replay: shown as stored";
+  }
 
   Mounted m;
   m.dir = folder_ + "/" + v.name;
   make_private_dir(m.dir);
   try {
     m.loop = std::make_unique<LoopDevice>(exp.path(), v.offset, v.length, /*read_only=*/false, mount_id_);
-    mount_readonly(m.loop->path(), m.dir, fs, mount_options(v.type));
+    mount_readonly(m.loop->path(), m.dir, fs, mount_options(v.type, options_.replay, journal.state != "none"));
   } catch (...) {
     m.loop.reset();
     ::rmdir(m.dir.c_str());
@@ -154,17 +163,15 @@ FilesystemPtr KernelBackup::mount_volume_nbd(const Volume& v, const std::string&
   try {
     m.nbd = std::make_unique<NbdDevice>(chain, v.offset, v.length, *options_.nbd, folder_, options_.claim,
                                         options_.release);
-    std::string opts = v.type == FsType::xfs ? "norecovery,nouuid" : v.type == FsType::btrfs ? "rescue=nologreplay" : "";
     if (fs == "ext4") {
       journal = ext_journal_report(m.nbd->path(), 0, where);
-      if (journal.state != "none") opts = "noload";
       if (journal.state == "replayed") {
         journal.state = "skipped";
         journal.note = "read-only nbd device, no overlay: view as of the last checkpoint (may be stale)";
         log::warn("journal_not_replayed", {{"volume", where}, {"reason", journal.note}});
       }
     }
-    mount_readonly(m.nbd->path(), m.dir, fs, opts);
+    mount_readonly(m.nbd->path(), m.dir, fs, mount_options(v.type, false, journal.state != "none"));
   } catch (...) {
     m.nbd.reset();
     ::rmdir(m.dir.c_str());

@@ -40,6 +40,7 @@ bool kernel_mounts(FsType type);
 // journals not replayed, noload/norecovery). `claim`/`release` record the
 // nbd devices held (the catalog's kernel_devices rows).
 struct KernelOptions {
+  bool replay = true;  // false (--no-replay): noload/norecovery even over an overlay
   std::optional<NbdRange> nbd;
   std::function<bool(const std::string& device)> claim;
   std::function<void(const std::string& device)> release;

@@ -198,6 +198,16 @@ TEST_F(KernelDaemonTest, JournalIsReplayedIntoAThrowawayOverlay) {
   EXPECT_NE(status.find("by the kernel into a throwaway overlay"), std::string::npos) << status;
 }
 
+TEST_F(KernelDaemonTest, NoReplayShowsTheJournalledVolumeAsStored) {
+  RestoreDaemon& d = start_daemon("noreplay", {"--attach", "kernel", "--no-replay"});
+  const std::string disk = mnt(d) + "/" + (*manifest_)["JOURNAL_ID"] + "/disk";
+  run_ok("ls " + q(disk));
+  // The files written after the last checkpoint live only in the journal.
+  EXPECT_FALSE(file_exists(disk + "/saved/file-20.txt"));
+  const std::string status = status_json(d);
+  EXPECT_NE(status.find("\"state\": \"skipped\""), std::string::npos) << status;
+}
+
 TEST_F(KernelDaemonTest, MaxMountsEvictsTheIdleBackupAndItsStagingMounts) {
   RestoreDaemon& d = start_daemon("evict", {"--attach", "kernel", "--max-mounts", "1"});
   const std::string raw = mnt(d) + "/" + (*manifest_)["RAW_ID"];
