@@ -110,6 +110,22 @@ UPDATE sqlite_schema
 PRAGMA writable_schema = OFF;
 ALTER TABLE restore_mounts ADD COLUMN image_reader TEXT;
 )sql"},
+    // 5: the kernel attach backend: which backend serves each volume
+    // ("userspace" or "kernel"; "" before its first attach), and the kernel
+    // devices held (UNIQUE: two daemons or a crash never hand one device out
+    // twice; rows of a dead run are released at the next start).
+    {5, R"sql(
+ALTER TABLE volumes ADD COLUMN backend TEXT NOT NULL DEFAULT '';
+CREATE TABLE kernel_devices (
+  device      TEXT NOT NULL UNIQUE,
+  kind        TEXT NOT NULL CHECK (kind IN ('loop', 'nbd')),
+  backup_id   TEXT NOT NULL,
+  mount_id    TEXT NOT NULL,
+  owner_pid   INTEGER NOT NULL,
+  helper_pid  INTEGER NOT NULL DEFAULT 0,
+  created_at  TEXT NOT NULL
+);
+)sql"},
 };
 
 constexpr int64_t kMaxVolumeId = (1LL << 23) - 1;
@@ -182,7 +198,7 @@ void load_disks(sqlite3* db, const std::string& path, std::vector<BackupRecord>&
 
 constexpr const char* kVolumeColumns =
     "id, backup_id, name, fs_type, offset_bytes, length_bytes,"
-    " journal_state, journal_transactions, journal_blocks, journal_note";
+    " journal_state, journal_transactions, journal_blocks, journal_note, backend";
 
 VolumeRecord volume_from_row(const Statement& st) {
   VolumeRecord v;
@@ -196,6 +212,7 @@ VolumeRecord volume_from_row(const Statement& st) {
   v.journal_transactions = static_cast<uint64_t>(st.column_int(7));
   v.journal_blocks = static_cast<uint64_t>(st.column_int(8));
   v.journal_note = st.column_text(9);
+  v.backend = st.column_text(10);
   return v;
 }
 
@@ -505,12 +522,13 @@ int64_t Catalog::ensure_volume(const VolumeRecord& v) {
   {
     Statement journal(db_, path_,
                       "UPDATE volumes SET journal_state = ?2, journal_transactions = ?3, journal_blocks = ?4,"
-                      " journal_note = ?5 WHERE id = ?1");
+                      " journal_note = ?5, backend = ?6 WHERE id = ?1");
     journal.bind(1, id)
         .bind(2, v.journal_state)
         .bind(3, static_cast<int64_t>(v.journal_transactions))
         .bind(4, static_cast<int64_t>(v.journal_blocks))
         .bind(5, v.journal_note)
+        .bind(6, v.backend)
         .run();
   }
   tx.commit();
@@ -589,6 +607,12 @@ void Catalog::set_mount_image_reader(const std::string& mount_id, const std::str
   st.bind(1, mount_id).bind(2, image_reader).run();
 }
 
+void Catalog::set_mount_attach_mode(const std::string& mount_id, const std::string& attach_mode) {
+  std::lock_guard lock(mutex_);
+  Statement st(db_, path_, "UPDATE restore_mounts SET attach_mode = ?2 WHERE id = ?1");
+  st.bind(1, mount_id).bind(2, attach_mode).run();
+}
+
 void Catalog::touch_mounts(const std::vector<std::pair<std::string, int64_t>>& accesses, int64_t idle_timeout) {
   if (accesses.empty()) return;
   std::lock_guard lock(mutex_);
@@ -614,6 +638,45 @@ std::vector<MountRecord> Catalog::list_mounts() {
                (std::string("SELECT ") + kMountColumns + " FROM restore_mounts ORDER BY created_at, id").c_str());
   std::vector<MountRecord> out;
   while (st.step()) out.push_back(mount_from_row(st));
+  return out;
+}
+
+bool Catalog::claim_kernel_device(const KernelDeviceRecord& d) {
+  std::lock_guard lock(mutex_);
+  Statement st(db_, path_,
+               "INSERT INTO kernel_devices (device, kind, backup_id, mount_id, owner_pid, helper_pid,"
+               " created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (device) DO NOTHING");
+  st.bind(1, d.device)
+      .bind(2, d.kind)
+      .bind(3, d.backup_id)
+      .bind(4, d.mount_id)
+      .bind(5, d.owner_pid)
+      .bind(6, d.helper_pid)
+      .bind(7, to_iso8601(now_seconds()))
+      .run();
+  return sqlite3_changes(db_) == 1;
+}
+
+void Catalog::set_kernel_device_helper(const std::string& device, int64_t helper_pid) {
+  std::lock_guard lock(mutex_);
+  Statement st(db_, path_, "UPDATE kernel_devices SET helper_pid = ?2 WHERE device = ?1");
+  st.bind(1, device).bind(2, helper_pid).run();
+}
+
+void Catalog::release_kernel_device(const std::string& device) {
+  std::lock_guard lock(mutex_);
+  Statement st(db_, path_, "DELETE FROM kernel_devices WHERE device = ?1");
+  st.bind(1, device).run();
+}
+
+std::vector<KernelDeviceRecord> Catalog::kernel_devices() {
+  std::lock_guard lock(mutex_);
+  Statement st(db_, path_,
+               "SELECT device, kind, backup_id, mount_id, owner_pid, helper_pid FROM kernel_devices ORDER BY device");
+  std::vector<KernelDeviceRecord> out;
+  while (st.step())
+    out.push_back({st.column_text(0), st.column_text(1), st.column_text(2), st.column_text(3), st.column_int(4),
+                   st.column_int(5)});
   return out;
 }
 

@@ -61,6 +61,17 @@ struct VolumeRecord {
   uint64_t journal_transactions = 0;
   uint64_t journal_blocks = 0;
   std::string journal_note{};
+  std::string backend{};      // "userspace" or "kernel": who served it at the last attach
+};
+
+// A kernel device held by the kernel attach backend (kernel_devices row).
+struct KernelDeviceRecord {
+  std::string device;         // "/dev/nbd3"
+  std::string kind;           // "nbd" or "loop"
+  std::string backup_id;
+  std::string mount_id;       // restore_mounts.id of the attach holding it
+  int64_t owner_pid = 0;      // the daemon
+  int64_t helper_pid = 0;     // qemu-nbd serving it (0 before it started)
 };
 
 struct MountRecord {
@@ -113,6 +124,14 @@ class Catalog {
                         const std::string& filesystem_type = {}, const std::string& error = {});
   // Which reader serves the attach's image (BlockDevice::reader()).
   void set_mount_image_reader(const std::string& mount_id, const std::string& image_reader);
+  // "kernel" once any volume of the attach is served by the kernel backend.
+  void set_mount_attach_mode(const std::string& mount_id, const std::string& attach_mode);
+  // Kernel devices: claim is false if another row holds `device` (another
+  // daemon, or a dead run not yet reconciled).
+  bool claim_kernel_device(const KernelDeviceRecord& d);
+  void set_kernel_device_helper(const std::string& device, int64_t helper_pid);
+  void release_kernel_device(const std::string& device);
+  std::vector<KernelDeviceRecord> kernel_devices();
   // One transaction for the whole batch: (mount id, last access time).
   void touch_mounts(const std::vector<std::pair<std::string, int64_t>>& accesses, int64_t idle_timeout);
   void end_mount(const std::string& mount_id);         // deletes the row

@@ -1,11 +1,15 @@
 #include "fuse/attach_manager.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <filesystem>
+#include <optional>
 
 #include "readers/common/error.h"
 #include "readers/common/log.h"
 #include "readers/fs/registry.h"
+#include "readers/kernel/kernel_backup.h"
 #include "readers/volume/volume.h"
 
 namespace sendense {
@@ -183,21 +187,70 @@ AttachedBackupPtr AttachManager::attach(const BackupRecord& record) {
     BackupLayout layout = discover_backup(disks);
     for (const auto& w : layout.warnings) log::warn("volume_layout", {{"backup", record.id}, {"warning", w}});
     std::vector<std::string> volume_errors;
+    // The kernel backend, set up at the first volume it serves; each of its
+    // volumes keeps it alive (see kernel_backup.h).
+    std::shared_ptr<kernel::KernelBackup> kernel_backup;
+    std::optional<std::string> kernel_unavailable;
+    bool any_kernel = false;
     for (const auto& v : layout.volumes) {
       const std::string where = record.id + "/" + v.name;
-      if (!v.device || !has_reader(v.type)) {
+      const bool userspace = v.device && has_reader(v.type);
+      bool use_kernel = false;
+      if (options_.attach_mode != "userspace" && v.device && kernel::kernel_mounts(v.type) &&
+          (options_.attach_mode == "kernel" || !userspace)) {
+        if (!kernel_unavailable) kernel_unavailable = kernel::kernel_backend_unavailable();
+        use_kernel = kernel_unavailable->empty();
+        if (!use_kernel && !userspace)
+          log::info("kernel_backend_unavailable", {{"backup", record.id}, {"volume", v.name},
+                                                   {"reason", *kernel_unavailable}});
+      }
+      if (!use_kernel && !userspace) {
         log::info("volume_skipped", {{"backup", record.id}, {"volume", v.name}, {"type", to_string(v.type)},
                                      {"reason", v.note.empty() ? "no reader for this type yet" : v.note}});
         continue;
       }
       AttachedVolume av;
-      try {
-        av.fs = open_filesystem(v.type, v.device, where, options_.fs_open);
-      } catch (const Error& e) {  // a damaged volume: the rest of the backup is still served
-        log::error("volume_failed", {{"backup", record.id}, {"volume", v.name}, {"error", e.what()}});
-        volume_errors.push_back(e.what());
-        continue;
+      if (use_kernel) {
+        try {
+          if (!kernel_backup) {
+            std::vector<kernel::DiskImage> images;
+            for (const BackupDisk& d : record.all_disks())
+              images.push_back({d.image_path, image_format_from_string(d.format),
+                                std::filesystem::path(d.image_path).parent_path().string()});
+            kernel::KernelOptions kopts;
+            kopts.nbd = options_.nbd_devices;
+            kopts.replay = options_.fs_open.replay_journal;
+            const std::string backup_id = record.id;
+            kopts.claim = [this, backup_id, mount_id](const std::string& device) {
+              return catalog_.claim_kernel_device({device, "nbd", backup_id, mount_id, ::getpid(), 0});
+            };
+            kopts.release = [this](const std::string& device) { catalog_.release_kernel_device(device); };
+            kernel_backup =
+                std::make_shared<kernel::KernelBackup>(mount_id, record.id, std::move(images), std::move(kopts));
+          }
+          av.fs = kernel_backup->mount_volume(v, where);
+          av.backend = "kernel";
+        } catch (const Error& e) {
+          // Where a userspace reader exists it serves the volume instead.
+          log::error(userspace ? "kernel_volume_failed_using_userspace" : "volume_failed",
+                     {{"backup", record.id}, {"volume", v.name}, {"error", e.what()}});
+          if (!userspace) {
+            volume_errors.push_back(e.what());
+            continue;
+          }
+        }
       }
+      if (!av.fs) {
+        try {
+          av.fs = open_filesystem(v.type, v.device, where, options_.fs_open);
+          av.backend = "userspace";
+        } catch (const Error& e) {  // a damaged volume: the rest of the backup is still served
+          log::error("volume_failed", {{"backup", record.id}, {"volume", v.name}, {"error", e.what()}});
+          volume_errors.push_back(e.what());
+          continue;
+        }
+      }
+      any_kernel = any_kernel || av.backend == "kernel";
       av.name = v.name;
       av.fs_type = av.fs->type_name();
       // A catalog failure here fails the whole attach (retried after the
@@ -213,6 +266,7 @@ AttachedBackupPtr AttachManager::attach(const BackupRecord& record) {
       row.journal_transactions = journal.transactions;
       row.journal_blocks = journal.blocks;
       row.journal_note = journal.note;
+      row.backend = av.backend;
       av.id = catalog_.ensure_volume(row);
       view_.remember_volume(av.id, record.id);
       if (!types.empty()) types += ",";
@@ -221,6 +275,7 @@ AttachedBackupPtr AttachManager::attach(const BackupRecord& record) {
     }
     if (backup->volumes.empty() && !volume_errors.empty())
       throw Error(EIO, "no volume could be opened: " + volume_errors.front());
+    if (any_kernel) catalog_.set_mount_attach_mode(mount_id, "kernel");
     catalog_.set_mount_status(mount_id, "mounted", types);
   } catch (const std::exception& e) {
     const Error* err = dynamic_cast<const Error*>(&e);
@@ -239,7 +294,7 @@ AttachedBackupPtr AttachManager::attach(const BackupRecord& record) {
   log::info("attach", {{"backup", record.id},
                        {"volumes", std::to_string(backup->volumes.size())},
                        {"types", types},
-                       {"mode", "userspace"},
+                       {"mode", options_.attach_mode},
                        {"ms", std::to_string(steady_now_ms() - started)}});
   return backup;
 }

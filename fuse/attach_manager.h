@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <string_view>
@@ -32,6 +33,7 @@
 #include "catalog/catalog.h"
 #include "fuse/catalog_view.h"
 #include "readers/fs/filesystem.h"
+#include "readers/kernel/nbd_device.h"
 
 namespace sendense {
 
@@ -39,6 +41,7 @@ struct AttachedVolume {
   int64_t id = 0;          // volumes.id: the node-id namespace
   std::string name;        // "part1", "disk"
   std::string fs_type;
+  std::string backend;     // "userspace" or "kernel"
   FilesystemPtr fs;
 };
 
@@ -66,6 +69,12 @@ struct AttachOptions {
   std::chrono::seconds failure_backoff{3};     // a failed attach is retried after this
   std::chrono::seconds attach_wait{60};        // longest wait for another thread's attach
   FsOpenOptions fs_open;                       // passed to every open_filesystem()
+  // --attach: "userspace", "kernel" (every volume the kernel mounts) or
+  // "auto" (the kernel only for volumes without a userspace reader).
+  std::string attach_mode = "auto";
+  // --nbd-devices FIRST-LAST: the kernel backend uses qemu-nbd on this pool
+  // where the nbd module is loaded (else qemu-storage-daemon + loop).
+  std::optional<kernel::NbdRange> nbd_devices;
 };
 
 class AttachManager {

@@ -15,6 +15,7 @@
 #include <fstream>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -25,6 +26,8 @@
 #include "fuse/restore_tree.h"
 #include "readers/common/error.h"
 #include "readers/common/log.h"
+#include "readers/kernel/nbd_device.h"
+#include "readers/kernel/staging.h"
 
 namespace sendense {
 
@@ -307,8 +310,19 @@ int run_daemon(const DaemonOptions& options) {
     mountpoint_lock = std::make_unique<LockFile>(mountpoint_lock_path(mountpoint),
                                                  "another sendense-restorefs serves " + mountpoint);
     catalog = std::make_unique<Catalog>(catalog_path);
-    for (const auto& row : catalog->reconcile_all_mounts())
+    std::set<std::string> dead_runs;
+    for (const auto& row : catalog->reconcile_all_mounts()) {
       log::info("reconciled", {{"backup", row.backup_id}, {"mount_id", row.id}, {"was", row.status}});
+      dead_runs.insert(row.id);
+    }
+    // The kernel backend's nbd devices of dead runs (their qemu-nbd died
+    // with them), then staging mounts, loop devices and exports.
+    for (const auto& dev : catalog->kernel_devices()) {
+      if (!dead_runs.contains(dev.mount_id) && ::kill(static_cast<pid_t>(dev.owner_pid), 0) == 0) continue;
+      if (dev.kind == "nbd") kernel::disconnect_stale_nbd(dev.device);
+      catalog->release_kernel_device(dev.device);
+    }
+    for (const auto& id : dead_runs) kernel::release_stale_staging(id);
     clear_dead_mount(mountpoint);
   } catch (const std::exception& e) {
     log::error("startup_failed", {{"error", e.what()}});
@@ -322,6 +336,8 @@ int run_daemon(const DaemonOptions& options) {
   attach_options.max_mounts = options.max_mounts;
   attach_options.mount_path = mountpoint;
   attach_options.fs_open = options.fs_open;
+  attach_options.attach_mode = options.attach_mode;
+  if (!options.nbd_devices.empty()) attach_options.nbd_devices = kernel::parse_nbd_range(options.nbd_devices);
   AttachManager manager(*catalog, view, attach_options);
   RestoreTree tree(view, manager, TreeTimeouts{});
   FuseContext context(tree);  // after the session ends it frees the handles the kernel never released

@@ -22,6 +22,8 @@ struct DaemonOptions {
   std::chrono::milliseconds refresh_interval{2000};
   std::chrono::seconds flush_interval{5};
   FsOpenOptions fs_open;                        // how every volume's filesystem is opened (--no-replay, --ntfs-*)
+  std::string attach_mode = "auto";             // --attach userspace|kernel|auto
+  std::string nbd_devices;                      // --nbd-devices FIRST-LAST ("" = qemu-storage-daemon + loop)
 };
 
 // Returns the process exit code. Errors before mounting are logged.

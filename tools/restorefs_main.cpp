@@ -1,5 +1,5 @@
 // sendense-restorefs MOUNTPOINT --catalog DB [--idle-timeout SECONDS]
-//   [--max-mounts N] [--no-replay] [-f] [-o FUSE_OPTION]... [--log-level debug|info|warn|error]
+//   [--max-mounts N] [--attach userspace|kernel|auto] [--nbd-devices A-B] [--no-replay] [-f] [-o FUSE_OPTION]... [--log-level debug|info|warn|error]
 //   [--ntfs-uid N] [--ntfs-gid N] [--ntfs-dir-mode OCTAL] [--ntfs-file-mode OCTAL]
 // Parses the command line and runs the daemon; nothing else lives here.
 #include <cerrno>
@@ -10,17 +10,25 @@
 
 #include "fuse/daemon.h"
 #include "readers/common/log.h"
+#include "readers/kernel/nbd_device.h"
 
 namespace {
 
 constexpr const char* kUsage =
     "usage: sendense-restorefs MOUNTPOINT --catalog DB [--idle-timeout SECONDS] [--max-mounts N]\n"
-    "                          [--no-replay] [-f] [-o FUSE_OPTION]... [--log-level debug|info|warn|error]\n"
+    "                          [--attach userspace|kernel|auto] [--nbd-devices FIRST-LAST] [--no-replay] [-f] [-o FUSE_OPTION]... [--log-level debug|info|warn|error]\n"
     "                          [--ntfs-uid N] [--ntfs-gid N] [--ntfs-dir-mode OCTAL] [--ntfs-file-mode OCTAL]\n"
     "Serves every backup in the catalog as a read-only tree under MOUNTPOINT.\n"
     "  --catalog DB          SQLite catalog (default /var/lib/sendense-restore/catalog.db)\n"
     "  --idle-timeout S      detach a backup with no open files after S seconds idle (default 3600)\n"
     "  --max-mounts N        at most N backups attached at once (default 8)\n"
+    "  --attach MODE         userspace: every volume read by our readers; kernel: every volume the\n"
+    "                        kernel mounts (ext2/3/4, XFS, btrfs) through loop devices, read-only, as\n"
+    "                        root; auto (default): the kernel only where no userspace reader exists\n"
+    "  --nbd-devices A-B     kernel backend through qemu-nbd on /dev/nbdA../dev/nbdB (e.g. 0-7) where\n"
+    "                        the nbd module is loaded (read-only devices: journals not replayed);\n"
+    "                        default: qemu-storage-daemon + loop devices (journals replayed into a\n"
+    "                        throwaway overlay)\n"
     "  --no-replay           show ext3/ext4 volumes as stored, without replaying a journal that\n"
     "                        needs recovery (forensics; by default it is replayed in memory)\n"
     "  -f                    stay in the foreground\n"
@@ -70,6 +78,21 @@ int main(int argc, char** argv) {
       options.idle_timeout = std::chrono::seconds(parse_number("--idle-timeout", value(), 1, kMaxIdleTimeout));
     } else if (arg == "--max-mounts") {
       options.max_mounts = static_cast<size_t>(parse_number("--max-mounts", value(), 1, kMaxMounts));
+    } else if (arg == "--attach") {
+      options.attach_mode = value();
+      if (options.attach_mode != "userspace" && options.attach_mode != "kernel" && options.attach_mode != "auto") {
+        std::cerr << "sendense-restorefs: --attach needs userspace, kernel or auto, got '" << options.attach_mode
+                  << "'\n";
+        std::exit(2);
+      }
+    } else if (arg == "--nbd-devices") {
+      options.nbd_devices = value();
+      try {
+        sendense::kernel::parse_nbd_range(options.nbd_devices);
+      } catch (const std::exception& e) {
+        std::cerr << "sendense-restorefs: " << e.what() << "\n";
+        std::exit(2);
+      }
     } else if (arg == "--no-replay") {
       options.fs_open.replay_journal = false;
     } else if (arg == "-f") {

@@ -24,7 +24,10 @@ nlohmann::json journal_json(const VolumeRecord& v) {
 // "ext4" or "ext4 (journal replayed: 3 transactions, 41 blocks)".
 std::string volume_text(const VolumeRecord& v) {
   std::string s = v.name + ":" + v.fs_type;
-  if (v.journal_state == "replayed")
+  if (v.backend == "kernel") s += "[kernel]";
+  if (v.journal_state == "replayed" && v.backend == "kernel")
+    s += " (journal replayed " + v.journal_note + ")";
+  else if (v.journal_state == "replayed")
     s += " (journal replayed: " + std::to_string(v.journal_transactions) + " transactions, " +
          std::to_string(v.journal_blocks) + " blocks)";
   else if (v.journal_state == "skipped" || v.journal_state == "unsupported")
@@ -62,6 +65,7 @@ int status(int argc, char** argv, int first) {
                         {"fs_type", v.fs_type},
                         {"offset", v.offset},
                         {"length", v.length},
+                        {"backend", v.backend},
                         {"journal", journal_json(v)}});
       out.push_back({{"mount_id", m.id},
                      {"backup", m.backup_id},
