@@ -481,6 +481,64 @@ TEST(NtfsDamaged, RandomlyDamagedRecordsNeverCrash) {
   EXPECT_GT(entries, 0u) << "and the rest was still read";
 }
 
+// $STANDARD_INFORMATION times are guest data: the extremes of the signed
+// 64-bit range (1601 - 29 000 years, 1601 + 29 000 years) must convert
+// without signed overflow (the sanitizer build aborts on it) and land on
+// the same second as floor((raw - 1970 epoch) / 10^7).
+TEST(NtfsDamaged, ExtremeTimestampsConvertWithoutOverflow) {
+  REQUIRE_NTFS_FIXTURES();
+  auto m = manifest();
+  sendense::test::TempDir tmp;
+  const std::string copy = tmp / "times.img";
+  std::string data = sendense::test::read_file(m["BAD_PART"]);
+  uint64_t record = 0;
+  {
+    FilesystemPtr f = sendense::open_filesystem(sendense::FsType::ntfs, sendense::open_raw_image(m["BAD_PART"]), "t");
+    record = resolve(*f, "good.txt").ino;
+  }
+  auto le = [&](size_t off, int n) {
+    uint64_t v = 0;
+    for (int i = n - 1; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(data[off + static_cast<size_t>(i)]);
+    return v;
+  };
+  ASSERT_EQ(data.compare(3, 8, "NTFS    "), 0);
+  const uint64_t cluster = le(0x0b, 2) * le(0x0d, 1);
+  const int8_t cpr = static_cast<int8_t>(le(0x40, 1));
+  const uint64_t record_size = cpr > 0 ? cpr * cluster : uint64_t{1} << -cpr;
+  const size_t rec = static_cast<size_t>(le(0x30, 8) * cluster + record * record_size);
+  ASSERT_EQ(data.compare(rec, 4, "FILE"), 0);
+  ASSERT_EQ(le(rec + 0x2c, 4), record);
+  // The first attribute of a file record is $STANDARD_INFORMATION (0x10).
+  const size_t attr = rec + le(rec + 0x14, 2);
+  ASSERT_EQ(le(attr, 4), 0x10u);
+  const size_t value = attr + le(attr + 0x14, 2);
+  const int64_t raws[] = {INT64_MIN, INT64_MAX, INT64_MIN + 1, -1};  // ctime(crtime), mtime, ctime(MFT), atime
+  for (size_t i = 0; i < 4; ++i) {
+    for (size_t b = 0; b < 8; ++b) {
+      ASSERT_LT((value + i * 8 + b) % 512, 510u) << "would hit an update-sequence slot";
+      data[value + i * 8 + b] = static_cast<char>((static_cast<uint64_t>(raws[i]) >> (8 * b)) & 0xff);
+    }
+  }
+  sendense::test::write_file(copy, data);
+  auto expect_time = [](int64_t raw, const timespec& got, const char* what) {
+    // The 1601-to-1970 offset is a whole number of seconds (11644473600 s),
+    // so floor division of raw and of (raw - offset) share the remainder.
+    int64_t sec = raw / 10'000'000, rem = raw % 10'000'000;
+    if (rem < 0) {
+      rem += 10'000'000;
+      --sec;
+    }
+    EXPECT_EQ(static_cast<int64_t>(got.tv_sec), sec - 11644473600LL) << what;
+    EXPECT_EQ(static_cast<int64_t>(got.tv_nsec), rem * 100) << what;
+  };
+  FilesystemPtr f = sendense::open_filesystem(sendense::FsType::ntfs, sendense::open_raw_image(copy), "test/times");
+  const Attr a = resolve(*f, "good.txt");
+  expect_time(raws[1], a.mtime, "mtime");
+  expect_time(raws[2], a.ctime, "ctime");
+  expect_time(raws[3], a.atime, "atime");
+  EXPECT_EQ(read_all(*f, a.ino, 4096), "still readable\n");
+}
+
 TEST(NtfsNames, Utf16ToUtf8) {
   auto conv = [](std::initializer_list<uint16_t> units) {
     std::string bytes;

@@ -62,10 +62,12 @@ constexpr int64_t kMaxInterixSymlink = 8 + 2 * 4096;   // magic + PATH_MAX UTF-1
 constexpr size_t kMaxSecurityDescriptor = 64 * 1024;
 constexpr unsigned kMaxAttrRecords = 65536;            // attribute records walked per inode
 
-int64_t ntfs_time_to_unix_100ns(sle64 t) { return sle64_to_cpu(t) - 116444736000000000LL; }
-
+// NTFS times count 100 ns from 1601. The value is guest data: the epoch
+// shift is applied to whole seconds, where it cannot overflow (subtracting
+// it from the raw count can).
 timespec to_timespec(sle64 t) {
-  const int64_t v = ntfs_time_to_unix_100ns(t);
+  constexpr int64_t kSeconds1601To1970 = 11644473600LL;
+  const int64_t v = sle64_to_cpu(t);
   int64_t sec = v / 10'000'000;
   int64_t rem = v % 10'000'000;
   if (rem < 0) {
@@ -73,7 +75,7 @@ timespec to_timespec(sle64 t) {
     --sec;
   }
   timespec ts{};
-  ts.tv_sec = static_cast<time_t>(sec);
+  ts.tv_sec = static_cast<time_t>(sec - kSeconds1601To1970);
   ts.tv_nsec = static_cast<long>(rem * 100);
   return ts;
 }
