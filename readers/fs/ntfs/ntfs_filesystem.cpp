@@ -80,6 +80,20 @@ timespec to_timespec(sle64 t) {
   return ts;
 }
 
+// libntfs-3g declares some on-disk fields as C enums (FILE_ATTR_FLAGS,
+// FILE_NAME_TYPE_FLAGS). The values are guest data: loading one outside the
+// enumerators' range as the enum is undefined (the sanitizer build aborts),
+// so such fields are read as the plain little-endian bits they are.
+template <typename Enum>
+uint32_t raw_bits(const Enum& field) {
+  static_assert(sizeof(Enum) <= sizeof(uint32_t));
+  unsigned char b[sizeof(Enum)];
+  std::memcpy(b, &field, sizeof b);
+  uint32_t v = 0;
+  for (size_t i = sizeof b; i-- > 0;) v = v << 8 | b[i];
+  return v;
+}
+
 std::string le_bytes(uint64_t v, size_t n) {
   std::string out;
   for (size_t i = 0; i < n; ++i, v >>= 8) out.push_back(static_cast<char>(v & 0xff));
@@ -322,7 +336,7 @@ class NtfsFilesystem final : public Filesystem {
       return value;
     }
     if (name == "system.ntfs_reparse_data") {
-      if (!(ni->flags & FILE_ATTR_REPARSE_POINT)) return std::nullopt;
+      if (!(raw_bits(ni->flags) & le32_to_cpu(FILE_ATTR_REPARSE_POINT))) return std::nullopt;
       return read_attribute(ni.get(), ino, AT_REPARSE_POINT, AT_UNNAMED, 0, kMaxReparseData, "reparse point");
     }
     if (!name.starts_with("user.")) return std::nullopt;
@@ -517,7 +531,7 @@ class NtfsFilesystem final : public Filesystem {
       if (len < sizeof(FILE_NAME_ATTR) || off + len > le32_to_cpu(a->length))
         throw Error(EIO, "malformed $FILE_NAME", where(ino));
       const auto* fn = reinterpret_cast<const FILE_NAME_ATTR*>(reinterpret_cast<const u8*>(a) + off);
-      if (fn->file_name_type != FILE_NAME_DOS) ++links;
+      if (raw_bits(fn->file_name_type) != FILE_NAME_DOS) ++links;
       return false;
     });
     return std::max<uint32_t>(links, 1);
@@ -528,7 +542,7 @@ class NtfsFilesystem final : public Filesystem {
     InodeInfo info;
     const bool is_dir = (ni->mrec->flags & MFT_RECORD_IS_DIRECTORY) != 0;
     info.kind = is_dir ? Kind::directory : Kind::regular;
-    if (ni->flags & FILE_ATTR_REPARSE_POINT) {
+    if (raw_bits(ni->flags) & le32_to_cpu(FILE_ATTR_REPARSE_POINT)) {
       auto value = read_attribute(ni, ino, AT_REPARSE_POINT, AT_UNNAMED, 0, kMaxReparseData, "reparse point");
       if (value) {
         auto reparse = ntfs::parse_reparse(*value);
@@ -541,7 +555,7 @@ class NtfsFilesystem final : public Filesystem {
           info.symlink_target = std::move(*reparse->symlink_target);
         }
       }
-    } else if (!is_dir && (ni->flags & FILE_ATTR_SYSTEM) && ni->data_size >= 10 && ni->data_size <= kMaxInterixSymlink) {
+    } else if (!is_dir && (raw_bits(ni->flags) & le32_to_cpu(FILE_ATTR_SYSTEM)) && ni->data_size >= 10 && ni->data_size <= kMaxInterixSymlink) {
       // Interix symlinks (what ntfs-3g writes for `ln -s`): a small SYSTEM
       // file whose data starts with the magic.
       auto data = read_attribute(ni, ino, AT_DATA, AT_UNNAMED, 0, kMaxInterixSymlink, "data");
@@ -698,7 +712,7 @@ class NtfsFilesystem final : public Filesystem {
     const InodeInfo info = inspect(ino, ni.get());
     if (info.kind == Kind::directory) throw Error(EISDIR, "is a directory", where(ino));
     if (info.kind == Kind::symlink) throw Error(EINVAL, "a symbolic link has no data to read", where(ino));
-    if (ni->flags & FILE_ATTR_ENCRYPTED)
+    if (raw_bits(ni->flags) & le32_to_cpu(FILE_ATTR_ENCRYPTED))
       throw Error(EACCES, "encrypted file (EFS): reading it is not supported", where(ino));
     if (info.reparse_tag != 0) {
       if (auto what = ntfs::dataless_tag_name(info.reparse_tag))
