@@ -593,6 +593,43 @@ TEST(NtfsDamaged, OutOfRangeFlagValuesAreReadAsPlainBits) {
   }
 }
 
+// $Bitmap's stored size is guest data and the library counts free clusters
+// by reading it to that size (zeros past the initialized part): 256 GiB
+// claimed on a 16 MiB volume kept statfs, and the volume lock, busy for
+// hours. Now a clear EIO naming the structure; files still read.
+TEST(NtfsDamaged, HugeBitmapSizeIsAnErrorNotAHang) {
+  REQUIRE_NTFS_FIXTURES();
+  auto m = manifest();
+  sendense::test::TempDir tmp;
+  const std::string copy = tmp / "bitmap.img";
+  std::string data = sendense::test::read_file(m["BAD_PART"]);
+  auto le = [&](size_t off, int n) {
+    uint64_t v = 0;
+    for (int i = n - 1; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(data[off + static_cast<size_t>(i)]);
+    return v;
+  };
+  ASSERT_EQ(data.compare(3, 8, "NTFS    "), 0);
+  const uint64_t cluster = le(0x0b, 2) * le(0x0d, 1);
+  const int8_t cpr = static_cast<int8_t>(le(0x40, 1));
+  const uint64_t record_size = cpr > 0 ? cpr * cluster : uint64_t{1} << -cpr;
+  const size_t rec = static_cast<size_t>(le(0x30, 8) * cluster + 6 * record_size);  // record 6: $Bitmap
+  ASSERT_EQ(data.compare(rec, 4, "FILE"), 0);
+  size_t attr = rec + le(rec + 0x14, 2);
+  while (!(le(attr, 4) == 0x80 && data[attr + 8] == 1)) {  // its non-resident $DATA
+    ASSERT_NE(le(attr, 4), 0xffffffffu) << "no non-resident $DATA in $Bitmap";
+    attr += le(attr + 4, 4);
+  }
+  for (size_t field : {size_t{0x28}, size_t{0x30}})  // allocated and data size; initialized stays
+    put_le(data, attr + field, uint64_t{1} << 38, 8);
+  sendense::test::write_file(copy, data);
+  FilesystemPtr f = sendense::open_filesystem(sendense::FsType::ntfs, sendense::open_raw_image(copy), "test/bitmap");
+  std::string message;
+  EXPECT_EQ(error_code([&] { f->statfs(); }, &message), EIO);
+  EXPECT_NE(message.find("test/bitmap"), std::string::npos) << message;
+  EXPECT_NE(message.find("$Bitmap"), std::string::npos) << message;
+  EXPECT_EQ(read_all(*f, resolve(*f, "good.txt").ino, 4096), "still readable\n");
+}
+
 TEST(NtfsNames, Utf16ToUtf8) {
   auto conv = [](std::initializer_list<uint16_t> units) {
     std::string bytes;

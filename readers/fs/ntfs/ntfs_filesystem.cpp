@@ -357,6 +357,7 @@ class NtfsFilesystem final : public Filesystem {
   FsStat statfs() override {
     std::lock_guard lock(lib_mutex_);
     if (!free_space_known_) {
+      check_bitmap_sizes();
       if (ntfs_volume_get_free_space(vol_) != 0) throw library_error("cannot read the cluster bitmap", 0);
       free_space_known_ = true;
     }
@@ -445,6 +446,35 @@ class NtfsFilesystem final : public Filesystem {
                                  {"hibernated", hibernated ? "yes" : "no"}, {"note", journal_.note}});
     } else {
       journal_.state = "clean";
+    }
+  }
+
+  // Caller holds lib_mutex_. The library counts free clusters and MFT
+  // records by reading $Bitmap and $MFT's bitmap to their stored sizes (past
+  // the initialized size it just produces zeros): a size claimed far beyond
+  // what the volume can need would keep statfs (and the volume's lock) busy
+  // for hours. One bit per cluster / per record that fits the device, plus
+  // slack for rounding and shrunk volumes.
+  void check_bitmap_sizes() const {
+    constexpr int64_t kSlack = 1 << 20;
+    struct Bitmap {
+      const char* what;
+      ntfs_attr* na;
+      uint64_t bits;
+    };
+    const uint64_t device_size = device_->size();
+    const Bitmap bitmaps[] = {
+        {"$Bitmap", vol_->lcnbmp_na, static_cast<uint64_t>(vol_->nr_clusters)},
+        {"$MFT bitmap", vol_->mftbmp_na, vol_->mft_record_size > 0 ? device_size / vol_->mft_record_size : 0},
+    };
+    for (const Bitmap& b : bitmaps) {
+      if (b.na == nullptr) throw Error(EIO, std::string(b.what) + " is not open", name_);
+      const int64_t limit = static_cast<int64_t>(b.bits / 8) + kSlack;
+      if (b.na->data_size < 0 || b.na->data_size > limit)
+        throw Error(EIO,
+                    std::string(b.what) + " of " + std::to_string(b.na->data_size) + " bytes, more than " +
+                        std::to_string(b.bits) + " bits the volume can use",
+                    name_);
     }
   }
 
