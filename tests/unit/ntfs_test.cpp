@@ -481,6 +481,155 @@ TEST(NtfsDamaged, RandomlyDamagedRecordsNeverCrash) {
   EXPECT_GT(entries, 0u) << "and the rest was still read";
 }
 
+// A copy of the damaged-volume partition (BAD_PART) in which `patch` may
+// change the MFT record of good.txt; returns the copy's path. `patch` gets
+// the image bytes, the record's offset and its first attribute of `type`.
+std::string patched_good_txt(const sendense::test::TempDir& tmp, uint32_t type,
+                             const std::function<void(std::string& data, size_t value)>& patch) {
+  auto m = manifest();
+  const std::string copy = tmp / "patched.img";
+  std::string data = sendense::test::read_file(m["BAD_PART"]);
+  uint64_t record = 0;
+  {
+    FilesystemPtr f = sendense::open_filesystem(sendense::FsType::ntfs, sendense::open_raw_image(m["BAD_PART"]), "t");
+    record = resolve(*f, "good.txt").ino;
+  }
+  auto le = [&](size_t off, int n) {
+    uint64_t v = 0;
+    for (int i = n - 1; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(data[off + static_cast<size_t>(i)]);
+    return v;
+  };
+  EXPECT_EQ(data.compare(3, 8, "NTFS    "), 0);
+  const uint64_t cluster = le(0x0b, 2) * le(0x0d, 1);
+  const int8_t cpr = static_cast<int8_t>(le(0x40, 1));
+  const uint64_t record_size = cpr > 0 ? cpr * cluster : uint64_t{1} << -cpr;
+  const size_t rec = static_cast<size_t>(le(0x30, 8) * cluster + record * record_size);
+  EXPECT_EQ(data.compare(rec, 4, "FILE"), 0);
+  EXPECT_EQ(le(rec + 0x2c, 4), record);
+  for (size_t attr = rec + le(rec + 0x14, 2); attr + 8 < rec + record_size && le(attr, 4) != 0xffffffffu;
+       attr += le(attr + 4, 4)) {
+    if (le(attr, 4) != type) continue;
+    patch(data, attr + le(attr + 0x14, 2));
+    sendense::test::write_file(copy, data);
+    return copy;
+  }
+  ADD_FAILURE() << "no attribute 0x" << std::hex << type << " in good.txt's record";
+  return copy;
+}
+
+void put_le(std::string& data, size_t at, uint64_t v, size_t n) {
+  for (size_t b = 0; b < n; ++b) {
+    ASSERT_LT((at + b) % 512, 510u) << "would hit an update-sequence slot";
+    data[at + b] = static_cast<char>((v >> (8 * b)) & 0xff);
+  }
+}
+
+// $STANDARD_INFORMATION times are guest data: the extremes of the signed
+// 64-bit range (1601 - 29 000 years, 1601 + 29 000 years) must convert
+// without signed overflow (the sanitizer build aborts on it) and land on
+// the same second as floor((raw - 1970 epoch) / 10^7).
+TEST(NtfsDamaged, ExtremeTimestampsConvertWithoutOverflow) {
+  REQUIRE_NTFS_FIXTURES();
+  sendense::test::TempDir tmp;
+  const int64_t raws[] = {INT64_MIN, INT64_MAX, INT64_MIN + 1, -1};  // crtime, mtime, ctime (MFT change), atime
+  const std::string copy = patched_good_txt(tmp, 0x10, [&](std::string& data, size_t value) {
+    for (size_t i = 0; i < 4; ++i) put_le(data, value + i * 8, static_cast<uint64_t>(raws[i]), 8);
+  });
+  auto expect_time = [](int64_t raw, const timespec& got, const char* what) {
+    // The 1601-to-1970 offset is a whole number of seconds (11644473600 s),
+    // so floor division of raw and of (raw - offset) share the remainder.
+    int64_t sec = raw / 10'000'000, rem = raw % 10'000'000;
+    if (rem < 0) {
+      rem += 10'000'000;
+      --sec;
+    }
+    EXPECT_EQ(static_cast<int64_t>(got.tv_sec), sec - 11644473600LL) << what;
+    EXPECT_EQ(static_cast<int64_t>(got.tv_nsec), rem * 100) << what;
+  };
+  FilesystemPtr f = sendense::open_filesystem(sendense::FsType::ntfs, sendense::open_raw_image(copy), "test/times");
+  const Attr a = resolve(*f, "good.txt");
+  expect_time(raws[1], a.mtime, "mtime");
+  expect_time(raws[2], a.ctime, "ctime");
+  expect_time(raws[3], a.atime, "atime");
+  EXPECT_EQ(read_all(*f, a.ino, 4096), "still readable\n");
+}
+
+// libntfs-3g declares some on-disk fields as C enums (file attribute flags,
+// the $FILE_NAME namespace). A guest value outside the enumerators' range
+// must be read as plain bits, not loaded as the enum (undefined; the
+// sanitizer build aborts the daemon on it).
+TEST(NtfsDamaged, OutOfRangeFlagValuesAreReadAsPlainBits) {
+  REQUIRE_NTFS_FIXTURES();
+  sendense::test::TempDir tmp;
+  {
+    // $FILE_NAME namespace byte (0x41 into the value) 0x73: no such namespace,
+    // and not the DOS one, so it still counts as a link.
+    const std::string copy =
+        patched_good_txt(tmp, 0x30, [&](std::string& data, size_t value) { put_le(data, value + 0x41, 0x73, 1); });
+    FilesystemPtr f = sendense::open_filesystem(sendense::FsType::ntfs, sendense::open_raw_image(copy), "test/fn");
+    const Attr a = f->getattr(resolve(*f, "good.txt").ino);
+    EXPECT_EQ(a.nlink, 1u);
+    EXPECT_EQ(read_all(*f, a.ino, 4096), "still readable\n");
+  }
+  {
+    // $STANDARD_INFORMATION file attributes (0x20 into the value) with the
+    // two top bits set, which no enumerator covers.
+    uint32_t flags = 0;
+    const std::string copy = patched_good_txt(tmp, 0x10, [&](std::string& data, size_t value) {
+      for (int b = 3; b >= 0; --b) flags = (flags << 8) | static_cast<unsigned char>(data[value + 0x20 + b]);
+      flags |= 0xc0000000u;
+      put_le(data, value + 0x20, flags, 4);
+    });
+    FilesystemPtr f = sendense::open_filesystem(sendense::FsType::ntfs, sendense::open_raw_image(copy), "test/si");
+    const Attr a = resolve(*f, "good.txt");
+    EXPECT_TRUE(S_ISREG(a.mode));
+    EXPECT_EQ(read_all(*f, a.ino, 4096), "still readable\n");
+    const auto shown = f->getxattr(a.ino, "system.ntfs_attrib");
+    ASSERT_TRUE(shown);
+    ASSERT_EQ(shown->size(), 4u);
+    uint32_t got = 0;
+    for (int b = 3; b >= 0; --b) got = (got << 8) | static_cast<unsigned char>((*shown)[static_cast<size_t>(b)]);
+    EXPECT_EQ(got, flags);
+  }
+}
+
+// $Bitmap's stored size is guest data and the library counts free clusters
+// by reading it to that size (zeros past the initialized part): 256 GiB
+// claimed on a 16 MiB volume kept statfs, and the volume lock, busy for
+// hours. Now a clear EIO naming the structure; files still read.
+TEST(NtfsDamaged, HugeBitmapSizeIsAnErrorNotAHang) {
+  REQUIRE_NTFS_FIXTURES();
+  auto m = manifest();
+  sendense::test::TempDir tmp;
+  const std::string copy = tmp / "bitmap.img";
+  std::string data = sendense::test::read_file(m["BAD_PART"]);
+  auto le = [&](size_t off, int n) {
+    uint64_t v = 0;
+    for (int i = n - 1; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(data[off + static_cast<size_t>(i)]);
+    return v;
+  };
+  ASSERT_EQ(data.compare(3, 8, "NTFS    "), 0);
+  const uint64_t cluster = le(0x0b, 2) * le(0x0d, 1);
+  const int8_t cpr = static_cast<int8_t>(le(0x40, 1));
+  const uint64_t record_size = cpr > 0 ? cpr * cluster : uint64_t{1} << -cpr;
+  const size_t rec = static_cast<size_t>(le(0x30, 8) * cluster + 6 * record_size);  // record 6: $Bitmap
+  ASSERT_EQ(data.compare(rec, 4, "FILE"), 0);
+  size_t attr = rec + le(rec + 0x14, 2);
+  while (!(le(attr, 4) == 0x80 && data[attr + 8] == 1)) {  // its non-resident $DATA
+    ASSERT_NE(le(attr, 4), 0xffffffffu) << "no non-resident $DATA in $Bitmap";
+    attr += le(attr + 4, 4);
+  }
+  for (size_t field : {size_t{0x28}, size_t{0x30}})  // allocated and data size; initialized stays
+    put_le(data, attr + field, uint64_t{1} << 38, 8);
+  sendense::test::write_file(copy, data);
+  FilesystemPtr f = sendense::open_filesystem(sendense::FsType::ntfs, sendense::open_raw_image(copy), "test/bitmap");
+  std::string message;
+  EXPECT_EQ(error_code([&] { f->statfs(); }, &message), EIO);
+  EXPECT_NE(message.find("test/bitmap"), std::string::npos) << message;
+  EXPECT_NE(message.find("$Bitmap"), std::string::npos) << message;
+  EXPECT_EQ(read_all(*f, resolve(*f, "good.txt").ino, 4096), "still readable\n");
+}
+
 TEST(NtfsNames, Utf16ToUtf8) {
   auto conv = [](std::initializer_list<uint16_t> units) {
     std::string bytes;

@@ -429,6 +429,29 @@ TEST(XfsReader, DamagedSuperblockOrAgHeaderFailsTheVolume) {
   EXPECT_EQ(error_code([&] { open_image(v4); }), EIO);
 }
 
+// sb_logblocks is guest data: a log claimed larger than the filesystem
+// leaves the volume browsable (log state "unknown") and must not make
+// statfs subtract past zero (it showed ~2^64 blocks).
+TEST(XfsReader, LogLargerThanTheFilesystemKeepsStatfsSane) {
+  REQUIRE_FIXTURES();
+  TempDir tmp;
+  const std::string img = copy_image(tmp, "v4.img");  // v4: no superblock CRC to fix up
+  const std::string sb = run_ok("xfs_db -r -c 'sb 0' -c 'print dblocks' " + q(img));
+  const uint64_t dblocks = std::stoull(sb.substr(sb.find("dblocks = ") + 10));
+  const int fd = ::open(img.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  const unsigned char huge[4] = {0xff, 0xff, 0xff, 0xff};
+  ASSERT_EQ(pwrite(fd, huge, 4, 96), 4);  // sb_logblocks, big-endian
+  ::close(fd);
+  FilesystemPtr f = open_image(img);
+  EXPECT_EQ(f->journal().state, "unknown");
+  const sendense::FsStat st = f->statfs();
+  EXPECT_LE(st.blocks, dblocks);
+  EXPECT_GT(st.blocks, 0u);
+  EXPECT_LE(st.blocks_free, st.blocks);
+  EXPECT_TRUE(S_ISDIR(f->getattr(f->root_ino()).mode));
+}
+
 TEST(XfsReader, DamagedMetadataFailsOnlyWhatIsDamaged) {
   REQUIRE_FIXTURES();
   TempDir tmp;

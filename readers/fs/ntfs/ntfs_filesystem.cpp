@@ -62,10 +62,12 @@ constexpr int64_t kMaxInterixSymlink = 8 + 2 * 4096;   // magic + PATH_MAX UTF-1
 constexpr size_t kMaxSecurityDescriptor = 64 * 1024;
 constexpr unsigned kMaxAttrRecords = 65536;            // attribute records walked per inode
 
-int64_t ntfs_time_to_unix_100ns(sle64 t) { return sle64_to_cpu(t) - 116444736000000000LL; }
-
+// NTFS times count 100 ns from 1601. The value is guest data: the epoch
+// shift is applied to whole seconds, where it cannot overflow (subtracting
+// it from the raw count can).
 timespec to_timespec(sle64 t) {
-  const int64_t v = ntfs_time_to_unix_100ns(t);
+  constexpr int64_t kSeconds1601To1970 = 11644473600LL;
+  const int64_t v = sle64_to_cpu(t);
   int64_t sec = v / 10'000'000;
   int64_t rem = v % 10'000'000;
   if (rem < 0) {
@@ -73,9 +75,23 @@ timespec to_timespec(sle64 t) {
     --sec;
   }
   timespec ts{};
-  ts.tv_sec = static_cast<time_t>(sec);
+  ts.tv_sec = static_cast<time_t>(sec - kSeconds1601To1970);
   ts.tv_nsec = static_cast<long>(rem * 100);
   return ts;
+}
+
+// libntfs-3g declares some on-disk fields as C enums (FILE_ATTR_FLAGS,
+// FILE_NAME_TYPE_FLAGS). The values are guest data: loading one outside the
+// enumerators' range as the enum is undefined (the sanitizer build aborts),
+// so such fields are read as the plain little-endian bits they are.
+template <typename Enum>
+uint32_t raw_bits(const Enum& field) {
+  static_assert(sizeof(Enum) <= sizeof(uint32_t));
+  unsigned char b[sizeof(Enum)];
+  std::memcpy(b, &field, sizeof b);
+  uint32_t v = 0;
+  for (size_t i = sizeof b; i-- > 0;) v = v << 8 | b[i];
+  return v;
 }
 
 std::string le_bytes(uint64_t v, size_t n) {
@@ -320,7 +336,7 @@ class NtfsFilesystem final : public Filesystem {
       return value;
     }
     if (name == "system.ntfs_reparse_data") {
-      if (!(ni->flags & FILE_ATTR_REPARSE_POINT)) return std::nullopt;
+      if (!(raw_bits(ni->flags) & le32_to_cpu(FILE_ATTR_REPARSE_POINT))) return std::nullopt;
       return read_attribute(ni.get(), ino, AT_REPARSE_POINT, AT_UNNAMED, 0, kMaxReparseData, "reparse point");
     }
     if (!name.starts_with("user.")) return std::nullopt;
@@ -341,6 +357,7 @@ class NtfsFilesystem final : public Filesystem {
   FsStat statfs() override {
     std::lock_guard lock(lib_mutex_);
     if (!free_space_known_) {
+      check_bitmap_sizes();
       if (ntfs_volume_get_free_space(vol_) != 0) throw library_error("cannot read the cluster bitmap", 0);
       free_space_known_ = true;
     }
@@ -432,6 +449,35 @@ class NtfsFilesystem final : public Filesystem {
     }
   }
 
+  // Caller holds lib_mutex_. The library counts free clusters and MFT
+  // records by reading $Bitmap and $MFT's bitmap to their stored sizes (past
+  // the initialized size it just produces zeros): a size claimed far beyond
+  // what the volume can need would keep statfs (and the volume's lock) busy
+  // for hours. One bit per cluster / per record that fits the device, plus
+  // slack for rounding and shrunk volumes.
+  void check_bitmap_sizes() const {
+    constexpr int64_t kSlack = 1 << 20;
+    struct Bitmap {
+      const char* what;
+      ntfs_attr* na;
+      uint64_t bits;
+    };
+    const uint64_t device_size = device_->size();
+    const Bitmap bitmaps[] = {
+        {"$Bitmap", vol_->lcnbmp_na, static_cast<uint64_t>(vol_->nr_clusters)},
+        {"$MFT bitmap", vol_->mftbmp_na, vol_->mft_record_size > 0 ? device_size / vol_->mft_record_size : 0},
+    };
+    for (const Bitmap& b : bitmaps) {
+      if (b.na == nullptr) throw Error(EIO, std::string(b.what) + " is not open", name_);
+      const int64_t limit = static_cast<int64_t>(b.bits / 8) + kSlack;
+      if (b.na->data_size < 0 || b.na->data_size > limit)
+        throw Error(EIO,
+                    std::string(b.what) + " of " + std::to_string(b.na->data_size) + " bytes, more than " +
+                        std::to_string(b.bits) + " bits the volume can use",
+                    name_);
+    }
+  }
+
   // Caller holds lib_mutex_.
   InodePtr open_inode(uint64_t ino) {
     if (ino > kMaxInode) throw Error(ENOENT, "no such MFT record", where(ino));
@@ -515,7 +561,7 @@ class NtfsFilesystem final : public Filesystem {
       if (len < sizeof(FILE_NAME_ATTR) || off + len > le32_to_cpu(a->length))
         throw Error(EIO, "malformed $FILE_NAME", where(ino));
       const auto* fn = reinterpret_cast<const FILE_NAME_ATTR*>(reinterpret_cast<const u8*>(a) + off);
-      if (fn->file_name_type != FILE_NAME_DOS) ++links;
+      if (raw_bits(fn->file_name_type) != FILE_NAME_DOS) ++links;
       return false;
     });
     return std::max<uint32_t>(links, 1);
@@ -526,7 +572,7 @@ class NtfsFilesystem final : public Filesystem {
     InodeInfo info;
     const bool is_dir = (ni->mrec->flags & MFT_RECORD_IS_DIRECTORY) != 0;
     info.kind = is_dir ? Kind::directory : Kind::regular;
-    if (ni->flags & FILE_ATTR_REPARSE_POINT) {
+    if (raw_bits(ni->flags) & le32_to_cpu(FILE_ATTR_REPARSE_POINT)) {
       auto value = read_attribute(ni, ino, AT_REPARSE_POINT, AT_UNNAMED, 0, kMaxReparseData, "reparse point");
       if (value) {
         auto reparse = ntfs::parse_reparse(*value);
@@ -539,7 +585,7 @@ class NtfsFilesystem final : public Filesystem {
           info.symlink_target = std::move(*reparse->symlink_target);
         }
       }
-    } else if (!is_dir && (ni->flags & FILE_ATTR_SYSTEM) && ni->data_size >= 10 && ni->data_size <= kMaxInterixSymlink) {
+    } else if (!is_dir && (raw_bits(ni->flags) & le32_to_cpu(FILE_ATTR_SYSTEM)) && ni->data_size >= 10 && ni->data_size <= kMaxInterixSymlink) {
       // Interix symlinks (what ntfs-3g writes for `ln -s`): a small SYSTEM
       // file whose data starts with the magic.
       auto data = read_attribute(ni, ino, AT_DATA, AT_UNNAMED, 0, kMaxInterixSymlink, "data");
@@ -696,7 +742,7 @@ class NtfsFilesystem final : public Filesystem {
     const InodeInfo info = inspect(ino, ni.get());
     if (info.kind == Kind::directory) throw Error(EISDIR, "is a directory", where(ino));
     if (info.kind == Kind::symlink) throw Error(EINVAL, "a symbolic link has no data to read", where(ino));
-    if (ni->flags & FILE_ATTR_ENCRYPTED)
+    if (raw_bits(ni->flags) & le32_to_cpu(FILE_ATTR_ENCRYPTED))
       throw Error(EACCES, "encrypted file (EFS): reading it is not supported", where(ino));
     if (info.reparse_tag != 0) {
       if (auto what = ntfs::dataless_tag_name(info.reparse_tag))

@@ -165,7 +165,10 @@ class XfsFilesystem final : public Filesystem {
     const xfs::Superblock& sb = volume_.sb();
     FsStat st;
     st.block_size = sb.block_size;
-    st.blocks = sb.dblocks - (sb.log_start != 0 ? sb.log_blocks : 0);
+    // An internal log is not usable space; a damaged sb_logblocks larger
+    // than the filesystem (log state "unknown") must not wrap the count.
+    const uint64_t log_blocks = sb.log_start != 0 && sb.log_blocks < sb.dblocks ? sb.log_blocks : 0;
+    st.blocks = sb.dblocks - log_blocks;
     st.blocks_free = std::min(sb.fdblocks, st.blocks);
     st.files = sb.icount;
     st.files_free = std::min(sb.ifree, sb.icount);
