@@ -3,7 +3,8 @@
 // Locks (never two held at once, so there is no order to get wrong; an
 // OpenFile's library handles are closed under lib_mutex_ by release() or the
 // destructor, and read() checks them under the same lock):
-//   lib_mutex_     every libntfs-3g call on vol_ (the library is not thread-safe)
+//   lib_mutex_     every libntfs-3g call (the library is not thread-safe;
+//                  process-wide, shared by every NTFS volume)
 //   handles_mutex_ the table of open files (shared for read())
 //   cache_mutex_   the per-directory name cache
 // Plain non-resident data (not compressed, not encrypted) is mapped once at
@@ -48,6 +49,12 @@ extern "C" {
 namespace sendense {
 
 namespace {
+
+std::mutex& library_mutex() {
+  static std::mutex m;
+  return m;
+}
+
 
 // Limits against hostile metadata: far above what a real volume needs,
 // far below what would exhaust memory.
@@ -850,7 +857,11 @@ class NtfsFilesystem final : public Filesystem {
   const FsOpenOptions options_;
   JournalReport journal_;
 
-  std::mutex lib_mutex_;
+  // One lock for the whole process, not per volume: libntfs-3g keeps
+  // process-wide state (its log handler, locale-dependent name conversion,
+  // caches we have not audited), so two volumes must not call it at once
+  // either. Plain file data is read without it (see the top of this file).
+  std::mutex& lib_mutex_ = library_mutex();
   // Declared before vol_'s users: it outlives the volume (see ntfs_device.h).
   std::unique_ptr<ntfs::BlockDeviceNtfsDevice> device_holder_;
   ntfs_volume* vol_ = nullptr;
