@@ -115,6 +115,20 @@ AttachedBackupPtr AttachManager::acquire(const std::string& backup_id) {
   return attached;
 }
 
+bool AttachManager::evict_one_idle(const std::string& for_backup) {
+  AttachedBackupPtr victim;
+  {
+    std::unique_lock lock(table_mutex_);
+    victim = least_recently_used_idle();
+    if (!victim) return false;
+    attached_.erase(victim->backup_id);
+  }
+  log::info("evict", {{"backup", victim->backup_id}, {"for", for_backup}, {"reason", "kernel device pool full"}});
+  release(victim, "evict");
+  victim.reset();  // the last reference: its kernel devices are released here, before the retry
+  return true;
+}
+
 // Reserves a slot for one more attach (attaching_++), evicting the least
 // recently used idle backup (see the header) when the table is full.
 void AttachManager::make_room(const std::string& for_backup) {
@@ -228,7 +242,17 @@ AttachedBackupPtr AttachManager::attach(const BackupRecord& record) {
             kernel_backup =
                 std::make_shared<kernel::KernelBackup>(mount_id, record.id, std::move(images), std::move(kopts));
           }
-          av.fs = kernel_backup->mount_volume(v, where);
+          // A device pool that is full (every restore-pool nbd device, or
+          // no loop device left) frees a device by evicting the least
+          // recently used idle backup, as --max-mounts does; else EBUSY.
+          for (;;) {
+            try {
+              av.fs = kernel_backup->mount_volume(v, where);
+              break;
+            } catch (const Error& e) {
+              if (e.code() != EBUSY || !evict_one_idle(record.id)) throw;
+            }
+          }
           av.backend = "kernel";
         } catch (const Error& e) {
           // Where a userspace reader exists it serves the volume instead.

@@ -102,6 +102,9 @@ class AttachManager {
   void release(const AttachedBackupPtr& backup, std::string_view reason);
   std::shared_ptr<std::timed_mutex> attach_lock(const std::string& backup_id);
   AttachedBackupPtr least_recently_used_idle() const;  // table_mutex_ held
+  // Detaches the least recently used idle backup now (a kernel device pool
+  // is full); false if every attached backup is in use. Takes table_mutex_.
+  bool evict_one_idle(const std::string& for_backup);
 
   Catalog& catalog_;
   CatalogView& view_;
