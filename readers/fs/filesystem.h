@@ -51,7 +51,8 @@ struct DirEntry {
 struct JournalReport {
   // "none" (no journal/log), "clean", "replayed" (in memory), "skipped"
   // (needs recovery but not replayed: --no-replay, or the reader cannot),
-  // "unsupported" (e.g. an external journal device).
+  // "unsupported" (e.g. an external journal device), "unknown" (the log
+  // could not be read to tell; shown as stored).
   std::string state = "none";
   uint64_t transactions = 0;  // transactions applied (state "replayed")
   uint64_t blocks = 0;        // blocks those transactions mapped

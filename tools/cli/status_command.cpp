@@ -32,6 +32,8 @@ std::string volume_text(const VolumeRecord& v) {
          std::to_string(v.journal_blocks) + " blocks)";
   else if (v.journal_state == "skipped" || v.journal_state == "unsupported")
     s += " (journal " + v.journal_state + ": shown as stored)";
+  else if (v.journal_state == "unknown")
+    s += " (journal state unknown: shown as stored)";
   return s;
 }
 
