@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "readers/block/child_process.h"
+#include "readers/block/qemu_chain_json.h"
 #include "readers/common/error.h"
 #include "readers/common/log.h"
 
@@ -28,41 +29,6 @@ namespace nbd {
 namespace {
 
 constexpr const char* kFolderPrefix = "qemu-nbd-";
-
-std::string json_string(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c < 0x20) {
-      static const char* hex = "0123456789abcdef";
-      out += "\\u00";
-      out += hex[c >> 4];
-      out += hex[c & 0xf];
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out + "\"";
-}
-
-// The drivers whose images may name a backing file: the only ones that
-// accept (and need) "backing".
-bool takes_backing(ImageFormat f) { return f == ImageFormat::qcow2 || f == ImageFormat::vmdk; }
-
-std::string link_json(const std::vector<ChainLink>& chain, size_t i) {
-  const ChainLink& link = chain[i];
-  std::string j = "{\"driver\":" + json_string(to_string(link.format)) +
-                  ",\"file\":{\"driver\":\"file\",\"filename\":" + json_string(link.path) + "}";
-  if (takes_backing(link.format)) {
-    if (i + 1 < chain.size())
-      j += ",\"backing\":" + link_json(chain, i + 1);
-    else
-      j += ",\"backing\":null";
-  }
-  return j + "}";
-}
 
 // Removes the folders of daemons that are gone (a crash leaves the socket
 // and log behind; their qemu-nbd died with them).
@@ -359,7 +325,7 @@ class NbdImage final : public BlockDevice {
 
 std::string qemu_json_filename(const std::vector<ChainLink>& chain) {
   if (chain.empty()) throw Error(EINVAL, "empty image chain");
-  return "json:" + link_json(chain, 0);
+  return "json:" + qemu_chain_json(chain);
 }
 
 std::chrono::milliseconds request_timeout() { return std::chrono::milliseconds(g_request_timeout_ms.load()); }

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "readers/block/child_process.h"
+#include "readers/block/qemu_chain_json.h"
 #include "readers/common/error.h"
 #include "readers/common/log.h"
 #include "readers/kernel/staging.h"
@@ -20,39 +21,6 @@ namespace {
 
 constexpr auto kStartWait = std::chrono::seconds(30);
 constexpr auto kPoll = std::chrono::milliseconds(20);
-
-std::string json_string(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c < 0x20) {
-      static const char* hex = "0123456789abcdef";
-      out += "\\u00";
-      out += hex[c >> 4];
-      out += hex[c & 0xf];
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out + "\"";
-}
-
-bool takes_backing(ImageFormat f) { return f == ImageFormat::qcow2 || f == ImageFormat::vmdk; }
-
-// The chain from link i down, every node and file read-only, each backing
-// pinned (the base gets "backing": null so qemu opens nothing it names).
-std::string chain_json(const std::vector<ChainLink>& chain, size_t i, bool top) {
-  const ChainLink& link = chain[i];
-  std::string j = "{\"driver\":" + json_string(to_string(link.format));
-  if (top) j += ",\"node-name\":\"base\"";
-  j += ",\"read-only\":true,\"file\":{\"driver\":\"file\",\"read-only\":true,\"filename\":" +
-       json_string(link.path) + "}";
-  if (takes_backing(link.format))
-    j += ",\"backing\":" + (i + 1 < chain.size() ? chain_json(chain, i + 1, false) : std::string("null"));
-  return j + "}";
-}
 
 // Runs a short helper to completion (bounded), throwing with its output.
 void run_to_end(const std::string& program, std::vector<std::string> argv, const std::string& log_path,
@@ -104,7 +72,7 @@ ImageExport::ImageExport(const std::string& image, ImageFormat format, const std
   spec.program = find_program("qemu-storage-daemon");
   if (spec.program.empty()) throw Error(ENOENT, "qemu-storage-daemon not found (package qemu-system-common)", image);
   spec.argv = {"qemu-storage-daemon",
-               "--blockdev", chain_json(chain, 0, true),
+               "--blockdev", qemu_chain_json(chain, {.read_only = true, .top_node_name = "base"}),
                "--blockdev",
                "{\"driver\":\"qcow2\",\"node-name\":\"overlay\",\"file\":{\"driver\":\"file\",\"filename\":" +
                    json_string(overlay_path_) + "},\"backing\":\"base\"}",
