@@ -88,7 +88,7 @@ struct MountRecord {
   int64_t expires_at = 0;     // last_accessed_at + idle timeout
   int64_t owner_pid = 0;      // daemon that made the row
   std::string error;          // why it failed
-  std::string image_reader;   // "libqcow", "raw", "qemu-nbd" ("" until the image is open)
+  std::string image_reader;   // "qcow2" (ours), "raw", "qemu-nbd" ("" until the image is open)
 };
 
 class Catalog {

@@ -38,6 +38,10 @@ const AttachedVolume* AttachedBackup::volume_named(std::string_view name) const 
   return nullptr;
 }
 
+bool AttachedBackup::images_changed() const {
+  return std::any_of(images.begin(), images.end(), [](const BlockDevicePtr& d) { return d->changed(); });
+}
+
 void AttachedBackup::touch() { last_access_ms.store(steady_now_ms(), std::memory_order_relaxed); }
 
 AttachManager::AttachManager(Catalog& catalog, CatalogView& view, AttachOptions options)
@@ -69,8 +73,15 @@ AttachedBackupPtr AttachManager::find(const std::string& backup_id) const {
 
 AttachedBackupPtr AttachManager::acquire(const std::string& backup_id) {
   if (auto hit = find(backup_id)) {
-    hit->touch();
-    return hit;
+    if (!hit->images_changed()) {
+      hit->touch();
+      return hit;
+    }
+    // An image was truncated, rewritten or replaced under this attach: its
+    // readers answer EIO for good. Requests that already hold it still get
+    // EIO; every new one gets a fresh attach of what the repository holds
+    // now (validated again), with the same node ids.
+    detach(backup_id, "image_changed");
   }
   auto snap = view_.snapshot();
   const BackupRecord* record = snap->find(backup_id);
@@ -194,6 +205,7 @@ AttachedBackupPtr AttachManager::attach(const BackupRecord& record) {
     for (const BackupDisk& d : record.all_disks()) {
       const std::string folder = std::filesystem::path(d.image_path).parent_path().string();
       disks.push_back(open_image(d.image_path, image_format_from_string(d.format), folder));
+      backup->images.push_back(disks.back());
       if (!readers.empty()) readers += ",";
       readers += disks.back()->reader();
     }

@@ -51,6 +51,11 @@ class AttachedBackup {
   int64_t num = 0;
   std::string mount_id;    // restore_mounts.id
   std::vector<AttachedVolume> volumes;
+  std::vector<BlockDevicePtr> images;  // the disks' image devices (userspace readers)
+
+  // True once a read found one of the images changed in the repository
+  // since the attach (block_device.h): the attach is then replaced.
+  bool images_changed() const;
 
   const AttachedVolume* volume(int64_t id) const;
   const AttachedVolume* volume_named(std::string_view name) const;

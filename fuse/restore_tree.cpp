@@ -1,5 +1,7 @@
 #include "fuse/restore_tree.h"
 
+#include <unistd.h>
+
 #include <chrono>
 
 #include "fuse/names.h"
@@ -11,6 +13,13 @@ namespace sendense {
 namespace {
 
 constexpr const char* kByVm = "by-vm";
+
+// Guest files keep the guest's owners and modes, and a guest uid is just a
+// number on the host: with the tree open to all, a host user whose uid
+// matches a guest's (nobody, a service account) would read that guest's
+// private files. So only the daemon's user (root) enters a backup; customers
+// get their own backups through per-tenant views and re-exports.
+constexpr mode_t kBackupDirMode = 0500;
 
 int64_t wall_now() {
   using namespace std::chrono;
@@ -51,10 +60,12 @@ std::vector<ShownEntry> shown_entries(Filesystem& fs, uint64_t dir) {
 RestoreTree::RestoreTree(CatalogView& view, AttachManager& manager, TreeTimeouts timeouts)
     : view_(view), manager_(manager), timeouts_(timeouts), started_at_(wall_now()) {}
 
-NodeAttr RestoreTree::synthetic_dir(uint64_t node, int64_t mtime) const {
+NodeAttr RestoreTree::synthetic_dir(uint64_t node, int64_t mtime, mode_t perms) const {
   NodeAttr a;
   a.st.st_ino = node;
-  a.st.st_mode = S_IFDIR | 0555;
+  a.st.st_mode = S_IFDIR | perms;
+  a.st.st_uid = ::geteuid();
+  a.st.st_gid = ::getegid();
   // nlink 1 says "count unknown": find(1) must not skip subfolders.
   a.st.st_nlink = 1;
   a.st.st_size = 4096;
@@ -123,7 +134,8 @@ std::optional<NodeAttr> RestoreTree::lookup(uint64_t parent, std::string_view na
     if (name == kByVm) return synthetic_dir(node::kByVm, started_at_);
     const BackupRecord* b = snap->find(std::string(name));
     if (!b) return std::nullopt;
-    return synthetic_dir(node::synthetic(node::Kind::backup_dir, static_cast<uint64_t>(b->num)), b->created_at);
+    return synthetic_dir(node::synthetic(node::Kind::backup_dir, static_cast<uint64_t>(b->num)), b->created_at,
+                         kBackupDirMode);
   }
   if (parent == node::kByVm) {
     if (name == "..") return getattr(node::kRoot);
@@ -175,7 +187,7 @@ NodeAttr RestoreTree::getattr(uint64_t node) {
     auto snap = view_.snapshot();
     switch (node::kind_of(node)) {
       case node::Kind::backup_dir:
-        return synthetic_dir(node, backup_of_node(*snap, node).created_at);
+        return synthetic_dir(node, backup_of_node(*snap, node).created_at, kBackupDirMode);
       case node::Kind::vm_dir: {
         const auto& entries = vm_entries(*snap, node);
         return synthetic_dir(node, entries.empty() ? 0 : snap->backups[entries.back().second].created_at);

@@ -73,7 +73,9 @@ class RestoreTree {
     uint64_t ino = 0;
   };
   Resolved resolve(uint64_t node);
-  NodeAttr synthetic_dir(uint64_t node, int64_t mtime) const;
+  // Folders the tree makes up (root, by-vm, vm folders: 0555; a backup's
+  // folder: backup_dir_mode), owned by the daemon's user.
+  NodeAttr synthetic_dir(uint64_t node, int64_t mtime, mode_t perms = 0555) const;
   NodeAttr synthetic_link(uint64_t node, int64_t mtime, size_t target_length) const;
   NodeAttr volume_attr(const Resolved& r, const Attr& attr) const;
   uint64_t volume_node(const AttachedVolume& v, uint64_t ino) const;

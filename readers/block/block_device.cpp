@@ -1,6 +1,7 @@
 // The free functions of block_device.h: format names, open_image (which
 // reader serves an image), range checks.
 #include "readers/block/block_device.h"
+#include "readers/block/image_chain.h"
 #include "readers/common/error.h"
 
 namespace sendense {
@@ -32,10 +33,13 @@ void require_in_range(const BlockDevice& dev, uint64_t offset, uint64_t length) 
 
 BlockDevicePtr open_image(const std::string& path, ImageFormat format, const std::string& confine_root) {
   if (format == ImageFormat::raw) return open_raw_image(path);
-  // One validation of the whole chain by our code, then the reader that can
-  // read all of it: libqcow for plain qcow2 chains, qemu for the rest.
-  const std::vector<ChainLink> chain = read_image_chain(path, format, confine_root);
-  if (choose_reader(chain) == "libqcow") return open_qcow2_image(path, confine_root);
+  // One validation of the whole chain by our code, each file opened once,
+  // then the reader that can read all of it: ours for qcow2 chains, qemu
+  // for chains holding VMDK or VHDX.
+  std::vector<image_chain::Link> links = image_chain::resolve(path, format, confine_root);
+  std::vector<ChainLink> chain;
+  for (const auto& link : links) chain.push_back(link.info);
+  if (choose_reader(chain) == "qcow2") return open_qcow2_chain(std::move(links));
   return open_nbd_image(chain, path);
 }
 

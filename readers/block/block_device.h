@@ -27,9 +27,14 @@ class BlockDevice {
   // Human-readable name for errors and logs ("/repo/a.qcow2", "... part1").
   virtual std::string describe() const = 0;
 
-  // Which implementation reads the image ("raw", "libqcow", "qemu-nbd");
+  // Which implementation reads the image ("raw", "qcow2" (ours), "qemu-nbd");
   // "" for devices layered over another one (slices, caches).
   virtual std::string reader() const { return {}; }
+
+  // True once a read found an image file of this device changed since it
+  // was opened (image_file.h): every later read fails, so whoever holds the
+  // device should drop it and open the image again. Image devices only.
+  virtual bool changed() const { return false; }
 };
 
 using BlockDevicePtr = std::shared_ptr<const BlockDevice>;
@@ -44,7 +49,7 @@ enum class ImageFormat { raw, qcow2, vmdk, vhdx };
 const char* to_string(ImageFormat f);
 ImageFormat image_format_from_string(const std::string& s);  // throws Error(EINVAL)
 
-// Opens a plain file O_RDONLY (pread).
+// Opens a plain file O_RDONLY (pread), regular files only (image_file.h).
 BlockDevicePtr open_raw_image(const std::string& path);
 
 // One link of a backing chain, top (the image itself) first.
@@ -54,15 +59,17 @@ struct ChainLink {
   int version = 0;             // qcow2 header version (2 or 3); 0 for other formats
   uint64_t virtual_size = 0;   // qcow2: from the header; 0 where only qemu knows it (vmdk, vhdx)
   ImageFormat format = ImageFormat::qcow2;  // as the referencing header declares it
-  std::string libqcow_limit;   // why libqcow cannot read this link ("" if it can)
+  std::string native_limit;    // why our qcow2 reader cannot read this link ("" if it can): VMDK, VHDX
   std::vector<std::string> extents;  // VMDK: canonical paths of the extent files it names
 };
 
-// Opens a qcow2 image read-only through libqcow with its whole backing chain.
-// Relative backing names resolve against the folder of the image naming
-// them. Refused, with an Error naming the file: a missing backing file, a
-// loop, a chain deeper than 64, a protocol or "json:" name, a backing file
-// that is not qcow2, a path that escapes `confine_root` (when non-empty).
+// Opens a qcow2 image read-only with its whole backing chain through our
+// own reader (qcow2_image.cpp): zlib and zstd compression, extended L2
+// entries, v3 zero clusters, a raw base the header declares. Relative
+// backing names resolve against the folder of the image naming them.
+// Refused, with an Error naming the file: a missing backing file, a
+// loop, a chain deeper than 64, a protocol or "json:" name, a VMDK or VHDX
+// backing file, a path that escapes `confine_root` (when non-empty).
 BlockDevicePtr open_qcow2_image(const std::string& path, const std::string& confine_root = {});
 
 // Describes the chain without keeping it open (for inspect/import): every
@@ -81,8 +88,9 @@ std::vector<ChainLink> read_qcow2_chain(const std::string& path, const std::stri
 std::vector<ChainLink> read_image_chain(const std::string& path, ImageFormat format,
                                         const std::string& confine_root = {});
 
-// "libqcow" when the chain is all qcow2 that libqcow reads, "raw" for a raw
-// image, "qemu-nbd" otherwise: the reader open_image will use.
+// "qcow2" (our reader) when the chain is qcow2 levels over an optional raw
+// base, "raw" for a raw image, "qemu-nbd" when it holds VMDK or VHDX: the
+// reader open_image will use.
 std::string choose_reader(const std::vector<ChainLink>& chain);
 
 // Opens a validated chain (read_image_chain) through qemu-nbd; see nbd_image.h.

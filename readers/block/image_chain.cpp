@@ -17,20 +17,6 @@ namespace image_chain {
 
 namespace {
 
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
-
 std::string canonical_or_throw(const std::string& path, const std::string& referenced_by, const std::string& stored) {
   char* resolved = ::realpath(path.c_str(), nullptr);
   if (resolved == nullptr) {
@@ -66,32 +52,28 @@ bool inside(const std::string& path, const std::string& root) {
   return path == root || (path.size() > root.size() && path.compare(0, root.size(), root) == 0 && path[root.size()] == '/');
 }
 
-bool has_qcow2_magic_at(const std::string& path) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.get() < 0) return false;
+bool has_qcow2_magic_at(const ImageFile& file) {
   unsigned char magic[4] = {};
-  ssize_t n;
-  do {
-    n = ::pread(fd.get(), magic, sizeof magic, 0);
-  } while (n < 0 && errno == EINTR);
-  return n == 4 && qcow2::load_be32(magic) == qcow2::kMagic;
+  return file.read_some(magic, sizeof magic, 0, "qcow2 magic") == 4 && qcow2::load_be32(magic) == qcow2::kMagic;
 }
 
-void require_regular(const std::string& path, const std::string& display, const std::string& referenced_by) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) throw sys_error("cannot stat image", display);
-  if (!S_ISREG(st.st_mode))
-    throw Error(EIO, (referenced_by.empty() ? std::string("not a regular file")
-                                            : "backing file '" + path + "' is not a regular file"),
-                referenced_by.empty() ? display : referenced_by);
+// Opens a link of the chain (image_file.h: never blocks, regular files
+// only); a backing file that is not one is named with the image naming it.
+ImageFilePtr open_link(const std::string& path, const std::string& display, const std::string& referenced_by) {
+  try {
+    return ImageFile::open(path, display);
+  } catch (const Error& e) {
+    if (referenced_by.empty()) throw;
+    throw Error(e.code(), "backing file '" + path + "': " + e.message(), referenced_by);
+  }
 }
 
 // The format of the backing file `path` named by a qcow2 header declaring
 // `declared` ("" when it declares none).
-ImageFormat backing_format(const std::string& declared, const std::string& path, const std::string& name,
-                           const std::string& referenced_by) {
+ImageFormat backing_format(const std::string& declared, const ImageFile& file, const std::string& path,
+                           const std::string& name, const std::string& referenced_by) {
   if (declared.empty() || declared == "qcow2") {
-    if (has_qcow2_magic_at(path)) return ImageFormat::qcow2;
+    if (has_qcow2_magic_at(file)) return ImageFormat::qcow2;
     if (declared.empty())
       throw Error(EOPNOTSUPP, "backing file '" + path + "' is not a qcow2 image and the header declares no backing "
                               "format (a format is never guessed from content)", referenced_by);
@@ -135,42 +117,38 @@ std::vector<Link> resolve(const std::string& path, ImageFormat top_format, const
       if (chain.size() >= kMaxDepth)
         throw Error(ELOOP, "backing chain deeper than " + std::to_string(kMaxDepth) + " images at '" +
                                link.info.path + "'", referenced_by);
+      link.file = open_link(link.info.path, link.display, referenced_by);
       format = backing_format(format == ImageFormat::qcow2 ? chain.back().header.backing_format : std::string(),
-                              link.info.path, stored, referenced_by);
+                              *link.file, link.info.path, stored, referenced_by);
     } else {
       seen.insert(link.info.path);
+      link.file = open_link(link.info.path, link.display, referenced_by);
     }
-    require_regular(link.info.path, link.display, referenced_by);
     link.info.format = format;
 
     std::string name;  // the backing name this link stores
     switch (format) {
       case ImageFormat::qcow2: {
-        Fd fd(::open(link.info.path.c_str(), O_RDONLY | O_CLOEXEC));
-        if (fd.get() < 0) throw sys_error("cannot open image", link.display);
-        link.header = qcow2::read_header(fd.get(), link.display);
+        link.header = qcow2::read_header(link.file->fd(), link.display);
         qcow2::check_openable(link.header, link.display);
         link.info.version = static_cast<int>(link.header.version);
         link.info.virtual_size = link.header.virtual_size;
         link.info.backing_name = link.header.backing_name;
-        link.info.libqcow_limit = qcow2::libqcow_limitation(link.header);
         name = link.header.backing_name;
         break;
       }
       case ImageFormat::raw: {
-        struct stat st {};
-        if (::stat(link.info.path.c_str(), &st) == 0) link.info.virtual_size = static_cast<uint64_t>(st.st_size);
-        link.info.libqcow_limit = "raw image";
+        link.info.virtual_size = link.file->size();
         break;
       }
       case ImageFormat::vmdk:
         // Extents are confined like backing files (to nothing when unconfined).
-        link.info.extents = vmdk::check_vmdk(link.info.path, link.display, root);
-        link.info.libqcow_limit = "VMDK image";
+        link.info.extents = vmdk::check_vmdk(*link.file, link.info.path, root);
+        link.info.native_limit = "VMDK image";
         break;
       case ImageFormat::vhdx:
-        vmdk::check_vhdx(link.info.path, link.display);
-        link.info.libqcow_limit = "VHDX image";
+        vmdk::check_vhdx(*link.file);
+        link.info.native_limit = "VHDX image";
         break;
     }
     const std::string display = link.display;
@@ -203,8 +181,8 @@ std::vector<ChainLink> read_qcow2_chain(const std::string& path, const std::stri
 std::string choose_reader(const std::vector<ChainLink>& chain) {
   if (chain.size() == 1 && chain.front().format == ImageFormat::raw) return "raw";
   for (const auto& link : chain)
-    if (link.format != ImageFormat::qcow2 || !link.libqcow_limit.empty()) return "qemu-nbd";
-  return "libqcow";
+    if (!link.native_limit.empty()) return "qemu-nbd";
+  return "qcow2";
 }
 
 }  // namespace sendense

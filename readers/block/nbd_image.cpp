@@ -126,7 +126,7 @@ class NbdImage final : public BlockDevice {
     const std::string program = find_program("qemu-nbd");
     if (program.empty())
       throw Error(ENOENT, "needs qemu-nbd (package qemu-utils) to read " + std::string(to_string(chain[0].format)) +
-                              (chain[0].libqcow_limit.empty() ? "" : " (" + chain[0].libqcow_limit + ")"), display_);
+                              (chain[0].native_limit.empty() ? "" : " (" + chain[0].native_limit + ")"), display_);
     socket_ = dir_.path() + "/nbd.sock";
     if (socket_.size() >= sizeof(sockaddr_un{}.sun_path))
       throw Error(ENAMETOOLONG, "socket path too long for a unix socket: " + socket_, display_);

@@ -2,9 +2,8 @@
 // serves the validated chain on a unix socket in a 0700 folder, and we read
 // it over NBD with libnbd, in userspace (no kernel nbd module).
 //
-// For what libqcow cannot read: qcow2 with zstd compression or extended L2
-// entries, VMDK, VHDX, and chains mixing formats (open_image decides, see
-// block_device.h). qemu never resolves a name or probes a format itself: the
+// For what our own qcow2 reader does not read: VMDK, VHDX, and qcow2 chains
+// over a VMDK or VHDX base (open_image decides, see block_device.h). qemu never resolves a name or probes a format itself: the
 // chain our code validated (image_chain.h) is pinned as one json: filename
 // giving driver and file for every link and "backing": null at the base.
 //

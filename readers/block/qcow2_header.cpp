@@ -184,19 +184,6 @@ void check_openable(const Header& h, const std::string& path) {
   }
 }
 
-std::string libqcow_limitation(const Header& h) {
-  if ((h.incompatible_features & kIncompatCompressionType) || h.compression_type != 0)
-    return "non-zlib compression type (zstd)";
-  if (h.incompatible_features & kIncompatExtendedL2) return "extended L2 entries (subclusters)";
-  return {};
-}
-
-void check_supported(const Header& h, const std::string& path) {
-  check_openable(h, path);
-  const std::string limitation = libqcow_limitation(h);
-  if (!limitation.empty()) throw Error(EOPNOTSUPP, "qcow2 feature not supported by libqcow: " + limitation, path);
-}
-
 std::vector<uint64_t> read_l1_table(int fd, const Header& h, const std::string& path) {
   std::vector<unsigned char> raw(uint64_t{h.l1_size} * 8);
   if (!raw.empty()) pread_exact(fd, raw.data(), raw.size(), h.l1_table_offset, path, "L1 table");

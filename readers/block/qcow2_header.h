@@ -1,7 +1,8 @@
 // Private to readers/block: our own reading and validation of a qcow2
-// header, done before libqcow ever sees the file. Every field is
-// guest-controlled data; anything that could make libqcow allocate a lot,
-// read out of bounds or silently return wrong data is refused here.
+// header, done before any reader (ours, or qemu for a chain holding VMDK
+// or VHDX) follows it. Every field is guest-controlled data; anything that
+// could make a reader allocate a lot, read out of bounds or silently return
+// wrong data is refused here.
 //
 // The layout (big-endian) follows qemu's docs/interop/qcow2.txt.
 #pragma once
@@ -55,18 +56,10 @@ Header read_header(int fd, const std::string& path);
 // feature and `path`: encryption, external data files, unknown incompatible
 // features. Refuses with Error(EIO) an image marked corrupt or whose L1
 // table does not fit the file or the virtual size. zstd compression and
-// extended L2 entries pass: qemu (readers/block/nbd_image.cpp) reads them.
+// extended L2 entries pass: our reader reads them.
 void check_openable(const Header& h, const std::string& path);
 
-// Why libqcow cannot read an image check_openable accepted (zstd
-// compression, extended L2 entries), or "" if it can.
-std::string libqcow_limitation(const Header& h);
-
-// check_openable, then refuses with Error(EOPNOTSUPP) what libqcow cannot
-// read (libqcow_limitation).
-void check_supported(const Header& h, const std::string& path);
-
-// Loads the L1 table (check_supported must have passed).
+// Loads the L1 table (check_openable must have passed).
 std::vector<uint64_t> read_l1_table(int fd, const Header& h, const std::string& path);
 
 // pread that either fills `len` bytes or throws Error(EIO) naming `path`.

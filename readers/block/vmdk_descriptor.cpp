@@ -23,20 +23,6 @@ namespace sendense::vmdk {
 
 namespace {
 
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
-
 std::string read_range(int fd, uint64_t offset, size_t len, const std::string& display, const char* what) {
   std::string buf(len, '\0');
   size_t done = 0;
@@ -175,9 +161,13 @@ ExtentFields scan_extent_line(const std::string& t, size_t p, const std::vector<
 // Refuses a sparse extent whose header says capacity 0: qemu would read the
 // descriptor embedded in it and open the extents that one names.
 void refuse_nested_descriptor(const std::string& extent, const std::string& name, const std::string& display) {
-  Fd fd(::open(extent.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.get() < 0) throw sys_error("cannot open VMDK extent '" + name + "'", display);
-  const std::string head = read_range(fd.get(), 0, 64, display, "VMDK extent header");
+  ImageFilePtr file;
+  try {
+    file = ImageFile::open(extent, display);  // never blocks on a FIFO named as an extent
+  } catch (const Error& e) {
+    throw Error(e.code(), "VMDK extent '" + name + "': " + e.message(), display);
+  }
+  const std::string head = read_range(file->fd(), 0, 64, display, "VMDK extent header");
   if (head.size() < 20 || head.compare(0, 4, "KDMV") != 0) return;
   if (load_le64(reinterpret_cast<const unsigned char*>(head.data()) + 12) == 0)
     throw Error(EOPNOTSUPP, "VMDK sparse extent '" + name + "' has capacity 0: a descriptor of its own, naming further "
@@ -186,16 +176,11 @@ void refuse_nested_descriptor(const std::string& extent, const std::string& name
 
 }  // namespace
 
-std::vector<std::string> check_vmdk(const std::string& path, const std::string& display,
-                                    const std::string& confine_root) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.get() < 0) throw sys_error("cannot open image", display);
-  struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) throw sys_error("cannot stat image", display);
-  if (!S_ISREG(st.st_mode)) throw Error(EIO, "not a regular file", display);
-  const uint64_t file_size = static_cast<uint64_t>(st.st_size);
+std::vector<std::string> check_vmdk(const ImageFile& file, const std::string& path, const std::string& confine_root) {
+  const std::string& display = file.display();
+  const uint64_t file_size = file.size();
 
-  const std::string head = read_range(fd.get(), 0, 512, display, "VMDK header");
+  const std::string head = read_range(file.fd(), 0, 512, display, "VMDK header");
   std::string descriptor;
   bool extents_used = true;  // does qemu open the descriptor's extents?
   if (head.size() >= 4 && head.compare(0, 4, "COWD") == 0)
@@ -215,7 +200,7 @@ std::vector<std::string> check_vmdk(const std::string& path, const std::string& 
       // qemu ignores the descriptor size and reads up to 1 MiB from its
       // start (as a C string): check the same bytes, not only the declared
       // sectors, or text after them would reach qemu unchecked.
-      descriptor = read_range(fd.get(), desc_sector * 512, kMaxDescriptorBytes, display, "VMDK embedded descriptor");
+      descriptor = read_range(file.fd(), desc_sector * 512, kMaxDescriptorBytes, display, "VMDK embedded descriptor");
       descriptor.resize(std::strlen(descriptor.c_str()));  // NUL-padded
     } else if (extents_used) {
       throw Error(EIO, "damaged VMDK image: capacity 0 and no embedded descriptor", display);
@@ -224,7 +209,7 @@ std::vector<std::string> check_vmdk(const std::string& path, const std::string& 
     if (file_size > kMaxDescriptorBytes)
       throw Error(EIO, "not a VMDK image: no sparse header and too large (" + std::to_string(file_size) +
                            " bytes) for a text descriptor", display);
-    descriptor = read_range(fd.get(), 0, static_cast<size_t>(file_size), display, "VMDK descriptor");
+    descriptor = read_range(file.fd(), 0, static_cast<size_t>(file_size), display, "VMDK descriptor");
     descriptor.resize(std::strlen(descriptor.c_str()));  // qemu reads it as a C string (tools pad with NULs)
     if (quoted_value(descriptor, "createType").empty())
       throw Error(EIO, "not a VMDK image: no sparse header and no createType in the descriptor", display);
@@ -308,15 +293,11 @@ bool vhdx_has_parent(int fd, uint64_t file_size, const std::string& display) {
 
 }  // namespace
 
-void check_vhdx(const std::string& path, const std::string& display) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.get() < 0) throw sys_error("cannot open image", display);
-  struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) throw sys_error("cannot stat image", display);
-  if (!S_ISREG(st.st_mode)) throw Error(EIO, "not a regular file", display);
-  if (read_range(fd.get(), 0, 8, display, "VHDX header") != "vhdxfile")
+void check_vhdx(const ImageFile& file) {
+  const std::string& display = file.display();
+  if (read_range(file.fd(), 0, 8, display, "VHDX header") != "vhdxfile")
     throw Error(EIO, "not a VHDX image (no \"vhdxfile\" signature)", display);
-  if (vhdx_has_parent(fd.get(), static_cast<uint64_t>(st.st_size), display))
+  if (vhdx_has_parent(file.fd(), file.size(), display))
     throw Error(EOPNOTSUPP, "VHDX differencing disks (with a parent) are not supported", display);
 }
 

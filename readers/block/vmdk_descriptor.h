@@ -9,12 +9,14 @@
 #include <string>
 #include <vector>
 
+#include "readers/block/image_file.h"
+
 namespace sendense::vmdk {
 
 inline constexpr size_t kMaxDescriptorBytes = (1u << 20) - 1;  // what qemu reads of a text descriptor
 inline constexpr size_t kMaxExtents = 1024;
 
-// Checks the VMDK at `path` (canonical). `display` names it in errors;
+// Checks the VMDK `file`, opened from `path` (canonical); its display names it in errors;
 // `confine_root` (canonical, "" for none) is the folder every extent must
 // stay inside. Returns the canonical paths of the extent files it names.
 // Refused with Error(EOPNOTSUPP): VMDK3 ("COWD"), delta disks
@@ -26,12 +28,11 @@ inline constexpr size_t kMaxExtents = 1024;
 // extent outside `confine_root` (also through a symlink); ENOENT: a missing
 // extent; EIO: a descriptor that is not one, an embedded descriptor out of
 // bounds, more than kMaxExtents extents.
-std::vector<std::string> check_vmdk(const std::string& path, const std::string& display,
-                                    const std::string& confine_root);
+std::vector<std::string> check_vmdk(const ImageFile& file, const std::string& path, const std::string& confine_root);
 
 // Checks the VHDX magic ("vhdxfile"); Error(EIO) if absent. Refuses with
 // Error(EOPNOTSUPP) a differencing disk (file parameters "has parent"): qemu
 // cannot read one, and its parent would be a name from the image.
-void check_vhdx(const std::string& path, const std::string& display);
+void check_vhdx(const ImageFile& file);
 
 }  // namespace sendense::vmdk

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Side-by-side read benchmark: the same ext4 volume read through
-#   sendense    sendense-restorefs over the qcow2 image (userspace: libqcow + libext2fs maps + our reads)
+#   sendense    sendense-restorefs over the qcow2 image (userspace: our qcow2 reader + libext2fs maps + our reads)
 #   kernel      the kernel's ext4 on a read-only loop device of the raw image (ro,noload)
 #   qemu        the kernel's ext4 over qemu's qcow2 driver (qemu-storage-daemon FUSE export, read-only)
 #   fuse2fs     e2fsprogs' fuse2fs on the raw image (ro)

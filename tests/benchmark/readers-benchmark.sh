@@ -6,8 +6,8 @@
 #   XFS    sendense-restorefs over a qcow2 GPT backup (our XFS reader) vs the
 #          kernel's XFS on a read-only loop device of the raw partition image
 #          (ro,norecovery)
-#   qemu-nbd  nbd-benchmark.sh: zstd/extended-L2/VMDK images (qemu-nbd reader)
-#          vs plain qcow2 (libqcow reader), all through sendense-restorefs
+#   formats   formats-benchmark.sh: zlib/zstd/extended-L2 qcow2 (our reader) and
+#          VMDK (qemu-nbd) vs plain qcow2, all through sendense-restorefs
 # Cold cache each run (drop_caches), median of RUNS (default 3). Prints MB/s
 # of `cat` of the large file and files/s of `tar` of the small files, and each
 # as a ratio to the reference (ntfs-3g, kernel XFS; >1 = faster than it).
@@ -145,4 +145,4 @@ table XFS kernel "kernel=$work/m-kernel" "sendense=$work/m-sendense/backup-xfs-2
 cleanup
 trap - EXIT
 echo
-RUNS=$runs bash "$top/tests/benchmark/nbd-benchmark.sh" "$build" "$file_mib"
+RUNS=$runs bash "$top/tests/benchmark/formats-benchmark.sh" "$build" "$file_mib"

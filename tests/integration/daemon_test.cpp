@@ -323,6 +323,26 @@ TEST_F(DaemonTest, MountIsNosuidNodev) {
   EXPECT_TRUE(found);
 }
 
+// A guest uid is only a number on the host: a host user whose uid matches a
+// guest file's owner (nobody, 65534, is one in many guests)
+// must not reach it. Only the daemon's user enters a backup's folder.
+TEST_F(DaemonTest, HostUsersCannotEnterBackups) {
+  START_DAEMON();
+  // The test's own folder must not be what stops them.
+  ASSERT_EQ(::chmod(tmp_.path().c_str(), 0711), 0);
+  const std::string secret = vol(files_, "disk") + "/README";
+  ASSERT_EQ(sha(secret), sha(fx_ + "/src-files/README"));  // attached, readable by root
+  const std::string as_nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups -- ";
+  EXPECT_EQ(trim(run_ok("stat -c '%a %u' " + q(path(files_)))), "500 0");
+  CommandResult r = run(as_nobody + "ls " + q(path(files_)));
+  EXPECT_NE(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("Permission denied"), std::string::npos) << r.output;
+  r = run(as_nobody + "cat " + q(secret));
+  EXPECT_NE(r.status, 0) << r.output;
+  // The catalog listing itself stays readable.
+  EXPECT_EQ(run(as_nobody + "ls " + q(mnt_)).status, 0);
+}
+
 // ------------------------------------------------------------------ lifecycle
 
 TEST_F(DaemonTest, RootListingAttachesNothing) {
@@ -693,6 +713,30 @@ TEST_F(DaemonTest, VanishedImageGivesEioOthersKeepWorking) {
   EXPECT_NE(log().find(copy), std::string::npos) << "the log line does not name the missing image";
   EXPECT_EQ(sha(vol(files_, "disk") + "/README"), sha(fx_ + "/src-files/README"));
   EXPECT_NE(run_ok("ls " + q(mnt_)).find("vanishing"), std::string::npos);
+}
+
+// An image truncated in the repository while attached: EIO and one
+// `image_changed` line, never bytes from two versions; once the file is
+// whole again the next access attaches it afresh (no idle wait).
+TEST_F(DaemonTest, ImageTruncatedWhileAttachedGivesEioThenReattaches) {
+  const std::string copy = tmp_ / "shrinking.img";
+  const std::string original = fx_ + "/repo/files/" + files_ + ".img";
+  run_ok("cp " + q(original) + " " + q(copy));
+  ASSERT_EQ(cli("catalog add --id shrinking --format raw --path " + q(copy)).status, 0);
+  START_DAEMON();
+  const std::string readme = vol("shrinking", "disk") + "/README";
+  EXPECT_EQ(sha(readme), sha(fx_ + "/src-files/README"));
+  ASSERT_EQ(::truncate(copy.c_str(), 4096), 0);
+  run_ok("sync; echo 3 > /proc/sys/vm/drop_caches");
+  CommandResult r = run("cat " + q(readme));
+  EXPECT_NE(r.status, 0) << "read a truncated image: " << r.output.substr(0, 200);
+  EXPECT_TRUE(wait_for([&] { return count_events(log(), "image_changed", {}) >= 1; }, 5s)) << log();
+  run_ok("cat " + q(original) + " > " + q(copy));
+  run_ok("sync; echo 3 > /proc/sys/vm/drop_caches");
+  EXPECT_EQ(sha(readme), sha(fx_ + "/src-files/README"));
+  EXPECT_GE(count_events(log(), "detach", {{"backup", "shrinking"}, {"reason", "image_changed"}}), 1) << log();
+  // The other backups never noticed.
+  EXPECT_EQ(sha(vol(files_, "disk") + "/README"), sha(fx_ + "/src-files/README"));
 }
 
 // A guest can store names no Linux path can hold ('/' and NUL inside a name).

@@ -104,10 +104,11 @@ TEST_F(NbdDaemonTest, EveryFormatBrowsesAsItsSourceTree) {
   expect_same_tree(m("PLAIN_ID"), fx_ + "/src");
   expect_same_tree(m("INC_ID"), fx_ + "/src2");
   for (const std::string key : {"ZSTD_ID", "L2_ID", "VMDK_ID", "VMDK2_ID", "VHDX_ID"}) expect_same_tree(m(key), fx_ + "/src");
-  // The plain full stays on libqcow; the rest is served by qemu-nbd, one
-  // process per attached backup.
-  EXPECT_EQ(status_reader(m("PLAIN_ID")), "libqcow");
+  // qcow2 (plain, zstd, extended L2) is read by our own reader; VMDK and
+  // VHDX by qemu-nbd, one process per attached backup.
+  for (const auto& id : manifest_->list("NATIVE_IDS")) EXPECT_EQ(status_reader(id), "qcow2") << id;
   for (const auto& id : manifest_->list("QEMU_IDS")) EXPECT_EQ(status_reader(id), "qemu-nbd") << id;
+  for (const auto& id : manifest_->list("NATIVE_IDS")) EXPECT_EQ(servers().find(id), std::string::npos) << id;
   const std::string procs = servers();
   for (const auto& id : manifest_->list("QEMU_IDS")) EXPECT_NE(procs.find(id), std::string::npos) << id << "\n" << procs;
   // The table view names the reader too.
@@ -120,7 +121,7 @@ TEST_F(NbdDaemonTest, EveryFormatBrowsesAsItsSourceTree) {
 
 TEST_F(NbdDaemonTest, InspectShowsTheReader) {
   for (const auto& [key, reader] : std::vector<std::pair<std::string, std::string>>{
-           {"PLAIN_ID", "libqcow"}, {"INC_ID", "qemu-nbd"}, {"VHDX_ID", "qemu-nbd"}}) {
+           {"PLAIN_ID", "qcow2"}, {"INC_ID", "qcow2"}, {"L2_ID", "qcow2"}, {"VHDX_ID", "qemu-nbd"}}) {
     std::string image;
     for (const auto& e : std::filesystem::recursive_directory_iterator(fx_ + "/repo"))
       if (e.path().stem() == m(key)) image = e.path().string();
@@ -134,7 +135,7 @@ TEST_F(NbdDaemonTest, InspectShowsTheReader) {
 
 TEST_F(NbdDaemonTest, IdleDetachEndsQemuNbd) {
   ASSERT_NO_FATAL_FAILURE(start({"--idle-timeout", "2"}));
-  const std::string id = m("ZSTD_ID");
+  const std::string id = m("VMDK_ID");
   EXPECT_EQ(run_ok("sha256sum < " + q(vol(id) + "/data/200000")), run_ok("sha256sum < " + q(fx_ + "/src/data/200000")));
   EXPECT_NE(servers().find(id), std::string::npos) << "no qemu-nbd for " << id;
   EXPECT_TRUE(wait_for([&] { return daemon_->log().find("reason=idle") != std::string::npos; }, 20s)) << "no idle detach";
@@ -158,7 +159,7 @@ TEST_F(NbdDaemonTest, EvictionEndsQemuNbd) {
 
 TEST_F(NbdDaemonTest, ShutdownEndsQemuNbd) {
   ASSERT_NO_FATAL_FAILURE(start());
-  run_ok("ls " + q(vol(m("INC_ID"))) + " " + q(vol(m("L2_ID"))));
+  run_ok("ls " + q(vol(m("VMDK_ID"))) + " " + q(vol(m("VHDX_ID"))));
   const pid_t pid = daemon_->pid();
   EXPECT_NE(servers_of(pid), "");
   EXPECT_EQ(daemon_->stop(), "");
@@ -169,7 +170,7 @@ TEST_F(NbdDaemonTest, ShutdownEndsQemuNbd) {
 
 TEST_F(NbdDaemonTest, CrashTakesQemuNbdAlongAndRestartCleansUp) {
   ASSERT_NO_FATAL_FAILURE(start());
-  run_ok("ls " + q(vol(m("ZSTD_ID"))) + " " + q(vol(m("VMDK2_ID"))));
+  run_ok("ls " + q(vol(m("VMDK_ID"))) + " " + q(vol(m("VMDK2_ID"))));
   const pid_t pid = daemon_->pid();
   ASSERT_NE(servers_of(pid), "");
   daemon_->kill_hard();
@@ -187,9 +188,9 @@ TEST_F(NbdDaemonTest, CrashTakesQemuNbdAlongAndRestartCleansUp) {
     return n;
   };
   ASSERT_TRUE(wait_for([&] { return servings() == 2; }, 15s)) << "the restarted daemon is not serving";
-  expect_same_tree(m("ZSTD_ID"), fx_ + "/src");
+  expect_same_tree(m("VMDK_ID"), fx_ + "/src");
   EXPECT_EQ(run(leftovers).output, "") << "socket folders of the crashed daemon were not removed";
-  EXPECT_EQ(status_reader(m("ZSTD_ID")), "qemu-nbd");
+  EXPECT_EQ(status_reader(m("VMDK_ID")), "qemu-nbd");
 }
 
 // A backup qemu cannot serve fails alone, with qemu's reason, and leaves no process.

@@ -1,4 +1,4 @@
-// inspect IMAGE...: the backing chain, the reader serving it (libqcow, raw,
+// inspect IMAGE...: the backing chain, the reader serving it (qcow2, raw,
 // qemu-nbd) and the partition table of each image (the disks of one backup,
 // in disk order) and every volume they hold together, LVs included, without
 // the catalog. Opens everything read-only.
@@ -84,7 +84,7 @@ nlohmann::json chain_json(const std::vector<ChainLink>& chain) {
                    {"version", l.version},
                    {"format", to_string(l.format)},
                    {"virtual_size", l.virtual_size},
-                   {"libqcow_limit", l.libqcow_limit.empty() ? nlohmann::json(nullptr) : nlohmann::json(l.libqcow_limit)},
+                   {"native_limit", l.native_limit.empty() ? nlohmann::json(nullptr) : nlohmann::json(l.native_limit)},
                    {"backing_name", l.backing_name.empty() ? nlohmann::json(nullptr) : nlohmann::json(l.backing_name)}});
   return out;
 }
@@ -190,7 +190,7 @@ int inspect(int argc, char** argv, int first) {
         const auto& l = d.chain[i];
         rows.push_back({"  " + std::to_string(i), l.path, to_string(l.format),
                         l.version ? std::to_string(l.version) : "-", l.virtual_size ? human_size(l.virtual_size) : "-",
-                        l.backing_name.empty() ? "-" : l.backing_name, l.libqcow_limit.empty() ? "-" : l.libqcow_limit});
+                        l.backing_name.empty() ? "-" : l.backing_name, l.native_limit.empty() ? "-" : l.native_limit});
       }
       std::cout << table(rows);
     }

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# The qemu-nbd image reader against the libqcow one on the same content:
-# one ext4 disk holding a large random file, served by sendense-restorefs as
-#   libqcow    plain qcow2 (libqcow + our L1/L2 walk)
-#   zstd       qcow2 -c with compression_type=zstd (qemu-nbd)
-#   l2         qcow2 with extended L2 entries (qemu-nbd)
+# Image formats side by side on the same content: one ext4 disk holding a
+# large file (half random, half text), served by sendense-restorefs as
+#   plain      qcow2 (our qcow2 reader)
+#   zlib       qcow2 -c, zlib-compressed clusters (our reader)
+#   zstd       qcow2 -c with compression_type=zstd (our reader, libzstd)
+#   l2         qcow2 with extended L2 entries (our reader)
 #   vmdk       VMDK monolithicSparse (qemu-nbd)
 # Cold cache each run (drop_caches); prints MB/s of `cat` of the file and the
-# ratio to libqcow. Needs root; figures, never assertions.
-#   bash tests/benchmark/nbd-benchmark.sh [BUILD_DIR] [FILE_MIB]
+# ratio to plain qcow2, and the reader `status` names. Needs root; figures,
+# never assertions.
+#   bash tests/benchmark/formats-benchmark.sh [BUILD_DIR] [FILE_MIB]
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 build=${1:-$top/build}
@@ -23,12 +25,13 @@ cleanup() {
 trap cleanup EXIT
 
 echo "making images in $work (${file_mib} MiB file)" >&2
-mkdir -p "$work/src" "$work/repo"/{libqcow,zstd,l2,vmdk} "$work/mnt"
+mkdir -p "$work/src" "$work/repo"/{plain,zlib,zstd,l2,vmdk} "$work/mnt"
 # Half random, half text: the compressed image really decompresses.
 head -c $((file_mib * 1048576 / 2)) /dev/urandom >"$work/src/big.bin"
 { yes 'a line of compressible text in the big file' || true; } | head -c $((file_mib * 1048576 / 2)) >>"$work/src/big.bin"
 mkfs.ext4 -q -F -I 256 -d "$work/src" "$work/disk.raw" "$((file_mib + 64))M" >/dev/null
-qemu-img convert -f raw -O qcow2 "$work/disk.raw" "$work/repo/libqcow/backup-libqcow-20260101000000.qcow2"
+qemu-img convert -f raw -O qcow2 "$work/disk.raw" "$work/repo/plain/backup-plain-20260101000000.qcow2"
+qemu-img convert -c -f raw -O qcow2 "$work/disk.raw" "$work/repo/zlib/backup-zlib-20260101000000.qcow2"
 qemu-img convert -c -f raw -O qcow2 -o compression_type=zstd "$work/disk.raw" "$work/repo/zstd/backup-zstd-20260101000000.qcow2"
 qemu-img convert -f raw -O qcow2 -o extended_l2=on "$work/disk.raw" "$work/repo/l2/backup-l2-20260101000000.qcow2"
 qemu-img convert -f raw -O vmdk "$work/disk.raw" "$work/repo/vmdk/backup-vmdk-20260101000000.vmdk"
@@ -48,14 +51,15 @@ measure() {  # median seconds of $runs cold reads of $1
 }
 
 echo "## Cold read of one ${file_mib} MiB file (cat) through sendense-restorefs; median of ${runs}"
-printf '| image | reader | MB/s | ratio to libqcow |\n|---|---|---|---|\n'
+printf '| image | reader | MB/s | ratio to plain qcow2 |\n|---|---|---|---|\n'
 base=
-for name in libqcow zstd l2 vmdk; do
+for name in plain zlib zstd l2 vmdk; do
   f="$work/mnt/backup-$name-20260101000000/disk/big.bin"
   cmp -s "$f" "$work/src/big.bin" || { echo "$name: content differs" >&2; exit 1; }
   t=$(measure "$f")
   mbs=$(echo "$file_mib * 1.048576 / $t" | bc -l)
   [ -z "$base" ] && base=$mbs
-  reader=qemu-nbd; [ "$name" = libqcow ] && reader=libqcow
+  reader=$("$build/sendense-restore" status --json --catalog "$work/catalog.db" |
+    python3 -c 'import json,sys; print(next(m["image_reader"] for m in json.load(sys.stdin) if m["backup"].startswith(sys.argv[1])))' "backup-$name-" 2>/dev/null || echo "?")
   printf '| %s | %s | %.0f | %.2f |\n' "$name" "$reader" "$mbs" "$(echo "$mbs / $base" | bc -l)"
 done
