@@ -32,7 +32,7 @@ constexpr size_t kLastOrphanOffset = 232;
 constexpr uint32_t kCompatHasJournal = 0x4;
 constexpr uint32_t kIncompatRecover = 0x4;
 // mke2fs makes journals of at most 10,240,000 blocks (ext4's default is at
-// most 1 GiB); the replay's memory is proportional to the log's blocks.
+// most 1 GiB); the replay itself stops at kMaxJournalReplayEntries.
 constexpr uint64_t kMaxJournalBlocks = 10'240'000;
 
 uint32_t le32(const unsigned char* p) {
