@@ -332,6 +332,33 @@ TEST(Journal, OverlayReadsAnyRange) {
                Error);
 }
 
+// A read of the device that fails while the journal is read (the image file
+// truncated under an open device, as while a backup is being restored) says
+// nothing about the journal: the open fails and is retried, it is not
+// remembered as an unreadable journal shown as stored until the backup is
+// attached again. Once the file is whole again, the same device replays.
+TEST(Journal, DeviceReadErrorFailsTheOpenAndIsNotRemembered) {
+  REQUIRE_FIXTURES();
+  TempDir dir;
+  const std::string copy = dir / "ext4.raw";
+  run_ok("cp --sparse=always " + shell_quote(image("ext4")) + " " + shell_quote(copy));
+  const sendense::BlockDevicePtr device = sendense::open_raw_image(copy);
+  run_ok("truncate -s 8192 " + shell_quote(copy));  // the superblock stays, the journal inode goes
+  FsOpenOptions o;
+  o.replay_journal = true;
+  try {
+    FilesystemPtr f = sendense::open_ext_filesystem(device, "backup-j/disk", o);
+    ADD_FAILURE() << "opened over a truncated image, journal " << f->journal().state << ": " << f->journal().note;
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), EIO);
+    EXPECT_NE(std::string(e.what()).find("end of file"), std::string::npos) << e.what();
+  }
+  run_ok("cp --sparse=always " + shell_quote(image("ext4")) + " " + shell_quote(copy));  // same inode, whole again
+  FilesystemPtr f = sendense::open_ext_filesystem(device, "backup-j/disk", o);
+  EXPECT_EQ(f->journal().state, "replayed") << f->journal().note;
+  EXPECT_TRUE(lookup_path(*f, "/last-change.txt"));
+}
+
 // ---- damaged journals ------------------------------------------------------
 
 uint32_t be32(const std::string& s, size_t off) {
