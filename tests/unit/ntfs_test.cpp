@@ -18,6 +18,10 @@
 #include <set>
 #include <thread>
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/lsan_interface.h>
+#endif
+
 #include "readers/block/block_device.h"
 #include "readers/common/error.h"
 #include "readers/fs/ntfs/ntfs_names.h"
@@ -617,6 +621,35 @@ TEST(NtfsDamaged, OutOfRangeFlagValuesAreReadAsPlainBits) {
     for (int b = 3; b >= 0; --b) got = (got << 8) | static_cast<unsigned char>((*shown)[static_cast<size_t>(b)]);
     EXPECT_EQ(got, flags);
   }
+}
+
+// $MFT's own runlist damaged: the library cannot load $MFT and the volume
+// fails to open. The daemon retries a failed attach every 3 s, so whatever
+// libntfs-3g allocated on the way must be freed each time: LeakSanitizer
+// (ASan builds) is asked after several attempts.
+TEST(NtfsDamaged, FailedOpenOfDamagedMftRunlistLeaksNothing) {
+  sendense::test::TempDir tmp;
+  const fs::path tool = fs::path(__FILE__).parent_path().parent_path() / "fixtures" / "ntfs_fixture_tool.py";
+  for (const std::string how : {"far", "no-length"}) {  // first run past the volume; no length field
+    const std::string img = tmp / ("mft-runlist-" + how + ".img");
+    sendense::test::run_ok("truncate -s 8M " + sendense::test::shell_quote(img) + " && mkntfs -q -F -Q " +
+                           sendense::test::shell_quote(img) + " >/dev/null 2>&1");
+    sendense::test::run_ok("python3 " + sendense::test::shell_quote(tool.string()) + " corrupt-mft-runlist " +
+                           sendense::test::shell_quote(img) + " " + how);
+    for (int attempt = 0; attempt < 5; ++attempt) {
+      std::string message;
+      EXPECT_EQ(error_code([&] { sendense::open_filesystem(sendense::FsType::ntfs, sendense::open_raw_image(img),
+                                                           "test/mft-runlist", {}); },
+                           &message),
+                EIO)
+          << how;
+      EXPECT_NE(message.find("test/mft-runlist"), std::string::npos) << message;
+      EXPECT_NE(message.find("$MFT"), std::string::npos) << message;
+    }
+  }
+#if defined(__SANITIZE_ADDRESS__)
+  EXPECT_EQ(__lsan_do_recoverable_leak_check(), 0) << "failed opens leaked memory (LeakSanitizer's report above)";
+#endif
 }
 
 // $Bitmap's stored size is guest data and the library counts free clusters
