@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -331,6 +332,33 @@ TEST(Journal, OverlayReadsAnyRange) {
                Error);
 }
 
+// A read of the device that fails while the journal is read (the image file
+// truncated under an open device, as while a backup is being restored) says
+// nothing about the journal: the open fails and is retried, it is not
+// remembered as an unreadable journal shown as stored until the backup is
+// attached again. Once the file is whole again, the same device replays.
+TEST(Journal, DeviceReadErrorFailsTheOpenAndIsNotRemembered) {
+  REQUIRE_FIXTURES();
+  TempDir dir;
+  const std::string copy = dir / "ext4.raw";
+  run_ok("cp --sparse=always " + shell_quote(image("ext4")) + " " + shell_quote(copy));
+  const sendense::BlockDevicePtr device = sendense::open_raw_image(copy);
+  run_ok("truncate -s 8192 " + shell_quote(copy));  // the superblock stays, the journal inode goes
+  FsOpenOptions o;
+  o.replay_journal = true;
+  try {
+    FilesystemPtr f = sendense::open_ext_filesystem(device, "backup-j/disk", o);
+    ADD_FAILURE() << "opened over a truncated image, journal " << f->journal().state << ": " << f->journal().note;
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), EIO);
+    EXPECT_NE(std::string(e.what()).find("end of file"), std::string::npos) << e.what();
+  }
+  run_ok("cp --sparse=always " + shell_quote(image("ext4")) + " " + shell_quote(copy));  // same inode, whole again
+  FilesystemPtr f = sendense::open_ext_filesystem(device, "backup-j/disk", o);
+  EXPECT_EQ(f->journal().state, "replayed") << f->journal().note;
+  EXPECT_TRUE(lookup_path(*f, "/last-change.txt"));
+}
+
 // ---- damaged journals ------------------------------------------------------
 
 uint32_t be32(const std::string& s, size_t off) {
@@ -556,6 +584,79 @@ TEST(DamagedJournal, ExternalJournalIsUnsupported) {
   FilesystemPtr f = open_fs(img);
   EXPECT_EQ(f->journal().state, "unsupported");
   EXPECT_NE(f->journal().note.find("external journal"), std::string::npos) << f->journal().note;
+}
+
+// ---- a log as long as a guest likes ----------------------------------------
+
+// tests/fixtures/long_journal.py: mkfs.ext4, then a log of `blocks` blocks
+// written by hand (transactions of 8 descriptors of 126 tags, each tag a
+// different block, and a commit; the tagged data blocks are never written).
+std::string make_long_journal(const TempDir& dir, uint64_t blocks) {
+  const fs::path script = fs::path(__FILE__).parent_path().parent_path() / "fixtures" / "long_journal.py";
+  const std::string img = dir / "long.img";
+  run_ok("python3 " + shell_quote(script.string()) + " " + shell_quote(img) + " " + std::to_string(blocks));
+  return img;
+}
+
+// What long_journal.py writes into a log of `blocks` blocks.
+constexpr uint64_t kLongTransactionBlocks = 8 * 127 + 1;
+constexpr uint64_t kLongTransactionTags = 8 * 126;
+
+// This process's peak resident memory (VmHWM), for the printed figures.
+std::string peak_rss() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmHWM:", 0) == 0) return line.substr(line.find_first_not_of(" \t", 6));
+  return "?";
+}
+
+uint64_t env_or(const char* name, uint64_t fallback) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' ? std::stoull(v) : fallback;
+}
+
+// The replay keeps a map entry per tagged block and reads every log block it
+// walks: a log past the cap (a guest can write one of 10,000,000 blocks in
+// ~88 MB of its disk) is not replayed at all, and says so; the volume is
+// shown as stored. SENDENSE_LONG_JOURNAL_BLOCKS sets the log's length (to
+// measure the replay's memory and time on larger logs).
+TEST(JournalCap, LogPastTheCapIsSkippedAndShownAsStored) {
+  TempDir dir;
+  constexpr uint64_t kCap = sendense::ext::kMaxJournalReplayEntries;
+  const uint64_t blocks = env_or("SENDENSE_LONG_JOURNAL_BLOCKS", kCap + 20'000);
+  const std::string img = make_long_journal(dir, blocks);
+  const auto started = std::chrono::steady_clock::now();
+  FilesystemPtr f = open_fs(img);
+  const auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count();
+  std::cout << "open with a log of " << blocks << " blocks: " << ms << " ms, journal " << f->journal().state
+            << " (" << f->journal().blocks << " blocks), peak RSS " << peak_rss() << "\n";
+  EXPECT_EQ(f->journal().state, "skipped");
+  EXPECT_NE(f->journal().note.find("cap of " + std::to_string(kCap)), std::string::npos) << f->journal().note;
+  EXPECT_NE(f->journal().note.find("shown as stored"), std::string::npos) << f->journal().note;
+  EXPECT_EQ(f->journal().blocks, 0u);
+  EXPECT_TRUE(lookup_path(*f, "/lost+found"));
+  EXPECT_THROW(sendense::ext::replay_ext_journal(sendense::open_raw_image(img), "long"), Error);
+}
+
+// Below the cap the same kind of log is replayed whole: every tagged block
+// mapped once, every transaction applied.
+TEST(JournalCap, LongLogBelowTheCapIsReplayed) {
+  TempDir dir;
+  const uint64_t blocks = 100'000;
+  const std::string img = make_long_journal(dir, blocks);
+  const auto r = sendense::ext::replay_ext_journal(sendense::open_raw_image(img), "long");
+  const uint64_t transactions = blocks / kLongTransactionBlocks;
+  EXPECT_EQ(r.transactions, transactions);
+  EXPECT_EQ(r.copies.size(), transactions * kLongTransactionTags);
+  EXPECT_EQ(r.stop_reason, "");
+  for (size_t i = 1; i < r.copies.size(); ++i)
+    ASSERT_LT(r.copies[i - 1].fs_block, r.copies[i].fs_block) << "copies not sorted or not unique at " << i;
+  FilesystemPtr f = open_fs(img);
+  EXPECT_EQ(f->journal().state, "replayed") << f->journal().note;
+  EXPECT_EQ(f->journal().blocks, transactions * kLongTransactionTags);
+  EXPECT_TRUE(lookup_path(*f, "/lost+found"));
 }
 
 // A 128 MiB journal full of one transaction's blocks (written by debugfs):

@@ -860,6 +860,7 @@ FilesystemPtr open_ext_filesystem(BlockDevicePtr device, const std::string& name
   try {
     return std::make_shared<ExtFilesystem>(std::move(journaled.device), name, journaled.report);
   } catch (const Error& e) {
+    if (journaled.read_failed && *journaled.read_failed) throw;  // the device, not the journal
     // The journal's copies make a filesystem we cannot open (a damaged or
     // hostile journal): the stored state is still worth showing.
     JournalReport stored;

@@ -32,7 +32,7 @@ constexpr size_t kLastOrphanOffset = 232;
 constexpr uint32_t kCompatHasJournal = 0x4;
 constexpr uint32_t kIncompatRecover = 0x4;
 // mke2fs makes journals of at most 10,240,000 blocks (ext4's default is at
-// most 1 GiB); the replay's memory is proportional to the log's blocks.
+// most 1 GiB); the replay itself stops at kMaxJournalReplayEntries.
 constexpr uint64_t kMaxJournalBlocks = 10'240'000;
 
 uint32_t le32(const unsigned char* p) {
@@ -50,6 +50,41 @@ std::string ext2_message(errcode_t err) {
   std::call_once(table, [] { initialize_ext2_error_table(); });  // idempotent: it checks its list
   return error_message(err);
 }
+
+// Forwards reads to the volume and remembers that one failed: the journal
+// code turns damaged journals into "skipped", but a device that failed to
+// read (truncated image, I/O error) must fail the open and be retried.
+class ReadFailureWatch final : public BlockDevice {
+ public:
+  explicit ReadFailureWatch(BlockDevicePtr volume)
+      : volume_(std::move(volume)), failed_(std::make_shared<std::atomic<bool>>(false)) {}
+  uint64_t size() const override { return volume_->size(); }
+  std::string describe() const override { return volume_->describe(); }
+  void read_at(uint64_t offset, std::span<std::byte> buf) const override {
+    try {
+      volume_->read_at(offset, buf);
+    } catch (const std::exception& e) {
+      {
+        std::lock_guard lock(mutex_);
+        if (first_error_.empty()) first_error_ = e.what();
+      }
+      failed_->store(true);
+      throw;
+    }
+  }
+  std::shared_ptr<const std::atomic<bool>> failed() const { return failed_; }
+  // The first failed read's message (libext2fs keeps only an errno of it).
+  std::string first_error() const {
+    std::lock_guard lock(mutex_);
+    return first_error_;
+  }
+
+ private:
+  BlockDevicePtr volume_;
+  std::shared_ptr<std::atomic<bool>> failed_;
+  mutable std::mutex mutex_;
+  mutable std::string first_error_;
+};
 
 // The journal inode's blocks as stored (the journal inode is never itself
 // journaled while mounted, so the on-disk map is the one the kernel uses).
@@ -170,7 +205,7 @@ Jbd2Replay replay_ext_journal(const BlockDevicePtr& volume, const std::string& n
 }
 
 JournaledDevice open_ext_journal(BlockDevicePtr volume, const std::string& name, bool replay) {
-  JournaledDevice out{volume, {}};
+  JournaledDevice out{volume, {}, nullptr};
   unsigned char sb[1024];
   volume->read_at(1024, std::as_writable_bytes(std::span(sb)));
   if (!(le32(sb + kCompatOffset) & kCompatHasJournal)) return out;  // state "none"
@@ -192,9 +227,11 @@ JournaledDevice open_ext_journal(BlockDevicePtr volume, const std::string& name,
     out.report.state = "skipped";
     out.report.note = "needs recovery; not replayed (--no-replay): shown as stored (last checkpoint)";
   } else {
+    const auto watched = std::make_shared<ReadFailureWatch>(volume);
+    out.read_failed = watched->failed();
     try {
-      const JournalLayout layout = map_journal_inode(volume, journal_ino, name);
-      Jbd2Replay r = replay_jbd2(*volume, layout, name);
+      const JournalLayout layout = map_journal_inode(watched, journal_ino, name);
+      Jbd2Replay r = replay_jbd2(*watched, layout, name);
       features = r.features;
       revoked = r.revoked;
       std::string note;
@@ -215,13 +252,17 @@ JournaledDevice open_ext_journal(BlockDevicePtr volume, const std::string& name,
         if (r.revoked > 0) add(std::to_string(r.revoked) + " journal copies cancelled by revoke records");
         if (r.bad_block_checksums > 0)
           add(std::to_string(r.bad_block_checksums) + " journal blocks failed their checksum and were not applied");
-        if (!r.copies.empty())
-          out.device = make_journal_overlay(volume, layout.block_size, std::move(r.copies));
-        add(orphan_note(*out.device));
+        const bool any = !r.copies.empty();
+        if (any) out.device = make_journal_overlay(watched, layout.block_size, std::move(r.copies));
+        add(orphan_note(any ? *out.device : *watched));
       }
       add(r.fast_commit);
       out.report.note = note;
     } catch (const Error& e) {
+      if (*out.read_failed)
+        throw Error(EIO, "cannot read the volume to replay its journal (" + e.message() +
+                             "): " + watched->first_error(),
+                    name);
       out.device = volume;
       out.report = JournalReport{};
       out.report.state = "skipped";

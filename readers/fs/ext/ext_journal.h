@@ -13,6 +13,8 @@
 // a block the journal may itself have replayed.
 #pragma once
 
+#include <atomic>
+#include <memory>
 #include <string>
 
 #include "readers/block/block_device.h"
@@ -24,6 +26,11 @@ namespace sendense::ext {
 struct JournaledDevice {
   BlockDevicePtr device;  // the volume, or an overlay over it after replay
   JournalReport report;
+  // Set once a read of the volume failed through `device` (an I/O error, a
+  // truncated image): such a failure says nothing about the journal or the
+  // replayed filesystem, so it must fail the open rather than turn into a
+  // "shown as stored" that would last until the backup is attached again.
+  std::shared_ptr<const std::atomic<bool>> read_failed;
 };
 
 // The internal journal of the ext filesystem on `volume`, replayed in
@@ -35,8 +42,9 @@ Jbd2Replay replay_ext_journal(const BlockDevicePtr& volume, const std::string& n
 // With `replay` false a journal needing recovery is reported "skipped" and
 // the volume is returned as stored. A journal that cannot be read (damaged
 // superblock, unmappable inode) is reported "skipped" with the reason and
-// logged: the volume is still shown as stored. Logs one `journal` line
-// whenever the journal needs recovery.
+// logged: the volume is still shown as stored; a read of the volume that
+// fails (not the journal's content) is rethrown instead. Logs one `journal`
+// line whenever the journal needs recovery.
 JournaledDevice open_ext_journal(BlockDevicePtr volume, const std::string& name, bool replay);
 
 }  // namespace sendense::ext

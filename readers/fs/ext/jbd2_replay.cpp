@@ -5,8 +5,8 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <iterator>
 #include <optional>
-#include <unordered_map>
 
 #include "readers/common/crc32.h"
 #include "readers/common/error.h"
@@ -51,33 +51,53 @@ uint32_t be32(const unsigned char* p) {
 uint32_t be16(const unsigned char* p) { return (uint32_t{p[0]} << 8) | p[1]; }
 
 // One tagged block of a transaction, before revoke records are applied.
+// 16 bytes: the replay holds one per tag of the walked log.
 struct Tag {
-  uint64_t fs_block;
-  uint64_t journal_block;
-  bool escaped;
-  uint32_t checksum;  // v2: 16 bits, v3: 32 bits
+  uint64_t fs_block : 63;
+  uint64_t escaped : 1;
+  uint32_t journal_block;  // s_maxlen is a 32-bit field
+  uint32_t checksum;       // v2: 16 bits, v3: 32 bits
 };
+static_assert(sizeof(Tag) == 16);
 
+// A committed transaction that tags or revokes something; its tags start at
+// first_tag of Log::tags and run to the next transaction's.
 struct Transaction {
   uint32_t sequence = 0;
-  std::vector<Tag> tags;
-  // Journal blocks of this transaction's revoke blocks. Their records are
-  // read again after the scan and only those naming a tagged block are
-  // kept: a log full of revoke records cannot make the table grow past the
-  // number of tags (which the log's size bounds).
-  std::vector<uint64_t> revoke_blocks;
+  uint32_t first_tag = 0;
+};
+
+// A revoke block of a committed transaction. Its records are read again
+// after the scan and only those naming a tagged block are kept: a log full
+// of revoke records cannot make a table grow past the number of tags.
+struct RevokeBlock {
+  uint32_t journal_block;
+  uint32_t sequence;
+};
+
+struct Log {
+  std::vector<Tag> tags;                  // of committed transactions, in log order
+  std::vector<Transaction> transactions;  // committed, with tags or revoke records
+  std::vector<RevokeBlock> revokes;       // of committed transactions
+  uint64_t committed = 0;                 // committed transactions, empty ones included
 };
 
 class Replayer {
  public:
-  Replayer(const BlockDevice& device, const JournalLayout& layout, const std::string& name)
-      : device_(device), layout_(layout), name_(name + " journal"), bs_(layout.block_size), block_(bs_), data_(bs_) {}
+  Replayer(const BlockDevice& device, const JournalLayout& layout, const std::string& name, uint64_t max_entries)
+      : device_(device),
+        layout_(layout),
+        name_(name + " journal"),
+        bs_(layout.block_size),
+        max_entries_(max_entries),
+        block_(bs_),
+        data_(bs_) {}
 
   Jbd2Replay run() {
     read_superblock();
     if (!result_.needs_replay) return std::move(result_);
-    std::vector<Transaction> committed = scan();
-    apply(committed);
+    const Log log = scan();
+    apply(log);
     return std::move(result_);
   }
 
@@ -207,22 +227,34 @@ class Replayer {
     if (result_.stop_reason.empty()) result_.stop_reason = why;
   }
 
-  // Walks the log once: the committed transactions, in order. The walk is
-  // bounded by the log's size, so a log whose sequence numbers keep
-  // matching around the ring (crafted) still ends.
-  std::vector<Transaction> scan() {
-    std::vector<Transaction> committed;
+  // Every log block walked and every revoke record read is an entry: the
+  // replay's memory (tags, map) and reads grow with them, so past the cap
+  // nothing is replayed (a guest writes such a log cheaply: tagged data
+  // blocks need not be written).
+  void count_entries(uint64_t n) {
+    entries_ += n;
+    if (entries_ > max_entries_)
+      fail("log holds more than the replay's cap of " + std::to_string(max_entries_) +
+           " blocks and revoke records (memory limit)");
+  }
+
+  // Walks the log once: the committed transactions. The walk is bounded by
+  // the log's size, so a log whose sequence numbers keep matching around the
+  // ring (crafted) still ends, and by the entry cap.
+  Log scan() {
+    Log log;
     const uint64_t capacity = last_ - first_;
     uint64_t walked = 0;
     uint64_t pos = start_;
     uint32_t sequence = sequence_;
-    Transaction current;
-    current.sequence = sequence;
+    size_t first_tag = 0;     // of the open transaction in log.tags
+    size_t first_revoke = 0;  // of the open transaction in log.revokes
     bool open = false;  // a descriptor or revoke block of `sequence` was seen
     uint32_t crc_v1 = ~0u;
     bool v1_seen = false;
     auto advance = [&]() -> bool {
       pos = next(pos);
+      count_entries(1);
       if (++walked > capacity) {
         stop("log runs past its own start (wraps onto itself)");
         return false;
@@ -232,6 +264,7 @@ class Replayer {
     auto incomplete = [&](const std::string& why) {
       if (open) stop("transaction " + std::to_string(sequence) + " " + why + ": not applied");
     };
+    count_entries(1);
     while (true) {
       read_block(pos, block_);
       const unsigned char* h = block_.data();
@@ -247,7 +280,7 @@ class Replayer {
         }
         open = true;
         if (compat_ & kCompatChecksum) crc_v1 = crc32_be(crc_v1, block_.data(), bs_);
-        if (!read_tags(current, pos, walked, capacity, crc_v1)) break;
+        if (!read_tags(log.tags, sequence, pos, walked, capacity, crc_v1)) break;
         if (!advance()) break;
         continue;
       }
@@ -257,17 +290,20 @@ class Replayer {
           break;
         }
         open = true;
-        if (!check_revokes(current.sequence)) break;
-        current.revoke_blocks.push_back(pos);
+        if (!check_revokes(sequence)) break;
+        log.revokes.push_back(RevokeBlock{static_cast<uint32_t>(pos), sequence});
         if (!advance()) break;
         continue;
       }
       if (type == kCommitBlock) {
         if (!commit_ok(sequence, crc_v1, v1_seen)) break;
         crc_v1 = ~0u;
-        committed.push_back(std::move(current));
-        current = Transaction{};
-        current.sequence = ++sequence;
+        ++log.committed;
+        if (log.tags.size() > first_tag || log.revokes.size() > first_revoke)
+          log.transactions.push_back(Transaction{sequence, static_cast<uint32_t>(first_tag)});
+        first_tag = log.tags.size();
+        first_revoke = log.revokes.size();
+        ++sequence;
         open = false;
         if (!advance()) break;
         continue;
@@ -276,7 +312,10 @@ class Replayer {
       incomplete("has no commit block");
       break;
     }
-    return committed;
+    // The open transaction's tags and revoke blocks are not applied.
+    log.tags.resize(first_tag);
+    log.revokes.resize(first_revoke);
+    return log;
   }
 
   bool commit_ok(uint32_t sequence, uint32_t crc_v1, bool& v1_seen) {
@@ -304,7 +343,8 @@ class Replayer {
 
   // Reads the tags of the descriptor in block_ and steps `pos` over the data
   // blocks that follow it. False when the log ends inside.
-  bool read_tags(Transaction& t, uint64_t& pos, uint64_t& walked, uint64_t capacity, uint32_t& crc_v1) {
+  bool read_tags(std::vector<Tag>& tags, uint32_t sequence, uint64_t& pos, uint64_t& walked, uint64_t capacity,
+                 uint32_t& crc_v1) {
     const std::vector<unsigned char> desc = block_;  // block_ is reused for the v1 checksum reads
     const size_t limit = bs_ - (csum_v2v3() ? 4 : 0);
     size_t off = 12;
@@ -328,12 +368,13 @@ class Replayer {
       last = (flags & kFlagLastTag) != 0;
       // The data block follows the descriptor (or the previous data block).
       pos = next(pos);
+      count_entries(1);
       if (++walked > capacity) {
         stop("log runs past its own start (wraps onto itself)");
         return false;
       }
       if (block >= layout_.fs_blocks) {
-        stop("transaction " + std::to_string(t.sequence) + " names block " + std::to_string(block) +
+        stop("transaction " + std::to_string(sequence) + " names block " + std::to_string(block) +
              " past the filesystem's " + std::to_string(layout_.fs_blocks) + ": not applied");
         return false;
       }
@@ -341,7 +382,7 @@ class Replayer {
         read_block(pos, data_);
         crc_v1 = crc32_be(crc_v1, data_.data(), bs_);
       }
-      t.tags.push_back(Tag{block, pos, (flags & kFlagEscape) != 0, checksum});
+      tags.push_back(Tag{block, (flags & kFlagEscape) != 0 ? 1u : 0u, static_cast<uint32_t>(pos), checksum});
     }
     return true;
   }
@@ -355,6 +396,7 @@ class Replayer {
            " bytes: not applied");
       return false;
     }
+    count_entries((count - 16) / (has_incompat(kIncompat64Bit) ? 8 : 4));
     return true;
   }
 
@@ -383,46 +425,77 @@ class Replayer {
     return has_incompat(kIncompatCsumV3) ? crc == tag.checksum : (crc & 0xffff) == tag.checksum;
   }
 
-  void apply(const std::vector<Transaction>& committed) {
+  // Sorted vectors rather than hash maps: 4 bytes per tag besides the tags
+  // themselves, and the map comes out sorted.
+  void apply(const Log& log) {
+    const std::vector<Tag>& tags = log.tags;
+    result_.transactions = log.committed;
+    // Tag indexes by (block, log order): each block's copies in a row, oldest first.
+    std::vector<uint32_t> order(tags.size());
+    for (uint32_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
+      return tags[a].fs_block != tags[b].fs_block ? tags[a].fs_block < tags[b].fs_block : a < b;
+    });
+    auto first_of = [&](uint64_t block) -> std::optional<size_t> {
+      auto it = std::lower_bound(order.begin(), order.end(), block,
+                                 [&](uint32_t i, uint64_t b) { return tags[i].fs_block < b; });
+      if (it == order.end() || tags[*it].fs_block != block) return std::nullopt;
+      return static_cast<size_t>(it - order.begin());
+    };
     // A revoke in transaction R cancels copies of the block in every
-    // transaction up to R (the kernel keeps the newest revoking sequence).
-    // Tagged block -> newest sequence revoking it (nullopt: none does).
-    std::unordered_map<uint64_t, std::optional<uint32_t>> revoked;
-    for (const Transaction& t : committed)
-      for (const Tag& tag : t.tags) revoked.emplace(tag.fs_block, std::nullopt);
-    for (const Transaction& t : committed)
-      for (uint64_t j : t.revoke_blocks)
-        for_each_revoke(j, [&](uint64_t block) {
-          auto it = revoked.find(block);
-          if (it == revoked.end()) return;
-          if (!it->second || static_cast<int32_t>(t.sequence - *it->second) > 0) it->second = t.sequence;
-        });
-    std::unordered_map<uint64_t, BlockCopy> newest;
-    for (const Transaction& t : committed) {
-      for (const Tag& tag : t.tags) {
-        const std::optional<uint32_t>& r = revoked.at(tag.fs_block);
-        if (r && static_cast<int32_t>(t.sequence - *r) <= 0) {
+    // transaction up to R (the kernel keeps the newest revoking sequence),
+    // kept at the block's first position in `order`.
+    std::vector<uint32_t> revoked_by(order.size());
+    std::vector<bool> is_revoked(order.size());
+    for (const RevokeBlock& r : log.revokes)
+      for_each_revoke(r.journal_block, [&](uint64_t block) {
+        const std::optional<size_t> at = first_of(block);
+        if (!at) return;
+        if (!is_revoked[*at] || static_cast<int32_t>(r.sequence - revoked_by[*at]) > 0) {
+          is_revoked[*at] = true;
+          revoked_by[*at] = r.sequence;
+        }
+      });
+    auto sequence_of = [&](uint32_t tag) {
+      auto it = std::upper_bound(log.transactions.begin(), log.transactions.end(), tag,
+                                 [](uint32_t i, const Transaction& t) { return i < t.first_tag; });
+      return std::prev(it)->sequence;
+    };
+    size_t blocks = 0;
+    for (size_t i = 0; i < order.size(); ++i)
+      if (i == 0 || tags[order[i]].fs_block != tags[order[i - 1]].fs_block) ++blocks;
+    result_.copies.reserve(blocks);
+    for (size_t group = 0; group < order.size();) {
+      const uint64_t block = tags[order[group]].fs_block;
+      size_t end = group;
+      std::optional<uint32_t> newest;
+      for (; end < order.size() && tags[order[end]].fs_block == block; ++end) {
+        const Tag& tag = tags[order[end]];
+        const uint32_t sequence = sequence_of(order[end]);
+        if (is_revoked[group] && static_cast<int32_t>(sequence - revoked_by[group]) <= 0) {
           ++result_.revoked;
           continue;
         }
-        if (!data_checksum_ok(tag, t.sequence)) {
+        if (!data_checksum_ok(tag, sequence)) {
           ++result_.bad_block_checksums;
           continue;
         }
-        newest[tag.fs_block] = BlockCopy{tag.fs_block, offset_of(tag.journal_block), tag.escaped};
+        newest = order[end];
       }
+      if (newest) {
+        const Tag& tag = tags[*newest];
+        result_.copies.push_back(BlockCopy{block, offset_of(tag.journal_block), tag.escaped != 0});
+      }
+      group = end;
     }
-    result_.transactions = committed.size();
-    result_.copies.reserve(newest.size());
-    for (const auto& [block, copy] : newest) result_.copies.push_back(copy);
-    std::sort(result_.copies.begin(), result_.copies.end(),
-              [](const BlockCopy& a, const BlockCopy& b) { return a.fs_block < b.fs_block; });
   }
 
   const BlockDevice& device_;
   const JournalLayout& layout_;
   const std::string name_;
   const uint64_t bs_;
+  const uint64_t max_entries_;
+  uint64_t entries_ = 0;
   std::vector<unsigned char> block_;
   std::vector<unsigned char> data_;
   uint32_t compat_ = 0;
@@ -438,8 +511,9 @@ class Replayer {
 
 }  // namespace
 
-Jbd2Replay replay_jbd2(const BlockDevice& device, const JournalLayout& layout, const std::string& name) {
-  return Replayer(device, layout, name).run();
+Jbd2Replay replay_jbd2(const BlockDevice& device, const JournalLayout& layout, const std::string& name,
+                       uint64_t max_entries) {
+  return Replayer(device, layout, name, max_entries).run();
 }
 
 }  // namespace sendense::ext

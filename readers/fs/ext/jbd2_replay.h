@@ -42,12 +42,23 @@ struct JournalLayout {
   std::vector<JournalRun> runs;  // sorted by logical, inside the device
 };
 
-// The newest committed copy of one filesystem block.
+// The replay's cap, in entries: every log block it walks and every revoke
+// record it reads. Tags, the map and the reads grow with them (at most 16
+// bytes of map and ~40 bytes while replaying per entry): 1,048,576 entries
+// keep the map of a volume at 16 MiB and the replay at about 40 MiB, within the
+// 64 MiB a backup gets for caches and maps. Every journal mke2fs makes by
+// default (at most 1 GiB: 262,144 blocks of 4 KiB, 1,048,576 of 1 KiB) fits
+// whole; a longer log (a larger -J size, or a guest writing one) is not
+// replayed: replay_jbd2 throws and the volume is shown as stored.
+inline constexpr uint64_t kMaxJournalReplayEntries = uint64_t{1} << 20;
+
+// The newest committed copy of one filesystem block (16 bytes: a map entry).
 struct BlockCopy {
   uint64_t fs_block = 0;
-  uint64_t device_offset = 0;  // byte offset of the journal copy in the device
-  bool escaped = false;        // restore the jbd2 magic into its first 4 bytes
+  uint64_t device_offset : 63 = 0;  // byte offset of the journal copy in the device
+  bool escaped : 1 = false;         // restore the jbd2 magic into its first 4 bytes
 };
+static_assert(sizeof(BlockCopy) == 16);
 
 struct Jbd2Replay {
   bool needs_replay = false;          // s_start != 0
@@ -64,9 +75,11 @@ struct Jbd2Replay {
 // Reads the journal of `layout` from `device`. Throws Error(EIO) naming
 // `name` when the journal superblock is unusable (bad magic, block size,
 // s_maxlen/s_first/s_start out of range, unknown incompat features,
-// superblock checksum); damage inside the log ends the replay instead
-// (stop_reason). Bounded: at most one pass over the log area, memory
-// proportional to the blocks the log maps.
-Jbd2Replay replay_jbd2(const BlockDevice& device, const JournalLayout& layout, const std::string& name);
+// superblock checksum) or the log holds more than `max_entries` entries
+// (see kMaxJournalReplayEntries); damage inside the log ends the replay
+// instead (stop_reason). Bounded: at most one pass over the log area,
+// memory and reads proportional to the entries walked.
+Jbd2Replay replay_jbd2(const BlockDevice& device, const JournalLayout& layout, const std::string& name,
+                       uint64_t max_entries = kMaxJournalReplayEntries);
 
 }  // namespace sendense::ext

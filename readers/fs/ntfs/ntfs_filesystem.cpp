@@ -24,6 +24,7 @@
 #include <shared_mutex>
 #include <unordered_map>
 #include <unordered_set>
+#include <vector>
 
 #include "readers/common/error.h"
 #include "readers/common/log.h"
@@ -85,6 +86,82 @@ timespec to_timespec(sle64 t) {
   ts.tv_sec = static_cast<time_t>(sec - kSeconds1601To1970);
   ts.tv_nsec = static_cast<long>(rem * 100);
   return ts;
+}
+
+uint64_t le_at(const std::vector<unsigned char>& b, size_t off, size_t n) {
+  uint64_t v = 0;
+  for (size_t i = n; i-- > 0;) v = v << 8 | b[off + i];
+  return v;
+}
+
+// libntfs-3g 2022.10.3 loses the 4 KiB runlist it decoded when $MFT's own
+// $DATA runs past the volume (ntfs_volume_startup's error path; LeakSanitizer
+// and valgrind agree; nothing outside the library can reach it), and the
+// daemon retries a failed attach every 3 s. So $MFT's runlist, in its base
+// record, is checked here first and the library never sees a damaged one.
+// Anything else odd (boot sector, record magic, fixups) is left to the
+// library, which fails without leaking.
+void check_mft_runlist(const BlockDevice& device, const std::string& name) {
+  std::vector<unsigned char> boot(512);
+  if (device.size() < boot.size()) return;
+  device.read_at(0, std::as_writable_bytes(std::span(boot)));
+  if (std::memcmp(boot.data() + 3, "NTFS    ", 8) != 0) return;
+  const uint64_t sector = le_at(boot, 0x0B, 2);
+  const uint64_t spc = boot[0x0D] <= 0x80 ? boot[0x0D] : uint64_t{1} << std::min(256 - boot[0x0D], 31);
+  const uint64_t cluster = sector * spc;
+  const int8_t cpr = static_cast<int8_t>(boot[0x40]);
+  const uint64_t record = cpr > 0 ? cpr * cluster : uint64_t{1} << std::min(-cpr, 31);
+  if (sector < 256 || sector > 4096 || cluster == 0 || cluster > (2u << 20) || record < sector || record > 65536 ||
+      record % sector != 0)
+    return;
+  const uint64_t clusters = std::min(le_at(boot, 0x28, 8) / spc, device.size() / cluster);
+  const uint64_t mft_lcn = le_at(boot, 0x30, 8);
+  if (mft_lcn >= clusters || record > (clusters - mft_lcn) * cluster) return;
+  std::vector<unsigned char> r(record);
+  device.read_at(mft_lcn * cluster, std::as_writable_bytes(std::span(r)));
+  if (std::memcmp(r.data(), "FILE", 4) != 0) return;
+  const size_t usa = le_at(r, 4, 2), usa_count = le_at(r, 6, 2);
+  if (usa_count != record / sector + 1 || usa + 2 * usa_count > r.size()) return;
+  for (size_t i = 1; i < usa_count; ++i) {  // the update sequence: each sector's last 2 bytes
+    const size_t end = i * sector - 2;
+    if (r[end] != r[usa] || r[end + 1] != r[usa + 1]) return;
+    r[end] = r[usa + 2 * i];
+    r[end + 1] = r[usa + 2 * i + 1];
+  }
+  auto damaged = [&](const std::string& what) {
+    throw Error(EIO, "$MFT's data runlist (MFT record 0) is damaged: " + what, name);
+  };
+  for (size_t pos = le_at(r, 0x14, 2); pos + 16 <= r.size();) {
+    const uint64_t type = le_at(r, pos, 4), length = le_at(r, pos + 4, 4);
+    if (type == 0xFFFFFFFFu || length < 16 || length > r.size() - pos) return;
+    if (type != 0x80 || r[pos + 8] != 1 || r[pos + 9] != 0 || length < 0x40 || le_at(r, pos + 0x10, 8) != 0) {
+      pos += length;
+      continue;
+    }
+    const size_t end = pos + length;
+    size_t mp = pos + le_at(r, pos + 0x20, 2);
+    int64_t lcn = 0;
+    for (uint64_t run = 0; mp < end && r[mp] != 0; ++run) {
+      const size_t lbytes = r[mp] & 0xF, obytes = r[mp] >> 4;
+      if (lbytes == 0 || lbytes > 8 || obytes > 8 || mp + 1 + lbytes + obytes > end)
+        damaged("run " + std::to_string(run) + " is malformed");
+      auto signed_at = [&](size_t off, size_t n) {
+        uint64_t v = le_at(r, off, n);
+        if (n < 8 && (v >> (8 * n - 1)) != 0) v |= ~uint64_t{0} << (8 * n);
+        return static_cast<int64_t>(v);
+      };
+      const int64_t count = signed_at(mp + 1, lbytes);
+      if (count <= 0) damaged("run " + std::to_string(run) + " has length " + std::to_string(count));
+      if (obytes == 0) damaged("run " + std::to_string(run) + " is sparse");
+      const int64_t delta = signed_at(mp + 1 + lbytes, obytes);
+      if (__builtin_add_overflow(lcn, delta, &lcn) || lcn < 0 || static_cast<uint64_t>(lcn) >= clusters ||
+          static_cast<uint64_t>(count) > clusters - static_cast<uint64_t>(lcn))
+        damaged("run " + std::to_string(run) + " (clusters " + std::to_string(lcn) + "+" + std::to_string(count) +
+                ") lies outside the volume of " + std::to_string(clusters) + " clusters");
+      mp += 1 + lbytes + obytes;
+    }
+    return;  // only the first extent lives in the base record
+  }
 }
 
 // libntfs-3g declares some on-disk fields as C enums (FILE_ATTR_FLAGS,
@@ -405,6 +482,7 @@ class NtfsFilesystem final : public Filesystem {
     // The library reads metadata (MFT records, index blocks) in small
     // pieces, often the same ones again: give it a cache. File data read by
     // runlist goes straight to device_. 32 KiB chunks, 8 MiB per volume.
+    check_mft_runlist(*device_, name_);
     device_holder_ = std::make_unique<ntfs::BlockDeviceNtfsDevice>(make_block_cache(device_, 32 * 1024, 256), name_);
     errno = 0;
     // RDONLY: nothing is written, $LogFile is not replayed or reset, the

@@ -14,9 +14,31 @@ uint32_t le(std::string_view v, size_t offset, size_t bytes) {
   return x;
 }
 
-std::string backslashes_to_slashes(std::string s) {
-  std::replace(s.begin(), s.end(), '\\', '/');
+// Host programs follow the symlinks of the mount: an absolute target would
+// name a host file (`\etc\shadow` -> /etc/shadow). Whatever the reparse data
+// says, a target starts with a name: leading '/' are dropped (a bare root is
+// "."), so it stays relative to the link's folder.
+std::string never_absolute(std::string s) {
+  const size_t name = s.find_first_not_of('/');
+  if (name == std::string::npos) return s.empty() ? s : ".";
+  s.erase(0, name);
   return s;
+}
+
+// A Windows path as a relative one: the NT/Win32 namespace prefixes go
+// ("\??\C:\x", "\\?\C:\x" -> "C:/x"), a UNC path is named by its first
+// component ("\\srv\share", "\??\UNC\srv\share" -> "UNC/srv/share"), '\'
+// becomes '/', and a rooted path without a drive loses its root
+// ("\etc\shadow" -> "etc/shadow").
+std::string windows_target(std::string s) {
+  for (std::string_view prefix : {"\\??\\", "\\\\?\\", "\\\\.\\"})
+    if (s.starts_with(prefix)) {
+      s.erase(0, prefix.size());
+      break;
+    }
+  if (s.starts_with("\\\\")) s = "UNC\\" + s.substr(2);
+  std::replace(s.begin(), s.end(), '\\', '/');
+  return never_absolute(std::move(s));
 }
 
 // A UTF-16 name at [buffer + offset, + length) of `v`, or nullopt.
@@ -43,18 +65,14 @@ std::optional<Reparse> parse_reparse(std::string_view v) {
     const bool relative = r.tag == kTagSymlink && (le(v, 16, 4) & 1u) != 0;
     auto sub = name_at(v, buffer, sub_off, sub_len);
     auto print = name_at(v, buffer, print_off, print_len);
-    if (relative) {
-      const auto& chosen = (sub && !sub->empty()) ? sub : print;
-      if (chosen && !chosen->empty()) r.symlink_target = backslashes_to_slashes(*chosen);
-    } else if (print && !print->empty()) {
-      r.symlink_target = backslashes_to_slashes(*print);
-    } else if (sub && !sub->empty()) {
-      std::string s = *sub;
-      if (s.starts_with("\\??\\")) s.erase(0, 4);
-      if (!s.empty()) r.symlink_target = backslashes_to_slashes(s);
+    const auto& chosen = relative ? ((sub && !sub->empty()) ? sub : print) : ((print && !print->empty()) ? print : sub);
+    if (chosen && !chosen->empty()) {
+      std::string target = windows_target(*chosen);
+      if (!target.empty()) r.symlink_target = std::move(target);
     }
   } else if (r.tag == kTagLxSymlink) {
-    if (v.size() > 12) r.symlink_target = std::string(v.substr(12));  // version (4 bytes), then UTF-8
+    // A Linux path of the WSL distribution: absolute ones name its root, not the host's.
+    if (v.size() > 12) r.symlink_target = never_absolute(std::string(v.substr(12)));  // version (4 bytes), then UTF-8
   }
   return r;
 }
@@ -71,7 +89,7 @@ std::optional<std::string> parse_interix_symlink(std::string_view data) {
   if (!data.starts_with(kInterixSymlinkMagic)) return std::nullopt;
   const std::string_view target = data.substr(kInterixSymlinkMagic.size());
   if (target.size() % 2 != 0) return std::nullopt;
-  return utf16le_to_utf8(target.data(), target.size() / 2);
+  return never_absolute(utf16le_to_utf8(target.data(), target.size() / 2));
 }
 
 }  // namespace sendense::ntfs

@@ -1,16 +1,21 @@
 // Reparse points and Interix symlinks: which ones are shown as symlinks and
 // the target shown for them. Pure functions over the stored bytes.
 //
-// Presentation (documented in README; never resolved or followed):
+// Presentation (documented in README; never resolved or followed). No
+// target is ever absolute, whatever the data says: the host kernel follows
+// the mount's symlinks, so "/etc/shadow" would name the host's file.
 // - Windows symlink (IO_REPARSE_TAG_SYMLINK) with the "relative" flag: the
 //   substitute name with every '\' turned into '/' ("..\a\b" -> "../a/b").
 // - Absolute Windows symlink and junction (IO_REPARSE_TAG_MOUNT_POINT): the
-//   print name (or the substitute name without its "\??\" prefix) with '\'
-//   turned into '/': "C:\Users\x" -> "C:/Users/x". It stays a relative path
-//   that never points into the host.
+//   print name (or the substitute name) without a "\??\", "\\?\" or "\\.\"
+//   prefix, '\' turned into '/': "C:\Users\x" -> "C:/Users/x"; UNC paths
+//   are named by a first component: "\\srv\share" -> "UNC/srv/share".
 // - WSL symlink (IO_REPARSE_TAG_LX_SYMLINK): its UTF-8 target as stored.
 // - Interix symlink (ntfs-3g's own: a SYSTEM file whose data is "IntxLNK\1"
 //   and a UTF-16 target): the target as stored.
+// Then, for every kind, leading '/' are dropped (a bare root is "."): a
+// path rooted without a drive ("\etc\shadow", WSL's "/etc/shadow") is shown
+// relative to the link's folder ("etc/shadow").
 // Other tags are regular files or folders; some keep their data elsewhere
 // (deduplication, cloud placeholders, HSM, WOF): reading them is an error.
 #pragma once
