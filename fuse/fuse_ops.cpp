@@ -21,6 +21,10 @@ namespace {
 FuseContext& context_of(fuse_req_t req) { return *static_cast<FuseContext*>(fuse_req_userdata(req)); }
 RestoreTree& tree_of(fuse_req_t req) { return context_of(req).tree; }
 
+void count_bytes(fuse_req_t req, std::string_view op, size_t bytes) {
+  if (Metrics* m = context_of(req).metrics) m->fuse_bytes(op, bytes);
+}
+
 std::string hex(uint64_t v) {
   char buf[24];
   std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
@@ -32,19 +36,25 @@ std::string hex(uint64_t v) {
 template <class Body>
 void checked(fuse_req_t req, const char* op, uint64_t node, Body&& body) {
   if (log::enabled(log::Level::debug)) log::debug("op", {{"op", op}, {"node", hex(node)}});
+  Metrics* metrics = context_of(req).metrics;
+  if (metrics) metrics->fuse_request(op);
   try {
     body();
   } catch (const Error& e) {
     const int code = e.code();
-    if (code == EIO || code == EBUSY || code == ESTALE || code == EOVERFLOW)
+    if (code == EIO || code == EBUSY || code == ESTALE || code == EOVERFLOW) {
+      if (metrics) metrics->failure("op_failed");
       log::warn("op_failed", {{"op", op}, {"node", hex(node)}, {"errno", std::strerror(code)}, {"error", e.what()}});
-    else
+    } else {
       log::debug("op_error", {{"op", op}, {"node", hex(node)}, {"errno", std::strerror(code)}, {"error", e.what()}});
+    }
     fuse_reply_err(req, code);
   } catch (const std::bad_alloc&) {
+    if (metrics) metrics->failure("op_failed");
     log::error("op_failed", {{"op", op}, {"node", hex(node)}, {"error", "out of memory"}});
     fuse_reply_err(req, ENOMEM);
   } catch (const std::exception& e) {
+    if (metrics) metrics->failure("op_failed");
     log::error("op_failed", {{"op", op}, {"node", hex(node)}, {"error", e.what()}});
     fuse_reply_err(req, EIO);
   }
@@ -102,6 +112,7 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino) {
   checked(req, "readlink", ino, [&] {
     std::string target = tree_of(req).readlink(ino);
     fuse_reply_readlink(req, target.c_str());
+    count_bytes(req, "readlink", target.size());
   });
 }
 
@@ -137,6 +148,7 @@ void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_
       used += need;
     }
     fuse_reply_buf(req, buf.data(), used);
+    count_bytes(req, "readdir", used);
   });
 }
 
@@ -167,6 +179,7 @@ void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, f
       used += need;
     }
     fuse_reply_buf(req, buf.data(), used);
+    count_bytes(req, "readdirplus", used);
   });
 }
 
@@ -192,6 +205,7 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_fil
     OpenFile& file = HandleTable<OpenFile>::get(fi->fh);
     size_t n = tree_of(req).read(file, static_cast<uint64_t>(offset), std::span(buf.data(), size));
     fuse_reply_buf(req, reinterpret_cast<const char*>(buf.data()), n);
+    count_bytes(req, "read", n);
   });
 }
 
@@ -218,10 +232,13 @@ void op_statfs(fuse_req_t req, fuse_ino_t ino) {
   });
 }
 
-void reply_xattr_value(fuse_req_t req, const std::string& value, size_t size) {
+void reply_xattr_value(fuse_req_t req, const std::string& value, size_t size, std::string_view op) {
   if (size == 0) fuse_reply_xattr(req, value.size());
   else if (size < value.size()) fuse_reply_err(req, ERANGE);
-  else fuse_reply_buf(req, value.data(), value.size());
+  else {
+    fuse_reply_buf(req, value.data(), value.size());
+    count_bytes(req, op, value.size());
+  }
 }
 
 void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
@@ -231,7 +248,7 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) 
       fuse_reply_err(req, ENODATA);
       return;
     }
-    reply_xattr_value(req, *value, size);
+    reply_xattr_value(req, *value, size, "getxattr");
   });
 }
 
@@ -242,14 +259,17 @@ void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
       names += n;
       names.push_back('\0');
     }
-    reply_xattr_value(req, names, size);
+    reply_xattr_value(req, names, size, "listxattr");
   });
 }
 
 void op_access(fuse_req_t req, fuse_ino_t, int mask) { fuse_reply_err(req, (mask & W_OK) ? EROFS : 0); }
 
 // Everything that would write answers EROFS.
-void rofs(fuse_req_t req) { fuse_reply_err(req, EROFS); }
+void rofs(fuse_req_t req) {
+  if (Metrics* m = context_of(req).metrics) m->fuse_request("write_refused");
+  fuse_reply_err(req, EROFS);
+}
 void op_setattr(fuse_req_t req, fuse_ino_t, struct stat*, int, fuse_file_info*) { rofs(req); }
 void op_mknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) { rofs(req); }
 void op_mkdir(fuse_req_t req, fuse_ino_t, const char*, mode_t) { rofs(req); }
