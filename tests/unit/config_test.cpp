@@ -114,9 +114,15 @@ TEST(ConfigTest, LaterSetOverridesTheFileAndRecordsItsOrigin) {
   EXPECT_EQ(c.options().idle_timeout.count(), 30);
   EXPECT_EQ(c.options().attach_mode, "kernel");
   for (const auto& [key, setting] : c.effective()) {
-    if (key == "idle-timeout") EXPECT_EQ(setting.origin, "command line");
-    if (key == "attach") EXPECT_EQ(setting.origin, tmp / "a.conf:2");
-    if (key == "max-mounts") EXPECT_EQ(setting.origin, "default");
+    if (key == "idle-timeout") {
+      EXPECT_EQ(setting.origin, "command line");
+    }
+    if (key == "attach") {
+      EXPECT_EQ(setting.origin, tmp / "a.conf:2");
+    }
+    if (key == "max-mounts") {
+      EXPECT_EQ(setting.origin, "default");
+    }
   }
   EXPECT_NE(error_of([&] { c.set("max-mounts", "lots", "command line"); }).find("max-mounts needs a number"),
             std::string::npos);
