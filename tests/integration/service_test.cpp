@@ -12,7 +12,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <signal.h>
+
 #include <atomic>
+#include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <map>
@@ -389,6 +392,71 @@ TEST_F(ServiceTest, TakenMetricsPortFailsTheStart) {
   ::close(fd);
   EXPECT_NE(err.find("daemon exited before mounting (exit 1)"), std::string::npos) << err;
   EXPECT_NE(daemon_->log().find("cannot listen for metrics"), std::string::npos);
+}
+
+// The unit's CapabilityBoundingSet= and NoNewPrivileges= (no systemd here to
+// apply them: setpriv does the same to the exec'd root process) leave enough
+// for the FUSE mount and for the kernel backend's qemu-storage-daemon, loop
+// devices and read-only mounts.
+// Not a zombie: the daemon started through `sh -c ... &` is nobody's child here.
+bool alive(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string pid_field, comm, state;
+  return static_cast<bool>(in >> pid_field >> comm >> state) && state != "Z";
+}
+
+TEST_F(ServiceTest, TheUnitsCapabilitiesAreEnoughForBothBackends) {
+  SENDENSE_REQUIRE_TOOL("setpriv");
+  SENDENSE_REQUIRE_TOOL("qemu-storage-daemon");
+  if (::geteuid() != 0) SENDENSE_SKIP("needs root (kernel backend)");
+  std::string caps;  // setpriv's list: ",+sys_admin,+dac_override,..."
+  bool no_new_privs = false;
+  {
+    std::istringstream unit(read_file(SENDENSE_UNIT_FILE));
+    std::string line;
+    while (std::getline(unit, line)) {
+      if (line == "NoNewPrivileges=yes") no_new_privs = true;
+      if (!line.starts_with("CapabilityBoundingSet=")) continue;
+      std::istringstream words(line.substr(line.find('=') + 1));
+      for (std::string cap; words >> cap;) {
+        ASSERT_TRUE(cap.starts_with("CAP_")) << line;
+        std::string name = cap.substr(4);
+        for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        caps += ",+" + name;
+      }
+    }
+  }
+  ASSERT_TRUE(no_new_privs) << "the unit lost NoNewPrivileges=yes";
+  ASSERT_FALSE(caps.empty()) << "the unit lost CapabilityBoundingSet=";
+  const std::string log = tmp_ / "setpriv.log";
+  const std::string cmd = "setpriv --no-new-privs --inh-caps=-all --bounding-set=-all" + caps + " " +
+                          shell_quote(restorefs_binary()) + " " + shell_quote(mnt_) +
+                          " --config /dev/null --attach kernel -f --catalog " + shell_quote(catalog_) + " >" +
+                          shell_quote(log) + " 2>&1 </dev/null & echo $!";
+  CommandResult started = run(cmd);
+  ASSERT_EQ(started.status, 0) << started.output;
+  const pid_t pid = static_cast<pid_t>(std::stol(started.output));
+  struct Reaper {
+    pid_t pid;
+    std::string mnt;
+    ~Reaper() {
+      ::kill(pid, SIGTERM);
+      if (!wait_for([&] { return !alive(pid); }, 20s)) ::kill(pid, SIGKILL);
+      if (is_mounted(mnt)) run("umount -l " + shell_quote(mnt));
+    }
+  } reaper{pid, mnt_};
+  ASSERT_TRUE(wait_for([&] { return is_mounted(mnt_); }, 15s)) << read_file(log);
+  const std::string full = (*manifest_)["FULL_ID"];
+  EXPECT_EQ(sha256_of(mnt_ + "/" + full + "/part1/docs/readme.txt"), sha256_of(fx_ + "/src/docs/readme.txt"))
+      << read_file(log);
+  CommandResult status = cli("status");
+  EXPECT_NE(status.output.find("[kernel]"), std::string::npos) << "not served by the kernel backend:\n"
+                                                               << status.output << read_file(log);
+  ::kill(pid, SIGTERM);
+  EXPECT_TRUE(wait_for([&] { return !is_mounted(mnt_); }, 20s)) << "still mounted after SIGTERM";
+  const std::string text = read_file(log);
+  for (const char* bad : {"AddressSanitizer", "runtime error:", "Operation not permitted", "EPERM"})
+    EXPECT_EQ(text.find(bad), std::string::npos) << bad << " in:\n" << text;
 }
 
 }  // namespace
