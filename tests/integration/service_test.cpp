@@ -20,7 +20,6 @@
 #include <cstdlib>
 #include <map>
 #include <mutex>
-#include <regex>
 #include <set>
 #include <sstream>
 #include <string>
@@ -63,12 +62,43 @@ bool parse_value(const std::string& s, double& out) {
   return true;
 }
 
+// Hand-written (std::regex trips GCC 12's -Wmaybe-uninitialized under -O2).
+bool is_name(const std::string& s, bool colons) {
+  if (s.empty() || std::isdigit(static_cast<unsigned char>(s[0]))) return false;
+  for (char c : s)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || (colons && c == ':'))) return false;
+  return true;
+}
+
+// `a="x",b="y\"z"` -> label names; false on any syntax error.
+bool parse_labels(const std::string& text, std::vector<std::string>& names) {
+  size_t i = 0;
+  while (i < text.size()) {
+    const size_t eq = text.find('=', i);
+    if (eq == std::string::npos || !is_name(text.substr(i, eq - i), false)) return false;
+    names.push_back(text.substr(i, eq - i));
+    if (eq + 1 >= text.size() || text[eq + 1] != '"') return false;
+    size_t j = eq + 2;
+    for (; j < text.size() && text[j] != '"'; ++j) {
+      if (text[j] == '\\') {
+        if (j + 1 >= text.size() || (text[j + 1] != '\\' && text[j + 1] != '"' && text[j + 1] != 'n')) return false;
+        ++j;
+      } else if (text[j] == '\n') {
+        return false;
+      }
+    }
+    if (j >= text.size()) return false;  // unterminated value
+    i = j + 1;
+    if (i == text.size()) break;
+    if (text[i] != ',' || i + 1 == text.size()) return false;
+    ++i;
+  }
+  return true;
+}
+
 Exposition parse_exposition(const std::string& text) {
   Exposition ex;
-  static const std::regex help(R"(# HELP ([a-zA-Z_:][a-zA-Z0-9_:]*) (.*))");
-  static const std::regex type(R"(# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge|histogram|summary|untyped))");
-  static const std::regex sample(R"(([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)( -?[0-9]+)?)");
-  static const std::regex label(R"(([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)\"(,|$))");
+  static const std::set<std::string> kinds = {"counter", "gauge", "histogram", "summary", "untyped"};
   std::map<std::string, std::string> types;
   std::set<std::string> finished;  // families whose samples ended (must not reappear)
   std::string current;
@@ -89,47 +119,75 @@ Exposition parse_exposition(const std::string& text) {
   while (std::getline(in, line)) {
     ++n;
     SCOPED_TRACE("line " + std::to_string(n) + ": " + line);
-    std::smatch m;
     if (line.starts_with("#")) {
-      if (std::regex_match(line, m, type)) {
-        EXPECT_FALSE(types.contains(m[1])) << "TYPE given twice";
-        EXPECT_FALSE(finished.contains(m[1]) || current == m[1].str()) << "TYPE after the family's samples";
-        types[m[1]] = m[2];
-      } else {
-        EXPECT_TRUE(std::regex_match(line, m, help)) << "a comment that is neither HELP nor TYPE";
+      std::istringstream words(line);
+      std::string hash, keyword, name, kind;
+      words >> hash >> keyword >> name;
+      if (hash != "#" || (keyword != "HELP" && keyword != "TYPE") || !is_name(name, true)) {
+        ADD_FAILURE() << "a comment that is neither HELP nor TYPE";
+        continue;
+      }
+      if (keyword == "TYPE") {
+        words >> kind;
+        std::string extra;
+        EXPECT_TRUE(kinds.contains(kind) && !(words >> extra)) << "bad TYPE";
+        EXPECT_FALSE(types.contains(name)) << "TYPE given twice";
+        EXPECT_FALSE(finished.contains(name) || current == name) << "TYPE after the family's samples";
+        types[name] = kind;
       }
       continue;
     }
-    if (line.empty() || !std::regex_match(line, m, sample)) {
+    // name[{labels}] value [timestamp]
+    const size_t brace = line.find('{');
+    const size_t name_end = std::min(brace, line.find(' '));
+    const std::string name = line.substr(0, name_end);
+    std::string labels, rest;
+    bool has_labels = false;
+    if (brace != std::string::npos && brace == name_end) {
+      const size_t close = line.rfind('}');
+      if (close == std::string::npos || close < brace) {
+        ADD_FAILURE() << "unclosed {";
+        continue;
+      }
+      has_labels = true;
+      labels = line.substr(brace + 1, close - brace - 1);
+      rest = line.substr(close + 1);
+    } else {
+      rest = name_end == std::string::npos ? "" : line.substr(name_end);
+    }
+    std::vector<std::string> fields;
+    {
+      std::istringstream ws(rest);
+      for (std::string w; ws >> w;) fields.push_back(w);
+    }
+    if (!is_name(name, true) || rest.empty() || rest[0] != ' ' || rest.starts_with("  ") || fields.empty() ||
+        fields.size() > 2) {
       ADD_FAILURE() << "not a sample line";
       continue;
     }
-    const std::string name = m[1], labels = m[3], family = family_of(name);
+    const std::string family = family_of(name);
     EXPECT_TRUE(types.contains(family)) << "sample without a TYPE";
     if (family != current) {
       if (!current.empty()) finished.insert(current);
       EXPECT_FALSE(finished.contains(family)) << "samples of " << family << " are not contiguous";
       current = family;
     }
-    if (m[2].matched) {
-      std::string rest = labels;
-      std::set<std::string> names;
-      std::smatch lm;
-      while (!rest.empty()) {
-        if (!std::regex_search(rest, lm, label) || lm.position(0) != 0) {
-          ADD_FAILURE() << "bad label list {" << labels << "}";
-          break;
-        }
-        EXPECT_TRUE(names.insert(lm[1]).second) << "label " << lm[1] << " twice";
-        rest = lm.suffix();
-      }
+    if (has_labels) {
+      std::vector<std::string> names;
+      if (!parse_labels(labels, names)) ADD_FAILURE() << "bad label list {" << labels << "}";
+      EXPECT_EQ(std::set<std::string>(names.begin(), names.end()).size(), names.size()) << "a label twice";
+    }
+    if (fields.size() == 2) {
+      const std::string& ts = fields[1];
+      const size_t digits = ts.find_first_not_of("0123456789", ts[0] == '-' ? 1 : 0);
+      EXPECT_TRUE(digits == std::string::npos && ts != "-") << "bad timestamp " << ts;
     }
     double v = 0;
-    if (!parse_value(m[4], v)) {
-      ADD_FAILURE() << "bad value " << m[4];
+    if (!parse_value(fields[0], v)) {
+      ADD_FAILURE() << "bad value " << fields[0];
       continue;
     }
-    const std::string key = name + (m[2].matched ? "{" + labels + "}" : "");
+    const std::string key = name + (has_labels ? "{" + labels + "}" : "");
     EXPECT_FALSE(ex.samples.contains(key)) << "sample given twice";
     if (types[family] == "counter") {
       EXPECT_GE(v, 0) << "negative counter";
@@ -368,6 +426,8 @@ TEST_F(ServiceTest, MetricsParserRejectsWhatTheFormatForbids) {
            "a 1\n",                                                                 // no TYPE
            "# TYPE a counter\na{x=1} 1\n",                                          // unquoted label
            "# TYPE a counter\na one\n",                                             // bad value
+           "# TYPE a counter\na{x=\"1\",} 1\n",                                       // trailing comma
+           "# TYPE a counter\n# TYPE a counter\na 1\n",                             // TYPE twice
            "# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\nh_sum 0\nh_count 1\n",  // not cumulative
        }) {
     ::testing::TestPartResultArray failures;
