@@ -21,6 +21,7 @@ namespace {
 FuseContext& context_of(fuse_req_t req) { return *static_cast<FuseContext*>(fuse_req_userdata(req)); }
 RestoreTree& tree_of(fuse_req_t req) { return context_of(req).tree; }
 
+// Before the reply: replying frees the request.
 void count_bytes(fuse_req_t req, std::string_view op, size_t bytes) {
   if (Metrics* m = context_of(req).metrics) m->fuse_bytes(op, bytes);
 }
@@ -111,8 +112,8 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
 void op_readlink(fuse_req_t req, fuse_ino_t ino) {
   checked(req, "readlink", ino, [&] {
     std::string target = tree_of(req).readlink(ino);
-    fuse_reply_readlink(req, target.c_str());
     count_bytes(req, "readlink", target.size());
+    fuse_reply_readlink(req, target.c_str());
   });
 }
 
@@ -147,8 +148,8 @@ void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_
       if (need > size - used) break;
       used += need;
     }
-    fuse_reply_buf(req, buf.data(), used);
     count_bytes(req, "readdir", used);
+    fuse_reply_buf(req, buf.data(), used);
   });
 }
 
@@ -178,8 +179,8 @@ void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, f
       if (need > size - used) break;
       used += need;
     }
-    fuse_reply_buf(req, buf.data(), used);
     count_bytes(req, "readdirplus", used);
+    fuse_reply_buf(req, buf.data(), used);
   });
 }
 
@@ -192,9 +193,10 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   checked(req, "open", ino, [&] {
     if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) throw Error(EROFS, "read-only tree");
     auto& files = context_of(req).files;
-    fi->fh = files.add(std::unique_ptr<OpenFile>(tree_of(req).open(ino)));
+    RestoreTree& tree = tree_of(req);  // the reply frees req, even when it fails
+    fi->fh = files.add(std::unique_ptr<OpenFile>(tree.open(ino)));
     fi->keep_cache = 1;
-    if (fuse_reply_open(req, fi) != 0) tree_of(req).close(files.take(fi->fh).release());
+    if (fuse_reply_open(req, fi) != 0) tree.close(files.take(fi->fh).release());
   });
 }
 
@@ -204,8 +206,8 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_fil
     if (buf.size() < size) buf.resize(size);
     OpenFile& file = HandleTable<OpenFile>::get(fi->fh);
     size_t n = tree_of(req).read(file, static_cast<uint64_t>(offset), std::span(buf.data(), size));
-    fuse_reply_buf(req, reinterpret_cast<const char*>(buf.data()), n);
     count_bytes(req, "read", n);
+    fuse_reply_buf(req, reinterpret_cast<const char*>(buf.data()), n);
   });
 }
 
@@ -236,8 +238,8 @@ void reply_xattr_value(fuse_req_t req, const std::string& value, size_t size, st
   if (size == 0) fuse_reply_xattr(req, value.size());
   else if (size < value.size()) fuse_reply_err(req, ERANGE);
   else {
-    fuse_reply_buf(req, value.data(), value.size());
     count_bytes(req, op, value.size());
+    fuse_reply_buf(req, value.data(), value.size());
   }
 }
 
