@@ -18,7 +18,9 @@ MetricsServer::MetricsServer(const Metrics& metrics, const std::string& listen)
   server_->Get("/metrics", [&metrics](const httplib::Request&, httplib::Response& res) {
     res.set_content(metrics.render(), "text/plain; version=0.0.4; charset=utf-8");
   });
-  // A scrape is small; a slow client must not hold a thread for long.
+  // Scrapes are rare and small: one worker instead of httplib's default
+  // pool of 8+, and a slow client must not hold it for long.
+  server_->new_task_queue = [] { return new httplib::ThreadPool(1); };
   server_->set_read_timeout(5, 0);
   server_->set_write_timeout(5, 0);
   if (!server_->bind_to_port(host, port)) throw Error(EADDRINUSE, "cannot listen for metrics", listen);
