@@ -45,9 +45,8 @@ class DaemonConfig {
   // The effective settings in a stable order (the order of the table).
   std::vector<std::pair<std::string, Setting>> effective() const;
 
-  // The options run_daemon() takes. Throws ConfigError when a value that is
-  // only checked as a whole fails (none today; the mount point is checked by
-  // the caller because --check-config may run without one).
+  // The options run_daemon() takes (every value was checked by set()). An
+  // empty mount point is left to the caller: --check-config reports it.
   DaemonOptions options() const;
   std::string log_level() const { return settings_.at("log-level").value; }
 
