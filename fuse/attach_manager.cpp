@@ -65,6 +65,15 @@ AttachedBackupPtr AttachManager::least_recently_used_idle() const {
   return victim;
 }
 
+size_t AttachManager::attached_count() const {
+  std::shared_lock lock(table_mutex_);
+  return attached_.size();
+}
+
+void AttachManager::count_failure(std::string_view cause) const {
+  if (options_.metrics) options_.metrics->failure(cause);
+}
+
 AttachedBackupPtr AttachManager::find(const std::string& backup_id) const {
   std::shared_lock lock(table_mutex_);
   auto it = attached_.find(backup_id);
@@ -90,6 +99,7 @@ AttachedBackupPtr AttachManager::acquire(const std::string& backup_id) {
   auto lock_ptr = attach_lock(backup_id);
   std::unique_lock attach_guard(*lock_ptr, std::defer_lock);
   if (!attach_guard.try_lock_for(options_.attach_wait)) {
+    count_failure("attach_stuck");
     log::warn("attach_stuck", {{"backup", backup_id},
                                {"reason", "another attach of this backup is still running (unresponsive repository?)"}});
     throw Error(EIO, "attach still in progress after " + std::to_string(options_.attach_wait.count()) + " s",
@@ -157,6 +167,7 @@ void AttachManager::make_room(const std::string& for_backup) {
       // finish: wait for them rather than failing a burst of first accesses,
       // looking again every 200 ms (a busy backup going idle wakes nobody).
       if (attaching_ == 0 || std::chrono::steady_clock::now() >= deadline) {
+        count_failure("busy");
         log::warn("busy", {{"backup", for_backup},
                            {"reason", "max-mounts " + std::to_string(options_.max_mounts) +
                                           " reached and every attached backup has open files or requests in flight"}});
@@ -189,6 +200,8 @@ AttachedBackupPtr AttachManager::attach(const BackupRecord& record) {
     mount_id = catalog_.begin_mount(record.id, options_.mount_path, "userspace",
                                     static_cast<int64_t>(options_.idle_timeout.count()));
   } catch (const Error& e) {
+    count_failure("attach_failed");
+    if (options_.metrics) options_.metrics->attach_failed();
     log::error("attach_failed", {{"backup", record.id}, {"error", e.what()}});
     throw Error(EIO, std::string("catalog: ") + e.what(), record.id);
   }
@@ -281,6 +294,7 @@ AttachedBackupPtr AttachManager::attach(const BackupRecord& record) {
           av.fs = open_filesystem(v.type, v.device, where, options_.fs_open);
           av.backend = "userspace";
         } catch (const Error& e) {  // a damaged volume: the rest of the backup is still served
+          count_failure("volume_failed");
           log::error("volume_failed", {{"backup", record.id}, {"volume", v.name}, {"error", e.what()}});
           volume_errors.push_back(e.what());
           continue;
@@ -316,10 +330,13 @@ AttachedBackupPtr AttachManager::attach(const BackupRecord& record) {
   } catch (const std::exception& e) {
     const Error* err = dynamic_cast<const Error*>(&e);
     const int code = (err && err->code() == EBUSY) ? EBUSY : EIO;
+    count_failure("attach_failed");
+    if (options_.metrics) options_.metrics->attach_failed();
     log::error("attach_failed", {{"backup", record.id}, {"image", record.image_path}, {"error", e.what()}});
     try {
       catalog_.set_mount_status(mount_id, "failed", types, e.what());
     } catch (const std::exception& e2) {
+      count_failure("catalog_error");
       log::error("catalog_error", {{"backup", record.id}, {"error", e2.what()}});
     }
     std::lock_guard lock(failures_mutex_);
@@ -327,6 +344,7 @@ AttachedBackupPtr AttachManager::attach(const BackupRecord& record) {
     throw Error(code, e.what(), record.id);
   }
   backup->touch();
+  if (options_.metrics) options_.metrics->attached(static_cast<double>(steady_now_ms() - started) / 1000.0);
   log::info("attach", {{"backup", record.id},
                        {"volumes", std::to_string(backup->volumes.size())},
                        {"types", types},
@@ -340,8 +358,10 @@ void AttachManager::release(const AttachedBackupPtr& backup, std::string_view re
     catalog_.set_mount_status(backup->mount_id, "unmounting");
     catalog_.end_mount(backup->mount_id);
   } catch (const std::exception& e) {
+    count_failure("catalog_error");
     log::error("catalog_error", {{"backup", backup->backup_id}, {"error", e.what()}});
   }
+  if (options_.metrics) options_.metrics->detached(reason);
   log::info("detach", {{"backup", backup->backup_id}, {"reason", std::string(reason)}});
   // The readers close when the last in-flight request drops its reference.
 }
@@ -394,6 +414,7 @@ void AttachManager::flush_access_times() {
   try {
     catalog_.touch_mounts(batch, static_cast<int64_t>(options_.idle_timeout.count()));
   } catch (const std::exception& e) {
+    count_failure("catalog_error");
     log::error("catalog_error", {{"what", "flush last_accessed_at"}, {"error", e.what()}});
   }
 }
@@ -412,6 +433,7 @@ void AttachManager::detach_all(std::string_view reason) {
     try {
       catalog_.end_mount(failure.mount_id);
     } catch (const std::exception& e) {
+      count_failure("catalog_error");
       log::error("catalog_error", {{"backup", id}, {"error", e.what()}});
     }
   }

@@ -32,6 +32,7 @@
 
 #include "catalog/catalog.h"
 #include "fuse/catalog_view.h"
+#include "fuse/metrics.h"
 #include "readers/fs/filesystem.h"
 #include "readers/kernel/nbd_device.h"
 
@@ -80,6 +81,7 @@ struct AttachOptions {
   // --nbd-devices FIRST-LAST: the kernel backend uses qemu-nbd on this pool
   // where the nbd module is loaded (else qemu-storage-daemon + loop).
   std::optional<kernel::NbdRange> nbd_devices;
+  Metrics* metrics = nullptr;                  // attaches, detaches, failures; outlives the manager
 };
 
 class AttachManager {
@@ -92,6 +94,9 @@ class AttachManager {
   // none idle), EIO (the attach failed; logged with the backup and cause).
   AttachedBackupPtr acquire(const std::string& backup_id);
 
+  // How many backups are attached now (the metrics gauge).
+  size_t attached_count() const;
+
   // The attached backup if it is attached now (no attach, no touch).
   AttachedBackupPtr find(const std::string& backup_id) const;
 
@@ -103,6 +108,7 @@ class AttachManager {
 
  private:
   AttachedBackupPtr attach(const BackupRecord& record);
+  void count_failure(std::string_view cause) const;
   void make_room(const std::string& for_backup);
   void release(const AttachedBackupPtr& backup, std::string_view reason);
   std::shared_ptr<std::timed_mutex> attach_lock(const std::string& backup_id);

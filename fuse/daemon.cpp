@@ -23,7 +23,10 @@
 #include "fuse/attach_manager.h"
 #include "fuse/catalog_view.h"
 #include "fuse/fuse_ops.h"
+#include "fuse/metrics.h"
+#include "fuse/metrics_server.h"
 #include "fuse/restore_tree.h"
+#include "fuse/systemd_notify.h"
 #include "readers/common/error.h"
 #include "readers/common/log.h"
 #include "readers/kernel/nbd_device.h"
@@ -212,8 +215,14 @@ void clear_dead_mount(const std::string& mountpoint) {
 
 class Housekeeper {
  public:
-  Housekeeper(const DaemonOptions& options, std::string mountpoint, CatalogView& view, AttachManager& manager)
-      : options_(options), mountpoint_(std::move(mountpoint)), view_(view), manager_(manager), thread_([this] { run(); }) {}
+  Housekeeper(const DaemonOptions& options, std::string mountpoint, CatalogView& view, AttachManager& manager,
+              Metrics& metrics)
+      : options_(options),
+        mountpoint_(std::move(mountpoint)),
+        view_(view),
+        manager_(manager),
+        metrics_(metrics),
+        thread_([this] { run(); }) {}
   ~Housekeeper() {
     {
       std::lock_guard lock(mutex_);
@@ -239,7 +248,10 @@ class Housekeeper {
         if (readahead_tries > 0) readahead_tries = raise_readahead(mountpoint_) ? 0 : readahead_tries - 1;
         manager_.detach_idle();
         if (clock::now() >= next_refresh) {
-          for (const auto& gone : view_.refresh()) manager_.detach(gone, "removed");
+          const auto started = clock::now();
+          const auto gone_backups = view_.refresh();
+          metrics_.catalog_reloaded(std::chrono::duration<double>(clock::now() - started).count());
+          for (const auto& gone : gone_backups) manager_.detach(gone, "removed");
           next_refresh = clock::now() + options_.refresh_interval;
         }
         if (clock::now() >= next_flush) {
@@ -257,6 +269,7 @@ class Housekeeper {
   const std::string mountpoint_;
   CatalogView& view_;
   AttachManager& manager_;
+  Metrics& metrics_;
   std::mutex mutex_;
   std::condition_variable cv_;
   bool stop_ = false;
@@ -329,6 +342,7 @@ int run_daemon(const DaemonOptions& options) {
     return 1;
   }
 
+  Metrics metrics;
   CatalogView view(*catalog);
   view.refresh();
   AttachOptions attach_options;
@@ -338,14 +352,27 @@ int run_daemon(const DaemonOptions& options) {
   attach_options.fs_open = options.fs_open;
   attach_options.attach_mode = options.attach_mode;
   if (!options.nbd_devices.empty()) attach_options.nbd_devices = kernel::parse_nbd_range(options.nbd_devices);
+  attach_options.metrics = &metrics;
   AttachManager manager(*catalog, view, attach_options);
+  metrics.set_attached_gauge([&manager] { return manager.attached_count(); });
   RestoreTree tree(view, manager, TreeTimeouts{});
   FuseContext context(tree);  // after the session ends it frees the handles the kernel never released
+  context.metrics = &metrics;
+  std::unique_ptr<MetricsServer> metrics_server;
+  if (!options.metrics_listen.empty()) {
+    try {
+      metrics_server = std::make_unique<MetricsServer>(metrics, options.metrics_listen);
+    } catch (const std::exception& e) {
+      log::error("startup_failed", {{"error", e.what()}});
+      return 1;
+    }
+  }
 
   const std::string opts = mount_options(options);
   std::vector<const char*> argv = {"sendense-restorefs", "-o", opts.c_str()};
   fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), const_cast<char**>(argv.data()));
   fuse_lowlevel_ops ops = make_fuse_operations();
+  std::optional<Watchdog> watchdog;  // destroyed after the session: see systemd_notify.h
   std::unique_ptr<fuse_session, SessionDeleter> se(fuse_session_new(&args, &ops, sizeof ops, &context));
   fuse_opt_free_args(&args);
   if (!se) {
@@ -357,6 +384,8 @@ int run_daemon(const DaemonOptions& options) {
     return 1;
   }
   daemonizer->notify(true);
+  notify_ready("serving " + mountpoint);
+  watchdog.emplace(mountpoint);
   log::info("serving", {{"mountpoint", mountpoint},
                         {"catalog", catalog_path},
                         {"backups", std::to_string(view.snapshot()->backups.size())},
@@ -365,7 +394,7 @@ int run_daemon(const DaemonOptions& options) {
                         {"journal_replay", options.fs_open.replay_journal ? "on" : "off"}});
   int rc;
   {
-    Housekeeper housekeeper(options, mountpoint, view, manager);
+    Housekeeper housekeeper(options, mountpoint, view, manager, metrics);
     fuse_loop_config* config = fuse_loop_cfg_create();
     // Generous: a request stuck on an unresponsive NFS/CIFS repository holds
     // its thread, and the other backups must still be served.
@@ -373,6 +402,8 @@ int run_daemon(const DaemonOptions& options) {
     rc = fuse_session_loop_mt(se.get(), config);
     fuse_loop_cfg_destroy(config);
   }
+  watchdog->stop();
+  notify_stopping();
   manager.detach_all("shutdown");
   fuse_remove_signal_handlers(se.get());
   fuse_session_unmount(se.get());

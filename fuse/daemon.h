@@ -24,6 +24,7 @@ struct DaemonOptions {
   FsOpenOptions fs_open;                        // how every volume's filesystem is opened (--no-replay, --ntfs-*)
   std::string attach_mode = "auto";             // --attach userspace|kernel|auto
   std::string nbd_devices;                      // --nbd-devices FIRST-LAST ("" = qemu-storage-daemon + loop)
+  std::string metrics_listen;                   // --metrics-listen ADDRESS:PORT ("" = no endpoint)
 };
 
 // Returns the process exit code. Errors before mounting are logged.

@@ -21,6 +21,11 @@ namespace {
 FuseContext& context_of(fuse_req_t req) { return *static_cast<FuseContext*>(fuse_req_userdata(req)); }
 RestoreTree& tree_of(fuse_req_t req) { return context_of(req).tree; }
 
+// Before the reply: replying frees the request.
+void count_bytes(fuse_req_t req, std::string_view op, size_t bytes) {
+  if (Metrics* m = context_of(req).metrics) m->fuse_bytes(op, bytes);
+}
+
 std::string hex(uint64_t v) {
   char buf[24];
   std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
@@ -32,19 +37,25 @@ std::string hex(uint64_t v) {
 template <class Body>
 void checked(fuse_req_t req, const char* op, uint64_t node, Body&& body) {
   if (log::enabled(log::Level::debug)) log::debug("op", {{"op", op}, {"node", hex(node)}});
+  Metrics* metrics = context_of(req).metrics;
+  if (metrics) metrics->fuse_request(op);
   try {
     body();
   } catch (const Error& e) {
     const int code = e.code();
-    if (code == EIO || code == EBUSY || code == ESTALE || code == EOVERFLOW)
+    if (code == EIO || code == EBUSY || code == ESTALE || code == EOVERFLOW) {
+      if (metrics) metrics->failure("op_failed");
       log::warn("op_failed", {{"op", op}, {"node", hex(node)}, {"errno", std::strerror(code)}, {"error", e.what()}});
-    else
+    } else {
       log::debug("op_error", {{"op", op}, {"node", hex(node)}, {"errno", std::strerror(code)}, {"error", e.what()}});
+    }
     fuse_reply_err(req, code);
   } catch (const std::bad_alloc&) {
+    if (metrics) metrics->failure("op_failed");
     log::error("op_failed", {{"op", op}, {"node", hex(node)}, {"error", "out of memory"}});
     fuse_reply_err(req, ENOMEM);
   } catch (const std::exception& e) {
+    if (metrics) metrics->failure("op_failed");
     log::error("op_failed", {{"op", op}, {"node", hex(node)}, {"error", e.what()}});
     fuse_reply_err(req, EIO);
   }
@@ -101,6 +112,7 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
 void op_readlink(fuse_req_t req, fuse_ino_t ino) {
   checked(req, "readlink", ino, [&] {
     std::string target = tree_of(req).readlink(ino);
+    count_bytes(req, "readlink", target.size());
     fuse_reply_readlink(req, target.c_str());
   });
 }
@@ -136,6 +148,7 @@ void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_
       if (need > size - used) break;
       used += need;
     }
+    count_bytes(req, "readdir", used);
     fuse_reply_buf(req, buf.data(), used);
   });
 }
@@ -166,6 +179,7 @@ void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, f
       if (need > size - used) break;
       used += need;
     }
+    count_bytes(req, "readdirplus", used);
     fuse_reply_buf(req, buf.data(), used);
   });
 }
@@ -179,9 +193,10 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   checked(req, "open", ino, [&] {
     if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) throw Error(EROFS, "read-only tree");
     auto& files = context_of(req).files;
-    fi->fh = files.add(std::unique_ptr<OpenFile>(tree_of(req).open(ino)));
+    RestoreTree& tree = tree_of(req);  // the reply frees req, even when it fails
+    fi->fh = files.add(std::unique_ptr<OpenFile>(tree.open(ino)));
     fi->keep_cache = 1;
-    if (fuse_reply_open(req, fi) != 0) tree_of(req).close(files.take(fi->fh).release());
+    if (fuse_reply_open(req, fi) != 0) tree.close(files.take(fi->fh).release());
   });
 }
 
@@ -191,6 +206,7 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_fil
     if (buf.size() < size) buf.resize(size);
     OpenFile& file = HandleTable<OpenFile>::get(fi->fh);
     size_t n = tree_of(req).read(file, static_cast<uint64_t>(offset), std::span(buf.data(), size));
+    count_bytes(req, "read", n);
     fuse_reply_buf(req, reinterpret_cast<const char*>(buf.data()), n);
   });
 }
@@ -218,10 +234,13 @@ void op_statfs(fuse_req_t req, fuse_ino_t ino) {
   });
 }
 
-void reply_xattr_value(fuse_req_t req, const std::string& value, size_t size) {
+void reply_xattr_value(fuse_req_t req, const std::string& value, size_t size, std::string_view op) {
   if (size == 0) fuse_reply_xattr(req, value.size());
   else if (size < value.size()) fuse_reply_err(req, ERANGE);
-  else fuse_reply_buf(req, value.data(), value.size());
+  else {
+    count_bytes(req, op, value.size());
+    fuse_reply_buf(req, value.data(), value.size());
+  }
 }
 
 void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
@@ -231,7 +250,7 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) 
       fuse_reply_err(req, ENODATA);
       return;
     }
-    reply_xattr_value(req, *value, size);
+    reply_xattr_value(req, *value, size, "getxattr");
   });
 }
 
@@ -242,14 +261,17 @@ void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
       names += n;
       names.push_back('\0');
     }
-    reply_xattr_value(req, names, size);
+    reply_xattr_value(req, names, size, "listxattr");
   });
 }
 
 void op_access(fuse_req_t req, fuse_ino_t, int mask) { fuse_reply_err(req, (mask & W_OK) ? EROFS : 0); }
 
 // Everything that would write answers EROFS.
-void rofs(fuse_req_t req) { fuse_reply_err(req, EROFS); }
+void rofs(fuse_req_t req) {
+  if (Metrics* m = context_of(req).metrics) m->fuse_request("write_refused");
+  fuse_reply_err(req, EROFS);
+}
 void op_setattr(fuse_req_t req, fuse_ino_t, struct stat*, int, fuse_file_info*) { rofs(req); }
 void op_mknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) { rofs(req); }
 void op_mkdir(fuse_req_t req, fuse_ino_t, const char*, mode_t) { rofs(req); }

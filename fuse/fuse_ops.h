@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "fuse/handle_table.h"
+#include "fuse/metrics.h"
 #include "fuse/restore_tree.h"
 
 namespace sendense {
@@ -24,6 +25,7 @@ struct DirHandle {
 struct FuseContext {
   explicit FuseContext(RestoreTree& t) : tree(t) {}
   RestoreTree& tree;
+  Metrics* metrics = nullptr;  // counts requests and bytes when set
   HandleTable<OpenFile> files;
   HandleTable<DirHandle> dirs;
 };

@@ -8,6 +8,10 @@ packages=(
   build-essential cmake pkg-config
   libfuse3-dev libnbd-dev libzstd-dev zlib1g-dev libext2fs-dev ntfs-3g-dev libsqlite3-dev nlohmann-json3-dev
   libgtest-dev googletest
+  libsystemd-dev      # sd_notify: Type=notify and the watchdog
+  libcpp-httplib-dev  # the --metrics-listen endpoint
+  # the Debian package (packaging/build-deb.sh, tests/package/package-test.sh)
+  dpkg-dev lintian adduser man-db systemd
   # run
   fuse3 sqlite3
   # fixtures and integration tests: the real tools

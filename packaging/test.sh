@@ -11,7 +11,9 @@ if [ "${SKIP_DEPS:-0}" != 1 ]; then
   bash packaging/install-deps.sh
 fi
 build=${BUILD_DIR:-build-test}
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSENDENSE_SANITIZE=ON -DSENDENSE_WERROR=ON
+# Prefix /usr: the package test (tests/package/package-test.sh) packages this build.
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSENDENSE_SANITIZE=ON -DSENDENSE_WERROR=ON \
+  -DCMAKE_INSTALL_PREFIX=/usr
 cmake --build "$build" -j"$(nproc)"
 # CI machines have root, loop devices, FUSE and every tool: a skip there is a failure.
 if [ -n "${CI:-}" ]; then export SENDENSE_NO_SKIP=${SENDENSE_NO_SKIP:-1}; fi

@@ -34,6 +34,9 @@ constexpr const char* kUsage = R"(usage: sendense-restore COMMAND [ARGS]
       The qcow2 chain, partition table and volumes of one image; several
       IMAGEs are the disks of one backup (disk 0 first): LVs across them too.
 
+  --version
+      Print the version and exit.
+
   --catalog DB defaults to /var/lib/sendense-restore/catalog.db.
   Exit status: 0 ok, 1 error, 2 usage error.
 )";
@@ -66,6 +69,10 @@ int dispatch(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 2 && std::strcmp(argv[1], "--version") == 0) {
+    std::cout << "sendense-restore " << SENDENSE_VERSION << "\n";
+    return 0;
+  }
   if (wants_help(argc, argv)) {
     std::cout << kUsage;
     return 0;

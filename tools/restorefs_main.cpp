@@ -1,24 +1,37 @@
-// sendense-restorefs MOUNTPOINT --catalog DB [--idle-timeout SECONDS]
-//   [--max-mounts N] [--attach userspace|kernel|auto] [--nbd-devices A-B] [--no-replay] [-f] [-o FUSE_OPTION]... [--log-level debug|info|warn|error]
-//   [--ntfs-uid N] [--ntfs-gid N] [--ntfs-dir-mode OCTAL] [--ntfs-file-mode OCTAL]
-// Parses the command line and runs the daemon; nothing else lives here.
+// sendense-restorefs [MOUNTPOINT] [--config FILE] [--check-config] [--version] [--KEY VALUE]... [-f]
+// Reads the configuration file, lets the command line override it, and runs
+// the daemon; nothing else lives here (the settings are tools/daemon/config.h).
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
-#include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <string>
+#include <sys/stat.h>
+#include <vector>
 
 #include "fuse/daemon.h"
 #include "readers/common/log.h"
-#include "readers/kernel/nbd_device.h"
+#include "tools/daemon/config.h"
 
 namespace {
 
 constexpr const char* kUsage =
-    "usage: sendense-restorefs MOUNTPOINT --catalog DB [--idle-timeout SECONDS] [--max-mounts N]\n"
-    "                          [--attach userspace|kernel|auto] [--nbd-devices FIRST-LAST] [--no-replay] [-f] [-o FUSE_OPTION]... [--log-level debug|info|warn|error]\n"
+    "usage: sendense-restorefs [MOUNTPOINT] [--config FILE] [--catalog DB] [--idle-timeout SECONDS] [--max-mounts N]\n"
+    "                          [--attach userspace|kernel|auto] [--nbd-devices FIRST-LAST] [--no-replay] [-f]\n"
+    "                          [-o FUSE_OPTION]... [--log-level debug|info|warn|error] [--metrics-listen ADDRESS:PORT]\n"
     "                          [--ntfs-uid N] [--ntfs-gid N] [--ntfs-dir-mode OCTAL] [--ntfs-file-mode OCTAL]\n"
+    "       sendense-restorefs --check-config [--config FILE] [OPTIONS]\n"
+    "       sendense-restorefs --version\n"
     "Serves every backup in the catalog as a read-only tree under MOUNTPOINT.\n"
+    "Settings come from the configuration file (keys named like the options, without\n"
+    "the dashes: `idle-timeout = 600`, `mountpoint = /mnt/sendense/restore`); options\n"
+    "given here override it.\n"
+    "  --config FILE         configuration file (default /etc/sendense-restore/restorefs.conf;\n"
+    "                        the default one may be missing, one named here must exist)\n"
+    "  --check-config        check the configuration and the options, print the effective\n"
+    "                        settings with where each comes from, and exit (0 ok, 2 error)\n"
+    "  --version             print the version and exit\n"
     "  --catalog DB          SQLite catalog (default /var/lib/sendense-restore/catalog.db)\n"
     "  --idle-timeout S      detach a backup with no open files after S seconds idle (default 3600)\n"
     "  --max-mounts N        at most N backups attached at once (default 8)\n"
@@ -31,40 +44,47 @@ constexpr const char* kUsage =
     "                        throwaway overlay)\n"
     "  --no-replay           show ext3/ext4 volumes as stored, without replaying a journal that\n"
     "                        needs recovery (forensics; by default it is replayed in memory)\n"
-    "  -f                    stay in the foreground\n"
-    "  -o OPTION             extra FUSE mount option (repeatable)\n"
+    "  -f                    stay in the foreground (systemd: READY=1 once mounted, watchdog)\n"
+    "  -o OPTION             extra FUSE mount option (repeatable; replaces fuse-options of the file)\n"
     "  --log-level LEVEL     default info\n"
+    "  --metrics-listen ADDRESS:PORT  serve Prometheus metrics at http://ADDRESS:PORT/metrics\n"
+    "                        (numeric address, e.g. 127.0.0.1:9469; default: off)\n"
     "  --ntfs-uid N, --ntfs-gid N   owner shown for NTFS files and folders (default 0, 0)\n"
     "  --ntfs-dir-mode OCTAL        permissions of NTFS folders (default 755)\n"
     "  --ntfs-file-mode OCTAL       permissions of NTFS files (default 644; symlinks are 777)\n";
 
-long parse_number(const char* flag, const char* value, long min, long max, int base = 10) {
-  char* end = nullptr;
-  errno = 0;
-  long v = std::strtol(value, &end, base);
-  if (!*value || *end || errno == ERANGE || v < min || v > max) {
-    std::cerr << "sendense-restorefs: " << flag << " needs a" << (base == 8 ? "n octal" : "") << " number from "
-              << (base == 8 ? std::oct : std::dec) << min << " to " << max << ", got '" << value << "'\n";
-    std::exit(2);
-  }
-  return v;
+int usage_error(const std::string& message) {
+  std::cerr << "sendense-restorefs: " << message << "\n" << kUsage;
+  return 2;
 }
 
-// Bounds keep the millisecond arithmetic of the idle reaper far from overflow.
-constexpr long kMaxIdleTimeout = 366L * 24 * 3600;
-constexpr long kMaxMounts = 4096;
-constexpr long kMaxId = 4294967294L;  // (uid_t)-1 means "no change" to the kernel
+bool exists(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 || errno != ENOENT;
+}
+
+void set_log_level(const std::string& level) {
+  using sendense::log::Level;
+  if (level == "debug") sendense::log::set_level(Level::debug);
+  else if (level == "info") sendense::log::set_level(Level::info);
+  else if (level == "warn") sendense::log::set_level(Level::warn);
+  else sendense::log::set_level(Level::error);
+}
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  sendense::DaemonOptions options;
-  options.catalog_path = "/var/lib/sendense-restore/catalog.db";
+  namespace config = sendense::config;
+  std::string config_path;
+  bool check_config = false, foreground = false;
+  std::vector<std::pair<std::string, std::string>> overrides;  // applied after the file, in order
+  std::string fuse_options;
+  bool have_fuse_options = false;
   for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
+    const std::string arg = argv[i];
     auto value = [&]() -> const char* {
       if (i + 1 >= argc) {
-        std::cerr << "sendense-restorefs: " << arg << " needs a value\n" << kUsage;
+        usage_error(arg + " needs a value");
         std::exit(2);
       }
       return argv[++i];
@@ -72,65 +92,70 @@ int main(int argc, char** argv) {
     if (arg == "-h" || arg == "--help") {
       std::cout << kUsage;
       return 0;
-    } else if (arg == "--catalog") {
-      options.catalog_path = value();
-    } else if (arg == "--idle-timeout") {
-      options.idle_timeout = std::chrono::seconds(parse_number("--idle-timeout", value(), 1, kMaxIdleTimeout));
-    } else if (arg == "--max-mounts") {
-      options.max_mounts = static_cast<size_t>(parse_number("--max-mounts", value(), 1, kMaxMounts));
-    } else if (arg == "--attach") {
-      options.attach_mode = value();
-      if (options.attach_mode != "userspace" && options.attach_mode != "kernel" && options.attach_mode != "auto") {
-        std::cerr << "sendense-restorefs: --attach needs userspace, kernel or auto, got '" << options.attach_mode
-                  << "'\n";
-        std::exit(2);
-      }
-    } else if (arg == "--nbd-devices") {
-      options.nbd_devices = value();
-      try {
-        sendense::kernel::parse_nbd_range(options.nbd_devices);
-      } catch (const std::exception& e) {
-        std::cerr << "sendense-restorefs: " << e.what() << "\n";
-        std::exit(2);
-      }
-    } else if (arg == "--no-replay") {
-      options.fs_open.replay_journal = false;
+    } else if (arg == "--version") {
+      std::cout << "sendense-restorefs " << SENDENSE_VERSION << "\n";
+      return 0;
+    } else if (arg == "--config") {
+      config_path = value();
+    } else if (arg == "--check-config") {
+      check_config = true;
     } else if (arg == "-f") {
-      options.foreground = true;
+      foreground = true;
+    } else if (arg == "--no-replay") {
+      overrides.emplace_back("no-replay", "yes");
     } else if (arg == "-o") {
-      options.fuse_options.emplace_back(value());
-    } else if (arg == "--ntfs-uid") {
-      options.fs_open.ntfs_uid = static_cast<uint32_t>(parse_number("--ntfs-uid", value(), 0, kMaxId));
-    } else if (arg == "--ntfs-gid") {
-      options.fs_open.ntfs_gid = static_cast<uint32_t>(parse_number("--ntfs-gid", value(), 0, kMaxId));
-    } else if (arg == "--ntfs-dir-mode") {
-      options.fs_open.ntfs_dir_mode = static_cast<uint32_t>(parse_number("--ntfs-dir-mode", value(), 0, 07777, 8));
-    } else if (arg == "--ntfs-file-mode") {
-      options.fs_open.ntfs_file_mode = static_cast<uint32_t>(parse_number("--ntfs-file-mode", value(), 0, 07777, 8));
-    } else if (arg == "--log-level") {
-      std::string level = value();
-      using sendense::log::Level;
-      if (level == "debug") sendense::log::set_level(Level::debug);
-      else if (level == "info") sendense::log::set_level(Level::info);
-      else if (level == "warn") sendense::log::set_level(Level::warn);
-      else if (level == "error") sendense::log::set_level(Level::error);
-      else {
-        std::cerr << "sendense-restorefs: unknown log level '" << level << "'\n";
-        return 2;
-      }
+      const std::string opt = value();
+      fuse_options += (have_fuse_options ? "," : "") + opt;
+      have_fuse_options = true;
+    } else if (const std::string key = config::key_for_flag(arg); !key.empty()) {
+      overrides.emplace_back(key, value());
     } else if (!arg.empty() && arg[0] == '-') {
-      std::cerr << "sendense-restorefs: unknown option " << arg << "\n" << kUsage;
-      return 2;
-    } else if (options.mountpoint.empty()) {
-      options.mountpoint = arg;
+      return usage_error("unknown option " + arg);
+    } else if (std::none_of(overrides.begin(), overrides.end(), [](const auto& o) { return o.first == "mountpoint"; })) {
+      // Relative on the command line is fine (the daemon makes it absolute);
+      // the file needs an absolute path because it has no working directory.
+      overrides.emplace_back("mountpoint", std::filesystem::absolute(arg).lexically_normal().string());
     } else {
-      std::cerr << "sendense-restorefs: unexpected argument " << arg << "\n" << kUsage;
-      return 2;
+      return usage_error("unexpected argument " + arg);
     }
   }
-  if (options.mountpoint.empty()) {
-    std::cerr << kUsage;
+  if (have_fuse_options) overrides.emplace_back("fuse-options", fuse_options);
+
+  config::DaemonConfig settings;
+  try {
+    if (!config_path.empty()) settings.load_file(config_path);
+    else if (exists(config::kDefaultConfigPath)) settings.load_file(config::kDefaultConfigPath);
+    for (const auto& [key, val] : overrides) {
+      try {
+        settings.set(key, val, "command line");
+      } catch (const config::ConfigError& e) {
+        throw config::ConfigError(std::string("command line: ") + e.what());
+      }
+    }
+  } catch (const config::ConfigError& e) {
+    std::cerr << "sendense-restorefs: " << e.what() << "\n";
     return 2;
   }
+
+  if (check_config) {
+    std::cout << "# sendense-restorefs " << SENDENSE_VERSION << ": effective settings ("
+              << (config_path.empty() ? exists(config::kDefaultConfigPath) ? config::kDefaultConfigPath
+                                                                           : "no configuration file"
+                                      : config_path.c_str())
+              << ")\n";
+    for (const auto& [key, setting] : settings.effective())
+      std::cout << key << " = " << setting.value << "    # " << setting.origin << "\n";
+    if (settings.options().mountpoint.empty()) {
+      std::cerr << "sendense-restorefs: no mount point (set mountpoint in the configuration file or give MOUNTPOINT)\n";
+      return 2;
+    }
+    return 0;
+  }
+
+  sendense::DaemonOptions options = settings.options();
+  if (options.mountpoint.empty())
+    return usage_error("no mount point (set mountpoint in the configuration file or give MOUNTPOINT)");
+  options.foreground = foreground;
+  set_log_level(settings.log_level());
   return sendense::run_daemon(options);
 }

@@ -156,8 +156,10 @@ class RestoreDaemon {
   // the log. Returns "" when the mount appeared, else why not.
   std::string start(const std::vector<std::string>& extra_args) {
     if (pid_ > 0) return "already running";
-    std::vector<std::string> args = {restorefs_binary(), mount_point_, "--catalog", catalog_, "-f",
-                                     "--log-level", "debug"};
+    // --config /dev/null: an installed /etc/sendense-restore/restorefs.conf
+    // (metrics-listen, attach, ...) must not change what the tests run.
+    std::vector<std::string> args = {restorefs_binary(), mount_point_, "--config", "/dev/null", "--catalog", catalog_,
+                                     "-f", "--log-level", "debug"};
     args.insert(args.end(), extra_args.begin(), extra_args.end());
     std::string cmdline;
     for (const auto& a : args) cmdline += (cmdline.empty() ? "" : " ") + a;
