@@ -45,7 +45,7 @@ echo "== cpack"
 deb=$(ls "$work"/out/${pkg}_*.deb)
 dpkg-deb --info "$deb"
 depends=$(dpkg-deb --field "$deb" Depends)
-for lib in libfuse3 libsqlite3 libqcow libnbd libext2fs libntfs-3g libsystemd0 libcpp-httplib; do
+for lib in libfuse3 libsqlite3 libzstd zlib1g libnbd libext2fs libntfs-3g libsystemd0 libcpp-httplib; do
   grep -q "$lib" <<<"$depends" || fail "Depends lacks $lib (shlibdeps): $depends"
 done
 
