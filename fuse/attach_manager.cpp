@@ -81,6 +81,7 @@ AttachedBackupPtr AttachManager::find(const std::string& backup_id) const {
 }
 
 AttachedBackupPtr AttachManager::acquire(const std::string& backup_id) {
+  bool replacing_changed = false;
   if (auto hit = find(backup_id)) {
     if (!hit->images_changed()) {
       hit->touch();
@@ -90,7 +91,8 @@ AttachedBackupPtr AttachManager::acquire(const std::string& backup_id) {
     // readers answer EIO for good. Requests that already hold it still get
     // EIO; every new one gets a fresh attach of what the repository holds
     // now (validated again), with the same node ids.
-    detach(backup_id, "image_changed");
+    detach_if_current(hit, "image_changed");
+    replacing_changed = true;
   }
   auto snap = view_.snapshot();
   const BackupRecord* record = snap->find(backup_id);
@@ -127,6 +129,7 @@ AttachedBackupPtr AttachManager::acquire(const std::string& backup_id) {
     attach_done_.notify_all();
     throw;
   }
+  attached->replaced_changed = replacing_changed;
   {
     std::unique_lock lock(table_mutex_);
     --attaching_;
@@ -218,7 +221,7 @@ AttachedBackupPtr AttachManager::attach(const BackupRecord& record) {
     for (const BackupDisk& d : record.all_disks()) {
       const std::string folder = std::filesystem::path(d.image_path).parent_path().string();
       disks.push_back(open_image(d.image_path, image_format_from_string(d.format), folder));
-      backup->images.push_back(disks.back());
+      if (disks.back()->reader() != "qemu-nbd") backup->images.push_back(disks.back());
       if (!readers.empty()) readers += ",";
       readers += disks.back()->reader();
     }
@@ -376,6 +379,16 @@ void AttachManager::detach(const std::string& backup_id, std::string_view reason
     attached_.erase(it);
   }
   release(victim, reason);
+}
+
+void AttachManager::detach_if_current(const AttachedBackupPtr& backup, std::string_view reason) {
+  {
+    std::unique_lock lock(table_mutex_);
+    auto it = attached_.find(backup->backup_id);
+    if (it == attached_.end() || it->second != backup) return;
+    attached_.erase(it);
+  }
+  release(backup, reason);
 }
 
 void AttachManager::detach_idle() {

@@ -52,11 +52,16 @@ class AttachedBackup {
   int64_t num = 0;
   std::string mount_id;    // restore_mounts.id
   std::vector<AttachedVolume> volumes;
-  std::vector<BlockDevicePtr> images;  // the disks' image devices (userspace readers)
+  std::vector<BlockDevicePtr> images;  // the disks' image devices our readers read (not qemu-nbd's)
 
   // True once a read found one of the images changed in the repository
   // since the attach (block_device.h): the attach is then replaced.
   bool images_changed() const;
+
+  // This attach replaced one whose image changed: the kernel may still
+  // cache pages and listings of the old version under the same node ids,
+  // so opens of this attach do not keep the kernel's cache.
+  bool replaced_changed = false;
 
   const AttachedVolume* volume(int64_t id) const;
   const AttachedVolume* volume_named(std::string_view name) const;
@@ -104,6 +109,9 @@ class AttachManager {
   void detach_idle();
   void flush_access_times();
   void detach(const std::string& backup_id, std::string_view reason);
+  // Detaches `backup` only if it is still the attach of its backup id (a
+  // thread that saw an old attach must not drop the new one).
+  void detach_if_current(const AttachedBackupPtr& backup, std::string_view reason);
   void detach_all(std::string_view reason);
 
  private:

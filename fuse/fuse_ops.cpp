@@ -122,7 +122,9 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     auto handle = std::make_unique<DirHandle>();
     handle->backup = tree_of(req).backup_of(ino);
     handle->entries = tree_of(req).list(ino);
-    if (node::is_volume_node(ino)) {  // a backup never changes: let the kernel cache it
+    // A backup never changes: let the kernel cache it (unless this attach
+    // replaced one whose image did change: then the cache is of that one).
+    if (node::is_volume_node(ino) && !(handle->backup && handle->backup->replaced_changed)) {
       fi->cache_readdir = 1;
       fi->keep_cache = 1;
     }
@@ -194,8 +196,9 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) throw Error(EROFS, "read-only tree");
     auto& files = context_of(req).files;
     RestoreTree& tree = tree_of(req);  // the reply frees req, even when it fails
-    fi->fh = files.add(std::unique_ptr<OpenFile>(tree.open(ino)));
-    fi->keep_cache = 1;
+    auto file = std::unique_ptr<OpenFile>(tree.open(ino));
+    fi->keep_cache = !file->backup->replaced_changed;  // see op_opendir
+    fi->fh = files.add(std::move(file));
     if (fuse_reply_open(req, fi) != 0) tree.close(files.take(fi->fh).release());
   });
 }

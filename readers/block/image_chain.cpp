@@ -118,6 +118,12 @@ std::vector<Link> resolve(const std::string& path, ImageFormat top_format, const
         throw Error(ELOOP, "backing chain deeper than " + std::to_string(kMaxDepth) + " images at '" +
                                link.info.path + "'", referenced_by);
       link.file = open_link(link.info.path, link.display, referenced_by);
+      // The name was checked as a string; a folder swapped for a symlink
+      // since then would open something else: check what was opened.
+      if (!root.empty() && !inside(link.file->opened_path(), root))
+        throw Error(EACCES, "backing file '" + link.info.path + "' (stored as '" + stored +
+                                "') moved outside the repository folder '" + root + "' while it was opened",
+                    referenced_by);
       format = backing_format(format == ImageFormat::qcow2 ? chain.back().header.backing_format : std::string(),
                               *link.file, link.info.path, stored, referenced_by);
     } else {

@@ -19,8 +19,8 @@ bool same_time(const struct timespec& a, const struct timespec& b) {
 
 }  // namespace
 
-ImageFile::ImageFile(UniqueFd fd, const struct stat& identity, std::string display)
-    : fd_(std::move(fd)), identity_(identity), display_(std::move(display)) {}
+ImageFile::ImageFile(UniqueFd fd, const struct stat& identity, std::string display, std::string opened_path)
+    : fd_(std::move(fd)), identity_(identity), display_(std::move(display)), opened_path_(std::move(opened_path)) {}
 
 ImageFilePtr ImageFile::open(const std::string& path, const std::string& display) {
   // O_PATH opens nothing: no FIFO rendezvous, no device open routine.
@@ -31,21 +31,19 @@ ImageFilePtr ImageFile::open(const std::string& path, const std::string& display
   if (!S_ISREG(probed.st_mode)) throw Error(EIO, "not a regular file", display);
 
   // The real open goes through the O_PATH descriptor, so it is the inode
-  // just checked even if the name was swapped meanwhile. O_NONBLOCK keeps
-  // even that open from waiting, whatever the file turned into.
+  // just checked (a regular file) even if the name was swapped meanwhile.
+  // Without /proc there is no such reopen: fail rather than open by name.
   const std::string self = "/proc/self/fd/" + std::to_string(probe.get());
-  UniqueFd fd(::open(self.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
-  if (!fd && errno == ENOENT) {  // no /proc: open by name, then prove it is the same inode
-    fd.reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY | O_NOFOLLOW));
-  }
-  if (!fd) throw sys_error("cannot open image", display);
+  UniqueFd fd(::open(self.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+  if (!fd) throw sys_error("cannot open image (through /proc/self/fd)", display);
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) throw sys_error("cannot stat image", display);
   if (!S_ISREG(st.st_mode) || st.st_dev != probed.st_dev || st.st_ino != probed.st_ino)
     throw Error(EIO, "not a regular file (the name changed while it was opened)", display);
-  const int flags = ::fcntl(fd.get(), F_GETFL);
-  if (flags >= 0) ::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK);
-  return std::make_shared<const ImageFile>(std::move(fd), st, display);
+  char target[4096];
+  const ssize_t n = ::readlink(self.c_str(), target, sizeof target - 1);
+  std::string opened = n > 0 ? std::string(target, static_cast<size_t>(n)) : std::string();
+  return std::make_shared<const ImageFile>(std::move(fd), st, display, std::move(opened));
 }
 
 void ImageFile::fail_changed(const std::string& how) const {
@@ -59,12 +57,15 @@ void ImageFile::fail_changed(const std::string& how) const {
 void ImageFile::check_unchanged() const {
   if (changed_.load(std::memory_order_relaxed)) fail_changed("seen before");
   struct stat now {};
-  if (::fstat(fd_.get(), &now) != 0) throw sys_error("cannot stat image", display_);
+  // A file that can no longer be stat'ed (ESTALE: replaced on an NFS
+  // server) is as gone as a replaced one.
+  if (::fstat(fd_.get(), &now) != 0) fail_changed(std::string("cannot stat it: ") + std::strerror(errno));
   if (now.st_nlink == 0 && identity_.st_nlink != 0) fail_changed("replaced or removed: the name now holds another file");
   if (now.st_size != identity_.st_size)
     fail_changed("size " + std::to_string(identity_.st_size) + " -> " + std::to_string(now.st_size) + " bytes");
-  if (!same_time(now.st_ctim, identity_.st_ctim) || !same_time(now.st_mtim, identity_.st_mtim))
-    fail_changed("written in place");
+  // mtime moves when a write or truncate starts; ctime alone also moves for
+  // chmod, xattrs or a hard link (snapshots, dedupe), which change no byte.
+  if (!same_time(now.st_mtim, identity_.st_mtim)) fail_changed("written in place");
 }
 
 size_t ImageFile::read_some(void* buf, size_t len, uint64_t offset, const char* what) const {

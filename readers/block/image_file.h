@@ -9,12 +9,14 @@
 //    socket planted under an image's name) is refused before a real open.
 //  - Every read of an attach goes through the descriptor opened at attach,
 //    so no reader ever mixes tables of one version with data of another.
-//  - The identity taken at open (size, mtime, ctime, link count) is checked
-//    after every read. A file truncated, rewritten in place or replaced by
-//    a rename since the attach answers EIO from then on, with a log line,
-//    never bytes from two versions. ctime moves when a write(2),
-//    truncate(2), mmap write or unlink starts, so a change racing a read is
-//    caught by the check that follows the read.
+//  - The identity taken at open (size, mtime, link count) is checked after
+//    every read. A file truncated, rewritten in place or replaced by a
+//    rename since the attach answers EIO from then on, with a log line.
+//    mtime moves when a write(2), truncate(2) or the first mmap write
+//    starts, so a change racing a read is caught by the check after it.
+//    Best effort, not a lock: a writer already in the middle of one long
+//    write(2) when the image is opened, or one that puts mtime back and
+//    keeps the size, is not seen (a read lease would see it; not done).
 #pragma once
 
 #include <sys/stat.h>
@@ -55,7 +57,11 @@ class ImageFile {
   // True once a check found the file changed (no system call).
   bool changed() const { return changed_.load(std::memory_order_relaxed); }
 
-  ImageFile(UniqueFd fd, const struct stat& identity, std::string display);
+  // The path the kernel gives for the opened file (/proc/self/fd): what a
+  // confinement check must hold, since the name may have moved meanwhile.
+  const std::string& opened_path() const { return opened_path_; }
+
+  ImageFile(UniqueFd fd, const struct stat& identity, std::string display, std::string opened_path);
 
  private:
   [[noreturn]] void fail_changed(const std::string& how) const;
@@ -63,6 +69,7 @@ class ImageFile {
   UniqueFd fd_;
   struct stat identity_;
   std::string display_;
+  std::string opened_path_;
   mutable std::atomic<bool> changed_{false};
 };
 

@@ -51,6 +51,18 @@ constexpr uint64_t kOffsetMask = 0x00fffffffffffe00ull;  // bits 9-55
 constexpr uint64_t kCompressedFlag = 1ull << 62;
 constexpr uint64_t kZeroFlag = 1ull;
 constexpr uint64_t kReservedL2 = 0x3f000000000001feull;  // bits 1-8 and 56-61
+constexpr uint64_t kMaxHostOffset = 1ull << 56;          // as for plain clusters (bits 9-55)
+// zstd frames of a qcow2 cluster (at most 2 MiB) never need a larger window;
+// a crafted frame asking for more is refused instead of allocated.
+constexpr int kZstdWindowLogMax = 22;
+
+// An inflated cluster, with the length of the compressed run it came from:
+// two descriptors naming the same offset with other lengths are inflated
+// apart, as qemu does.
+struct Inflated {
+  uint64_t sectors = 0;
+  std::vector<std::byte> bytes;
+};
 
 struct Level {
   ImageFilePtr file;
@@ -90,6 +102,7 @@ std::vector<Level> load_levels(std::vector<image_chain::Link> links) {
       if (level.extended_l2 && level.header.cluster_bits < 14)
         throw Error(EIO, "damaged qcow2 image: extended L2 entries need clusters of at least 16 KiB", level.display);
       level.l1 = qcow2::read_l1_table(level.file->fd(), level.header, level.display);
+      level.file->check_unchanged();  // the header and L1 table are of the version we opened
     } else {
       throw Error(EOPNOTSUPP, "backing file '" + link.info.path + "' is a " + to_string(link.info.format) +
                                   " image: our qcow2 reader reads qcow2 and raw levels only",
@@ -251,6 +264,8 @@ class Qcow2Image final : public BlockDevice {
     const uint32_t x = 62 - (level.header.cluster_bits - 8);
     const uint64_t host = entry & ((uint64_t{1} << x) - 1);
     if (host == 0 || host >= level.file->size()) throw bad_entry(level, cluster, "points to compressed data past the end of the file");
+    // The inflated-cluster cache keys on (level << 56 | host).
+    if (host >= kMaxHostOffset) throw bad_entry(level, cluster, "points to compressed data beyond 64 PiB");
     return entry;
   }
 
@@ -293,24 +308,29 @@ class Qcow2Image final : public BlockDevice {
     const uint32_t x = 62 - (cluster_bits - 8);
     const uint64_t host = entry & ((uint64_t{1} << x) - 1);
     const uint64_t key = (uint64_t{k} << 56) | host;  // host < file size < 2^56 (qcow2 offsets are 56 bits)
+    const uint64_t sectors = ((entry >> x) & ((uint64_t{1} << (cluster_bits - 8)) - 1)) + 1;
     auto cluster = clusters_.find(key);
+    if (cluster && cluster->sectors != sectors) cluster = nullptr;
     if (!cluster) {
-      const uint64_t sectors = ((entry >> x) & ((uint64_t{1} << (cluster_bits - 8)) - 1)) + 1;
       const uint64_t csize = sectors * 512 - (host & 511);
       std::vector<unsigned char> in(csize);
       // qemu reads past the end of the file as zeros: a descriptor may
       // overstate the last cluster's length.
       const size_t got = level.file->read_some(in.data(), in.size(), host, "compressed cluster");
       std::fill(in.begin() + static_cast<std::ptrdiff_t>(got), in.end(), 0);
-      auto out = std::make_shared<std::vector<std::byte>>(uint64_t{1} << cluster_bits);
+      auto out = std::make_shared<Inflated>();
+      out->sectors = sectors;
+      out->bytes.resize(uint64_t{1} << cluster_bits);
       if (level.header.compression_type == 1) {
-        inflate_zstd(in, *out, level, cluster_start);
+        inflate_zstd(in, out->bytes, level, cluster_start);
       } else {
-        inflate_zlib(in, *out, level, cluster_start);
+        inflate_zlib(in, out->bytes, level, cluster_start);
       }
       cluster = clusters_.insert(key, std::move(out), size_t{1} << cluster_bits);
     }
-    std::memcpy(dst, cluster->data() + in_cluster, n);
+    if (cluster->bytes.size() < in_cluster + n)  // keys are per level, so never; but never read past it
+      throw Error(EIO, "inflated cluster cache holds a cluster of another size", level.display);
+    std::memcpy(dst, cluster->bytes.data() + in_cluster, n);
   }
 
   static Error bad_compressed(const Level& level, uint64_t cluster_start, const char* codec) {
@@ -333,25 +353,32 @@ class Qcow2Image final : public BlockDevice {
     if (!whole) throw bad_compressed(level, cluster_start, "zlib");
   }
 
-  // As qemu: one zstd stream that must fill the cluster.
+  // As qemu: zstd frames that fill the cluster exactly, the last one ended.
   static void inflate_zstd(std::vector<unsigned char>& in, std::vector<std::byte>& out, const Level& level,
                            uint64_t cluster_start) {
-    std::unique_ptr<ZSTD_DCtx, size_t (*)(ZSTD_DCtx*)> ctx(ZSTD_createDCtx(), ZSTD_freeDCtx);
-    if (!ctx) throw Error(ENOMEM, "zstd: cannot start decompressing", level.display);
+    // One context per thread, reused: creating one per cluster costs more
+    // than inflating a small cluster.
+    thread_local std::unique_ptr<ZSTD_DCtx, size_t (*)(ZSTD_DCtx*)> ctx(nullptr, ZSTD_freeDCtx);
+    if (!ctx) {
+      ctx.reset(ZSTD_createDCtx());
+      if (!ctx || ZSTD_isError(ZSTD_DCtx_setParameter(ctx.get(), ZSTD_d_windowLogMax, kZstdWindowLogMax)))
+        throw Error(ENOMEM, "zstd: cannot start decompressing", level.display);
+    }
+    ZSTD_DCtx_reset(ctx.get(), ZSTD_reset_session_only);
     ZSTD_inBuffer input{in.data(), in.size(), 0};
     ZSTD_outBuffer output{out.data(), out.size(), 0};
+    size_t ret = 1;
     while (output.pos < output.size) {
       const size_t in_before = input.pos, out_before = output.pos;
-      const size_t ret = ZSTD_decompressStream(ctx.get(), &output, &input);
+      ret = ZSTD_decompressStream(ctx.get(), &output, &input);
       if (ZSTD_isError(ret)) throw bad_compressed(level, cluster_start, "zstd");
-      if (ret == 0) break;  // the frame ended
       if (input.pos == in_before && output.pos == out_before) break;  // no progress: truncated input
     }
-    if (output.pos != output.size) throw bad_compressed(level, cluster_start, "zstd");
+    if (output.pos != output.size || ret != 0) throw bad_compressed(level, cluster_start, "zstd");
   }
 
   std::vector<Level> levels_;
-  mutable ext::SharedLru<std::vector<std::byte>> clusters_;
+  mutable ext::SharedLru<Inflated> clusters_;
 };
 
 }  // namespace
