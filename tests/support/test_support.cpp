@@ -74,6 +74,18 @@ std::string read_file(const std::string& path) {
   return ss.str();
 }
 
+void hide_qcow2_backing_format(const std::string& image) {
+  std::fstream f(image, std::ios::in | std::ios::out | std::ios::binary);
+  std::string head(65536, '\0');
+  f.read(head.data(), static_cast<std::streamsize>(head.size()));
+  const auto at = head.find("\xe2\x79\x2a\xca");
+  if (at == std::string::npos) throw std::runtime_error("no backing format extension in " + image);
+  f.clear();
+  f.seekp(static_cast<std::streamoff>(at));
+  f.write("\x12\x34\x56\x78", 4);
+  if (!f) throw std::runtime_error("cannot patch " + image);
+}
+
 std::string sha256_of(const std::string& path) {
   CommandResult r = run("sha256sum " + shell_quote(path));
   if (r.status != 0) throw std::runtime_error("sha256sum failed: " + r.output);

@@ -42,6 +42,11 @@ void write_file(const std::string& path, const std::string& content);
 std::string read_file(const std::string& path);
 std::string sha256_of(const std::string& path);
 
+// qemu-img insists on -F: turns the backing format header extension of the
+// qcow2 `image` into an unknown (ignored) one, so the header declares no
+// backing format. Throws if there is none.
+void hide_qcow2_backing_format(const std::string& image);
+
 }  // namespace sendense::test
 
 // Skips the current test loudly, with the reason printed, so a run never

@@ -311,16 +311,7 @@ TEST_F(NbdTest, RefusalsStartNoQemuNbd) {
   write_file(repo / "plain.raw", std::string(1 << 20, 'x'));
   run_ok("cd " + shell_quote(r) +
          " && qemu-img create -q -f qcow2 -o compression_type=zstd -b plain.raw -F raw undeclared.qcow2 1M");
-  {  // qemu-img insists on -F: turn the backing format extension into an unknown (ignored) one
-    std::fstream f(repo / "undeclared.qcow2", std::ios::in | std::ios::out | std::ios::binary);
-    std::string head(65536, '\0');
-    f.read(head.data(), static_cast<std::streamsize>(head.size()));
-    const auto at = head.find("\xe2\x79\x2a\xca");
-    ASSERT_NE(at, std::string::npos);
-    f.clear();
-    f.seekp(static_cast<std::streamoff>(at));
-    f.write("\x12\x34\x56\x78", 4);
-  }
+  test::hide_qcow2_backing_format(repo / "undeclared.qcow2");
   refused(repo / "undeclared.qcow2", ImageFormat::qcow2, EOPNOTSUPP, {repo / "undeclared.qcow2", "never guessed"});
   // VMDK descriptors naming extents outside the folder.
   run_ok("qemu-img create -q -f vmdk -o subformat=twoGbMaxExtentSparse " + shell_quote(outside / "o.vmdk") + " 1M");
