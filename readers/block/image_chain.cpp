@@ -52,11 +52,6 @@ bool inside(const std::string& path, const std::string& root) {
   return path == root || (path.size() > root.size() && path.compare(0, root.size(), root) == 0 && path[root.size()] == '/');
 }
 
-bool has_qcow2_magic_at(const ImageFile& file) {
-  unsigned char magic[4] = {};
-  return file.read_some(magic, sizeof magic, 0, "qcow2 magic") == 4 && qcow2::load_be32(magic) == qcow2::kMagic;
-}
-
 // Opens a link of the chain (image_file.h: never blocks, regular files
 // only); a backing file that is not one is named with the image naming it.
 ImageFilePtr open_link(const std::string& path, const std::string& display, const std::string& referenced_by) {
@@ -73,7 +68,7 @@ ImageFilePtr open_link(const std::string& path, const std::string& display, cons
 ImageFormat backing_format(const std::string& declared, const ImageFile& file, const std::string& path,
                            const std::string& name, const std::string& referenced_by) {
   if (declared.empty() || declared == "qcow2") {
-    if (has_qcow2_magic_at(file)) return ImageFormat::qcow2;
+    if (qcow2::has_magic(file)) return ImageFormat::qcow2;
     if (declared.empty())
       throw Error(EOPNOTSUPP, "backing file '" + path + "' is not a qcow2 image and the header declares no backing "
                               "format (a format is never guessed from content)", referenced_by);
@@ -135,7 +130,7 @@ std::vector<Link> resolve(const std::string& path, ImageFormat top_format, const
     std::string name;  // the backing name this link stores
     switch (format) {
       case ImageFormat::qcow2: {
-        link.header = qcow2::read_header(link.file->fd(), link.display);
+        link.header = qcow2::read_header(*link.file);
         qcow2::check_openable(link.header, link.display);
         link.info.version = static_cast<int>(link.header.version);
         link.info.virtual_size = link.header.virtual_size;

@@ -1,7 +1,5 @@
 #include "readers/block/qcow2_header.h"
 
-#include <unistd.h>
-#include <sys/stat.h>
 
 #include <algorithm>
 #include <cstring>
@@ -36,35 +34,19 @@ uint64_t load_be64(const unsigned char* p) {
   return (uint64_t{load_be32(p)} << 32) | load_be32(p + 4);
 }
 
-void pread_exact(int fd, void* buf, size_t len, uint64_t offset, const std::string& path, const char* what) {
-  auto* out = static_cast<unsigned char*>(buf);
-  size_t done = 0;
-  while (done < len) {
-    ssize_t n = ::pread(fd, out + done, len - done, static_cast<off_t>(offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int saved = errno;
-      throw Error(EIO, std::string("cannot read ") + what + " at file offset " + std::to_string(offset + done) +
-                           ": " + std::strerror(saved), path);
-    }
-    if (n == 0)
-      throw Error(EIO, std::string("unexpected end of file reading ") + what + " at file offset " +
-                           std::to_string(offset + done), path);
-    done += static_cast<size_t>(n);
-  }
+bool has_magic(const ImageFile& file) {
+  unsigned char magic[4] = {};
+  return file.read_some(magic, sizeof magic, 0, "qcow2 magic") == 4 && load_be32(magic) == kMagic;
 }
 
-Header read_header(int fd, const std::string& path) {
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) throw sys_error("cannot stat image", path);
-  if (!S_ISREG(st.st_mode)) throw Error(EIO, "not a regular file", path);
-
+Header read_header(const ImageFile& file) {
+  const std::string& path = file.display();
   Header h;
-  h.file_size = static_cast<uint64_t>(st.st_size);
+  h.file_size = file.size();
   if (h.file_size < 72) corrupt("file too short for a qcow2 header (" + std::to_string(h.file_size) + " bytes)", path);
 
   unsigned char fixed[104] = {};
-  pread_exact(fd, fixed, std::min<uint64_t>(sizeof fixed, h.file_size), 0, path, "qcow2 header");
+  file.read_exact(fixed, std::min<uint64_t>(sizeof fixed, h.file_size), 0, "qcow2 header");
   if (load_be32(fixed) != kMagic) throw Error(EIO, "not a qcow2 image (no QFI\\xfb magic)", path);
 
   h.version = load_be32(fixed + 4);
@@ -95,7 +77,7 @@ Header read_header(int fd, const std::string& path) {
   // Everything else the header refers to lives in the first cluster.
   const uint64_t first_cluster = std::min(h.cluster_size, h.file_size);
   std::vector<unsigned char> head(first_cluster);
-  pread_exact(fd, head.data(), head.size(), 0, path, "qcow2 header cluster");
+  file.read_exact(head.data(), head.size(), 0, "qcow2 header cluster");
   if (h.header_length > first_cluster) corrupt("header runs past the end of the file", path);
   if (h.version == 3 && h.header_length > 104) h.compression_type = head[104];
 
@@ -184,9 +166,9 @@ void check_openable(const Header& h, const std::string& path) {
   }
 }
 
-std::vector<uint64_t> read_l1_table(int fd, const Header& h, const std::string& path) {
+std::vector<uint64_t> read_l1_table(const ImageFile& file, const Header& h) {
   std::vector<unsigned char> raw(uint64_t{h.l1_size} * 8);
-  if (!raw.empty()) pread_exact(fd, raw.data(), raw.size(), h.l1_table_offset, path, "L1 table");
+  if (!raw.empty()) file.read_exact(raw.data(), raw.size(), h.l1_table_offset, "L1 table");
   std::vector<uint64_t> l1(h.l1_size);
   for (size_t i = 0; i < l1.size(); ++i) l1[i] = load_be64(raw.data() + i * 8);
   return l1;

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "readers/block/image_file.h"
+
 namespace sendense::qcow2 {
 
 inline constexpr uint32_t kMagic = 0x514649fb;                  // "QFI\xfb"
@@ -46,11 +48,14 @@ struct Header {
   uint64_t file_size = 0;
 };
 
-// Reads and structurally validates the header of the open file `fd`.
-// Throws Error(EIO, ..., path) for anything malformed: no qcow2 magic,
+// True if `file` starts with the qcow2 magic "QFI\xfb".
+bool has_magic(const ImageFile& file);
+
+// Reads and structurally validates the header of `file`. Throws
+// Error(EIO, ..., file.display()) for anything malformed: no qcow2 magic,
 // version other than 2/3, cluster size out of range, header or extensions
 // out of bounds, a backing file name out of bounds or holding NUL.
-Header read_header(int fd, const std::string& path);
+Header read_header(const ImageFile& file);
 
 // Refuses what no reader of ours opens, with Error(EOPNOTSUPP) naming the
 // feature and `path`: encryption, external data files, unknown incompatible
@@ -60,10 +65,8 @@ Header read_header(int fd, const std::string& path);
 void check_openable(const Header& h, const std::string& path);
 
 // Loads the L1 table (check_openable must have passed).
-std::vector<uint64_t> read_l1_table(int fd, const Header& h, const std::string& path);
+std::vector<uint64_t> read_l1_table(const ImageFile& file, const Header& h);
 
-// pread that either fills `len` bytes or throws Error(EIO) naming `path`.
-void pread_exact(int fd, void* buf, size_t len, uint64_t offset, const std::string& path, const char* what);
 
 uint32_t load_be32(const unsigned char* p);
 uint64_t load_be64(const unsigned char* p);

@@ -101,8 +101,7 @@ std::vector<Level> load_levels(std::vector<image_chain::Link> links) {
       level.unit_bits = level.header.cluster_bits - (level.extended_l2 ? 5 : 0);
       if (level.extended_l2 && level.header.cluster_bits < 14)
         throw Error(EIO, "damaged qcow2 image: extended L2 entries need clusters of at least 16 KiB", level.display);
-      level.l1 = qcow2::read_l1_table(level.file->fd(), level.header, level.display);
-      level.file->check_unchanged();  // the header and L1 table are of the version we opened
+      level.l1 = qcow2::read_l1_table(*level.file, level.header);
     } else {
       throw Error(EOPNOTSUPP, "backing file '" + link.info.path + "' is a " + to_string(link.info.format) +
                                   " image: our qcow2 reader reads qcow2 and raw levels only",
@@ -392,14 +391,11 @@ BlockDevicePtr open_qcow2_image(const std::string& path, const std::string& conf
 }
 
 std::string read_qcow2_backing_name(const std::string& path) {
-  ImageFilePtr file = ImageFile::open(path, path);
-  return qcow2::read_header(file->fd(), path).backing_name;
+  return qcow2::read_header(*ImageFile::open(path, path)).backing_name;
 }
 
 bool has_qcow2_magic(const std::string& path) {
-  ImageFilePtr file = ImageFile::open(path, path);
-  unsigned char magic[4] = {};
-  return file->read_some(magic, sizeof magic, 0, "qcow2 magic") == 4 && qcow2::load_be32(magic) == qcow2::kMagic;
+  return qcow2::has_magic(*ImageFile::open(path, path));
 }
 
 }  // namespace sendense

@@ -23,17 +23,10 @@ namespace sendense::vmdk {
 
 namespace {
 
-std::string read_range(int fd, uint64_t offset, size_t len, const std::string& display, const char* what) {
+// Up to `len` bytes at `offset` (fewer at the end of the file).
+std::string read_range(const ImageFile& file, uint64_t offset, size_t len, const char* what) {
   std::string buf(len, '\0');
-  size_t done = 0;
-  while (done < len) {
-    const ssize_t n = ::pread(fd, buf.data() + done, len - done, static_cast<off_t>(offset + done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) throw sys_error(std::string("cannot read ") + what, display);
-    if (n == 0) break;
-    done += static_cast<size_t>(n);
-  }
-  buf.resize(done);
+  buf.resize(file.read_some(buf.data(), len, offset, what));
   return buf;
 }
 
@@ -167,7 +160,7 @@ void refuse_nested_descriptor(const std::string& extent, const std::string& name
   } catch (const Error& e) {
     throw Error(e.code(), "VMDK extent '" + name + "': " + e.message(), display);
   }
-  const std::string head = read_range(file->fd(), 0, 64, display, "VMDK extent header");
+  const std::string head = read_range(*file, 0, 64, "VMDK extent header");
   if (head.size() < 20 || head.compare(0, 4, "KDMV") != 0) return;
   if (load_le64(reinterpret_cast<const unsigned char*>(head.data()) + 12) == 0)
     throw Error(EOPNOTSUPP, "VMDK sparse extent '" + name + "' has capacity 0: a descriptor of its own, naming further "
@@ -180,7 +173,7 @@ std::vector<std::string> check_vmdk(const ImageFile& file, const std::string& pa
   const std::string& display = file.display();
   const uint64_t file_size = file.size();
 
-  const std::string head = read_range(file.fd(), 0, 512, display, "VMDK header");
+  const std::string head = read_range(file, 0, 512, "VMDK header");
   std::string descriptor;
   bool extents_used = true;  // does qemu open the descriptor's extents?
   if (head.size() >= 4 && head.compare(0, 4, "COWD") == 0)
@@ -200,7 +193,7 @@ std::vector<std::string> check_vmdk(const ImageFile& file, const std::string& pa
       // qemu ignores the descriptor size and reads up to 1 MiB from its
       // start (as a C string): check the same bytes, not only the declared
       // sectors, or text after them would reach qemu unchecked.
-      descriptor = read_range(file.fd(), desc_sector * 512, kMaxDescriptorBytes, display, "VMDK embedded descriptor");
+      descriptor = read_range(file, desc_sector * 512, kMaxDescriptorBytes, "VMDK embedded descriptor");
       descriptor.resize(std::strlen(descriptor.c_str()));  // NUL-padded
     } else if (extents_used) {
       throw Error(EIO, "damaged VMDK image: capacity 0 and no embedded descriptor", display);
@@ -209,7 +202,7 @@ std::vector<std::string> check_vmdk(const ImageFile& file, const std::string& pa
     if (file_size > kMaxDescriptorBytes)
       throw Error(EIO, "not a VMDK image: no sparse header and too large (" + std::to_string(file_size) +
                            " bytes) for a text descriptor", display);
-    descriptor = read_range(file.fd(), 0, static_cast<size_t>(file_size), display, "VMDK descriptor");
+    descriptor = read_range(file, 0, static_cast<size_t>(file_size), "VMDK descriptor");
     descriptor.resize(std::strlen(descriptor.c_str()));  // qemu reads it as a C string (tools pad with NULs)
     if (quoted_value(descriptor, "createType").empty())
       throw Error(EIO, "not a VMDK image: no sparse header and no createType in the descriptor", display);
@@ -255,14 +248,15 @@ uint32_t load_le32(const unsigned char* p) {
 // disk). Reads the region table (either copy), the metadata table and the
 // file parameters item, each checked against the file size; anything not
 // found reads as "no" and is left to qemu's own checks.
-bool vhdx_has_parent(int fd, uint64_t file_size, const std::string& display) {
+bool vhdx_has_parent(const ImageFile& file) {
+  const uint64_t file_size = file.size();
   static const unsigned char kMetadataRegion[16] = {0x06, 0xA2, 0x7C, 0x8B, 0x90, 0x47, 0x9A, 0x4B,
                                                     0xB8, 0xFE, 0x57, 0x5F, 0x05, 0x0F, 0x88, 0x6E};
   static const unsigned char kFileParameters[16] = {0x37, 0x67, 0xA1, 0xCA, 0x36, 0xFA, 0x43, 0x4D,
                                                     0xB3, 0xB6, 0x33, 0xF0, 0xAA, 0x44, 0xE7, 0x6B};
   constexpr uint32_t kHasParent = 1u << 1;
   for (uint64_t table : {uint64_t{192} << 10, uint64_t{256} << 10}) {
-    const std::string rt = read_range(fd, table, 64 * 1024, display, "VHDX region table");
+    const std::string rt = read_range(file, table, 64 * 1024, "VHDX region table");
     if (rt.size() < 16 || rt.compare(0, 4, "regi") != 0) continue;
     const auto* r = reinterpret_cast<const unsigned char*>(rt.data());
     const uint32_t entries = std::min<uint32_t>(load_le32(r + 8), (static_cast<uint32_t>(rt.size()) - 16) / 32);
@@ -272,7 +266,7 @@ bool vhdx_has_parent(int fd, uint64_t file_size, const std::string& display) {
       const uint64_t region = load_le64(e + 16);
       const uint64_t region_len = load_le32(e + 24);
       if (region >= file_size || region_len < 64 * 1024 || region_len > file_size - region) return false;
-      const std::string mt = read_range(fd, region, 64 * 1024, display, "VHDX metadata table");
+      const std::string mt = read_range(file, region, 64 * 1024, "VHDX metadata table");
       if (mt.size() < 32 || mt.compare(0, 8, "metadata") != 0) return false;
       const auto* m = reinterpret_cast<const unsigned char*>(mt.data());
       const uint32_t items = std::min<uint32_t>(uint32_t{m[10]} | (uint32_t{m[11]} << 8),
@@ -282,7 +276,7 @@ bool vhdx_has_parent(int fd, uint64_t file_size, const std::string& display) {
         if (std::memcmp(item, kFileParameters, 16) != 0) continue;
         const uint64_t off = load_le32(item + 16);
         if (load_le32(item + 20) < 8 || off + 8 > region_len) return false;
-        const std::string params = read_range(fd, region + off, 8, display, "VHDX file parameters");
+        const std::string params = read_range(file, region + off, 8, "VHDX file parameters");
         return params.size() == 8 && (load_le32(reinterpret_cast<const unsigned char*>(params.data()) + 4) & kHasParent);
       }
       return false;
@@ -295,9 +289,9 @@ bool vhdx_has_parent(int fd, uint64_t file_size, const std::string& display) {
 
 void check_vhdx(const ImageFile& file) {
   const std::string& display = file.display();
-  if (read_range(file.fd(), 0, 8, display, "VHDX header") != "vhdxfile")
+  if (read_range(file, 0, 8, "VHDX header") != "vhdxfile")
     throw Error(EIO, "not a VHDX image (no \"vhdxfile\" signature)", display);
-  if (vhdx_has_parent(file.fd(), file.size(), display))
+  if (vhdx_has_parent(file))
     throw Error(EOPNOTSUPP, "VHDX differencing disks (with a parent) are not supported", display);
 }
 
