@@ -59,7 +59,7 @@ std::shared_ptr<std::timed_mutex> AttachManager::attach_lock(const std::string& 
 AttachedBackupPtr AttachManager::least_recently_used_idle() const {
   AttachedBackupPtr victim;
   for (const auto& [id, b] : attached_) {
-    if (b.use_count() > 1) continue;  // open files or requests in flight
+    if (b.use_count() > 1) continue;  // requests in flight
     if (!victim || b->last_access_ms.load() < victim->last_access_ms.load()) victim = b;
   }
   return victim;
@@ -173,7 +173,7 @@ void AttachManager::make_room(const std::string& for_backup) {
         count_failure("busy");
         log::warn("busy", {{"backup", for_backup},
                            {"reason", "max-mounts " + std::to_string(options_.max_mounts) +
-                                          " reached and every attached backup has open files or requests in flight"}});
+                                          " reached and a request is in flight on every attached backup"}});
         throw Error(EBUSY, "too many attached backups in use", for_backup);
       }
       attach_done_.wait_for(lock, std::chrono::milliseconds(200));
@@ -357,6 +357,7 @@ AttachedBackupPtr AttachManager::attach(const BackupRecord& record) {
 }
 
 void AttachManager::release(const AttachedBackupPtr& backup, std::string_view reason) {
+  backup->detached.store(true, std::memory_order_release);
   try {
     catalog_.set_mount_status(backup->mount_id, "unmounting");
     catalog_.end_mount(backup->mount_id);

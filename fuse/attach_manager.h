@@ -3,10 +3,14 @@
 // `max_mounts` are attached at once (the least recently used idle one is
 // evicted to make room, else EBUSY). Each attach has a restore_mounts row.
 //
-// A backup is idle when nothing but the table holds a reference to it: no
-// open file (an OpenFile keeps one) and no request in flight. That is checked
-// under the exclusive table lock, where no new reference can be taken, so an
-// open() racing an idle detach or an eviction always wins or always loses.
+// A backup is idle when no request is in flight on it (nothing but the table
+// holds a reference) and, for the idle detach, none came for idle_timeout.
+// Open files and folders hold no reference (restore_tree.h; kernel-backend
+// volumes excepted): an NFS server
+// that keeps thousands of descriptors open pins nothing, and a request on
+// a handle of a detached backup attaches it again. A request that took its
+// reference just before a detach finishes on the detached attach (the
+// readers close when it lets go); the next one attaches anew.
 //
 // Locks, in the order they may be taken:
 //   1. the backup's attach lock (one per backup id): serialises attaching
@@ -67,6 +71,10 @@ class AttachedBackup {
   const AttachedVolume* volume_named(std::string_view name) const;
 
   void touch();
+  // Set when the manager lets go of this attach (detach, eviction): the
+  // handles that read through it attach again at their next request.
+  std::atomic<bool> detached{false};
+  bool current() const { return !detached.load(std::memory_order_acquire) && !images_changed(); }
   std::atomic<int64_t> last_access_ms{0};   // steady clock
   std::atomic<int64_t> last_flushed_ms{0};
 };

@@ -119,14 +119,18 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino) {
 
 void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   checked(req, "opendir", ino, [&] {
-    auto handle = std::make_unique<DirHandle>();
-    handle->backup = tree_of(req).backup_of(ino);
+    auto handle = std::make_shared<DirHandle>();
     handle->entries = tree_of(req).list(ino);
     // A backup never changes: let the kernel cache it (unless this attach
     // replaced one whose image did change: then the cache is of that one).
-    if (node::is_volume_node(ino) && !(handle->backup && handle->backup->replaced_changed)) {
-      fi->cache_readdir = 1;
-      fi->keep_cache = 1;
+    if (node::is_volume_node(ino)) {
+      AttachedBackupPtr backup = tree_of(req).backup_of(ino);
+      if (!(backup && backup->replaced_changed)) {
+        fi->cache_readdir = 1;
+        fi->keep_cache = 1;
+      }
+      const AttachedVolume* volume = backup ? backup->volume(node::volume_of(ino)) : nullptr;
+      if (volume && volume->backend == "kernel") handle->pin = backup;
     }
     auto& dirs = context_of(req).dirs;
     fi->fh = dirs.add(std::move(handle));
@@ -134,9 +138,19 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   });
 }
 
+// The open folder behind `fh`; one a previous run of the daemon opened is
+// listed again (the same entries in the same order) and taken over.
+std::shared_ptr<DirHandle> dir_handle(fuse_req_t req, fuse_ino_t ino, uint64_t fh) {
+  auto& dirs = context_of(req).dirs;
+  if (auto handle = dirs.find(fh)) return handle;
+  auto handle = std::make_shared<DirHandle>();
+  handle->entries = tree_of(req).list(ino);
+  return dirs.adopt(fh, std::move(handle));
+}
+
 void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_file_info* fi) {
   checked(req, "readdir", ino, [&] {
-    const DirHandle* handle = &HandleTable<DirHandle>::get(fi->fh);
+    const std::shared_ptr<DirHandle> handle = dir_handle(req, ino, fi->fh);
     std::vector<char> buf(size);
     size_t used = 0;
     // Cookies are 1 + the index of the next entry: stable, since listings never change.
@@ -160,7 +174,7 @@ void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_
 // still listed, without them (node id 0: the kernel looks it up later).
 void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_file_info* fi) {
   checked(req, "readdirplus", ino, [&] {
-    const DirHandle* handle = &HandleTable<DirHandle>::get(fi->fh);
+    const std::shared_ptr<DirHandle> handle = dir_handle(req, ino, fi->fh);
     RestoreTree& tree = tree_of(req);
     std::vector<char> buf(size);
     size_t used = 0;
@@ -196,10 +210,14 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) throw Error(EROFS, "read-only tree");
     auto& files = context_of(req).files;
     RestoreTree& tree = tree_of(req);  // the reply frees req, even when it fails
-    auto file = std::unique_ptr<OpenFile>(tree.open(ino));
-    fi->keep_cache = !file->backup->replaced_changed;  // see op_opendir
-    fi->fh = files.add(std::move(file));
-    if (fuse_reply_open(req, fi) != 0) tree.close(files.take(fi->fh).release());
+    std::shared_ptr<OpenFile> file = tree.open(ino);
+    AttachedBackupPtr backup = file->backup.lock();
+    fi->keep_cache = !(backup && backup->replaced_changed);  // see op_opendir
+    fi->fh = files.add(file);
+    if (fuse_reply_open(req, fi) != 0) {
+      files.take(fi->fh);
+      tree.close(*file);
+    }
   });
 }
 
@@ -207,8 +225,11 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_fil
   checked(req, "read", ino, [&] {
     thread_local std::vector<std::byte> buf;
     if (buf.size() < size) buf.resize(size);
-    OpenFile& file = HandleTable<OpenFile>::get(fi->fh);
-    size_t n = tree_of(req).read(file, static_cast<uint64_t>(offset), std::span(buf.data(), size));
+    auto& files = context_of(req).files;
+    std::shared_ptr<OpenFile> file = files.find(fi->fh);
+    // Opened by a previous run of the daemon: taken over (restore_tree.h).
+    if (!file) file = files.adopt(fi->fh, std::make_shared<OpenFile>(ino));
+    size_t n = tree_of(req).read(*file, static_cast<uint64_t>(offset), std::span(buf.data(), size));
     count_bytes(req, "read", n);
     fuse_reply_buf(req, reinterpret_cast<const char*>(buf.data()), n);
   });
@@ -216,7 +237,7 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_fil
 
 void op_release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   checked(req, "release", ino, [&] {
-    if (auto file = context_of(req).files.take(fi->fh)) tree_of(req).close(file.release());
+    if (auto file = context_of(req).files.take(fi->fh)) tree_of(req).close(*file);
     fuse_reply_err(req, 0);
   });
 }

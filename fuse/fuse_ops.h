@@ -14,10 +14,12 @@
 
 namespace sendense {
 
-// An open folder: its listing, taken once at opendir (stable cookies).
+// An open folder: its listing, taken once at opendir. Listings of a backup
+// never change, so cookies (1 + index) stay valid when a handle is adopted
+// after a restart and listed again. Like OpenFile, it pins no backup.
 struct DirHandle {
-  AttachedBackupPtr backup;  // keeps the backup attached while the folder is open (readdirplus stats every entry)
   std::vector<NodeEntry> entries;
+  AttachedBackupPtr pin;  // kernel-backend volumes only (see OpenFile)
 };
 
 // What the callbacks share. Outlives the session; the handles still open

@@ -1,11 +1,18 @@
 // Handles given to the kernel (open files, open folders) as FUSE `fh`
-// values. The kernel sends no RELEASE for what is still open when the
-// session ends (a shell cd'ed inside at unmount, SIGTERM during a copy), so
-// the table owns every handle and frees the rest when it is destroyed, which
-// also drops the backups they keep attached.
+// values. An `fh` is a number, never a pointer: the kernel keeps the handles
+// of a mount across a daemon restart (the FUSE connection outlives the
+// process, see fuse/fuse_holder.h) and sends them back to a process that
+// never issued them. Those are unknown here, and the caller adopts them:
+// a handle holds only what can be rebuilt from its node id.
+//
+// The kernel sends no RELEASE for what is still open when the session ends,
+// so the table owns every handle and frees the rest when it is destroyed.
 #pragma once
 
+#include <sys/random.h>
+
 #include <cstdint>
+#include <ctime>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
@@ -16,39 +23,57 @@ namespace sendense {
 template <class T>
 class HandleTable {
  public:
-  HandleTable() = default;
+  // Numbers start at a random 32-bit prefix per process, so a handle issued
+  // by this run never equals one a previous run left with the kernel.
+  HandleTable() {
+    uint32_t prefix = 0;
+    if (::getrandom(&prefix, sizeof prefix, 0) != sizeof prefix) prefix = static_cast<uint32_t>(::time(nullptr));
+    next_ = (static_cast<uint64_t>(prefix | 1u) << 32) + 1;
+  }
   HandleTable(const HandleTable&) = delete;
   HandleTable& operator=(const HandleTable&) = delete;
 
-  // Takes ownership; the value is the `fh` to give the kernel.
-  uint64_t add(std::unique_ptr<T> handle) {
-    T* raw = handle.get();
+  // The value is the `fh` to give the kernel.
+  uint64_t add(std::shared_ptr<T> handle) {
     std::lock_guard lock(mutex_);
-    live_.emplace(raw, std::move(handle));
-    return reinterpret_cast<uint64_t>(raw);
+    uint64_t fh = next_++;
+    live_.emplace(fh, std::move(handle));
+    return fh;
   }
 
-  // The handle behind a live `fh` (the kernel passes back only what add gave it).
-  static T& get(uint64_t fh) { return *reinterpret_cast<T*>(fh); }
-
-  // Gives ownership back (on RELEASE); nullptr if `fh` is not live.
-  std::unique_ptr<T> take(uint64_t fh) {
+  // nullptr if `fh` is not one this process knows (yet).
+  std::shared_ptr<T> find(uint64_t fh) const {
     std::lock_guard lock(mutex_);
-    auto it = live_.find(reinterpret_cast<T*>(fh));
+    auto it = live_.find(fh);
+    return it == live_.end() ? nullptr : it->second;
+  }
+
+  // Takes `fh` over with `handle` unless another request adopted it first;
+  // returns the handle that is now live under `fh`.
+  std::shared_ptr<T> adopt(uint64_t fh, std::shared_ptr<T> handle) {
+    std::lock_guard lock(mutex_);
+    return live_.emplace(fh, std::move(handle)).first->second;
+  }
+
+  // Removes `fh` (on RELEASE); nullptr if it is not live.
+  std::shared_ptr<T> take(uint64_t fh) {
+    std::lock_guard lock(mutex_);
+    auto it = live_.find(fh);
     if (it == live_.end()) return nullptr;
-    std::unique_ptr<T> owned = std::move(it->second);
+    std::shared_ptr<T> owned = std::move(it->second);
     live_.erase(it);
     return owned;
   }
 
-  size_t size() {
+  size_t size() const {
     std::lock_guard lock(mutex_);
     return live_.size();
   }
 
  private:
-  std::mutex mutex_;
-  std::unordered_map<T*, std::unique_ptr<T>> live_;
+  mutable std::mutex mutex_;
+  uint64_t next_ = 1;
+  std::unordered_map<uint64_t, std::shared_ptr<T>> live_;
 };
 
 }  // namespace sendense

@@ -281,25 +281,56 @@ std::string RestoreTree::readlink(uint64_t node) {
   return r.volume->fs->readlink(r.ino);
 }
 
-OpenFile* RestoreTree::open(uint64_t node) {
+std::shared_ptr<OpenFile> RestoreTree::open(uint64_t node) {
   if (!node::is_volume_node(node)) throw Error(EISDIR, "not a regular file");
   Resolved r = resolve(node);
-  auto file = std::make_unique<OpenFile>();
+  auto file = std::make_shared<OpenFile>(node);
   file->handle = r.volume->fs->open(r.ino);
-  file->fs = r.volume->fs;
-  file->backup = r.backup;  // keeps the backup attached (not idle) while open
-  return file.release();
+  file->backup = r.backup;
+  if (r.volume->backend == "kernel") file->pin = r.backup;
+  return file;
+}
+
+std::pair<RestoreTree::Resolved, uint64_t> RestoreTree::reader_of(OpenFile& file) {
+  std::lock_guard lock(file.mutex);
+  const int64_t vid = node::volume_of(file.node);
+  AttachedBackupPtr last = file.backup.lock();
+  // Opened on a version of the image that has since changed: this handle
+  // never reads on in the new version (bytes of two versions in one file).
+  if (last && last->images_changed())
+    throw Error(EIO, "the backup's image changed in the repository since this file was opened",
+                last->backup_id);
+  if (last && last->current()) {
+    if (const AttachedVolume* v = last->volume(vid)) {
+      last->touch();
+      return {Resolved{last, v, node::inode_of(file.node)}, file.handle};
+    }
+  }
+  // Its attach was let go (or this handle was adopted after a restart):
+  // attach again, open again, and close the handle on the old attach.
+  Resolved r = resolve(file.node);
+  const uint64_t handle = r.volume->fs->open(r.ino);
+  if (last) {
+    if (const AttachedVolume* v = last->volume(vid)) v->fs->release(file.handle);
+  }
+  file.backup = r.backup;
+  file.handle = handle;
+  return {std::move(r), handle};
 }
 
 size_t RestoreTree::read(OpenFile& file, uint64_t offset, std::span<std::byte> buf) {
-  file.backup->touch();
-  return file.fs->read(file.handle, offset, buf);
+  auto [r, handle] = reader_of(file);  // r holds the attach for the length of the read
+  return r.volume->fs->read(handle, offset, buf);
 }
 
-void RestoreTree::close(OpenFile* file) {
-  std::unique_ptr<OpenFile> owned(file);
-  owned->backup->touch();
-  owned->fs->release(owned->handle);
+void RestoreTree::close(OpenFile& file) {
+  std::lock_guard lock(file.mutex);
+  AttachedBackupPtr last = file.backup.lock();
+  if (!last) return;  // its attach is gone, and the reader with it
+  last->touch();
+  if (const AttachedVolume* v = last->volume(node::volume_of(file.node))) v->fs->release(file.handle);
+  file.backup.reset();
+  file.pin.reset();
 }
 
 std::vector<std::string> RestoreTree::listxattr(uint64_t node) {

@@ -7,10 +7,13 @@
 #include <sys/stat.h>
 
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "fuse/attach_manager.h"
@@ -35,11 +38,23 @@ struct NodeEntry {
   uint32_t type = 0;            // S_IFMT bits
 };
 
-// An open regular file: keeps its backup attached (a reference) and its
-// reader alive until released.
+// An open regular file. It pins nothing: NFS servers keep files open for
+// as long as they like, so an open file must not keep its backup attached.
+// It names its node and remembers the reader handle of the attach it last
+// read through; when that attach was detached (idle, evicted) the next read
+// attaches the backup again and opens the file anew. One whose image
+// changed under it answers EIO instead (new opens get the new attach).
+//
+// The kernel backend is the exception: its reader finds an inode again only
+// by the names it learned on the attach that handed it out (a host mount
+// has no open-by-inode), so a handle on a re-attached kernel volume would be
+// ESTALE. There an open file keeps its backup attached, as before.
 struct OpenFile {
-  AttachedBackupPtr backup;
-  FilesystemPtr fs;
+  explicit OpenFile(uint64_t n) : node(n) {}
+  const uint64_t node;
+  AttachedBackupPtr pin;                  // set only for kernel-backend volumes
+  std::mutex mutex;                       // guards the two below
+  std::weak_ptr<AttachedBackup> backup;   // the attach `handle` belongs to
   uint64_t handle = 0;
 };
 
@@ -54,13 +69,13 @@ class RestoreTree {
   std::vector<NodeEntry> list(uint64_t dir);
   std::string readlink(uint64_t node);
   // The attached backup a folder inside a backup belongs to (attaching it),
-  // or nullptr for the root and by-vm/. An open folder holds it, so the
-  // backup stays attached while it is listed.
+  // or nullptr for the root and by-vm/.
   AttachedBackupPtr backup_of(uint64_t dir);
 
-  OpenFile* open(uint64_t node);                          // caller owns; close() frees
+  // Opens a regular file (its reader handle on the current attach).
+  std::shared_ptr<OpenFile> open(uint64_t node);
   size_t read(OpenFile& file, uint64_t offset, std::span<std::byte> buf);
-  void close(OpenFile* file);
+  void close(OpenFile& file);
 
   std::vector<std::string> listxattr(uint64_t node);
   std::optional<std::string> getxattr(uint64_t node, std::string_view name);
@@ -73,6 +88,9 @@ class RestoreTree {
     uint64_t ino = 0;
   };
   Resolved resolve(uint64_t node);
+  // The attach to read `file` through and its reader handle there,
+  // attaching and opening again when its attach is gone.
+  std::pair<Resolved, uint64_t> reader_of(OpenFile& file);
   // Folders the tree makes up (root, by-vm, vm folders: 0555; a backup's
   // folder: backup_dir_mode), owned by the daemon's user.
   NodeAttr synthetic_dir(uint64_t node, int64_t mtime, mode_t perms = 0555) const;

@@ -223,7 +223,8 @@ TEST_F(KernelDaemonTest, MaxMountsEvictsTheIdleBackupAndItsStagingMounts) {
   run_ok("ls " + q(qcow + "/part2"));
   EXPECT_EQ(staged_mounts(), 4) << "the first backup was not evicted";
   EXPECT_NE(read_file(d.log_path()).find("evict"), std::string::npos);
-  // An open file keeps its backup: the next attach finds nothing idle.
+  // The kernel backend is the exception to "nothing pins" (restore_tree.h):
+  // an open file keeps its backup, so the next attach finds nothing idle.
   {
     std::ifstream held(qcow + "/part2/docs/readme.txt");
     ASSERT_TRUE(held.good());
