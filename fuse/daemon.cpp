@@ -22,10 +22,12 @@
 #include "catalog/catalog.h"
 #include "fuse/attach_manager.h"
 #include "fuse/catalog_view.h"
+#include "fuse/fuse_holder.h"
 #include "fuse/fuse_ops.h"
 #include "fuse/metrics.h"
 #include "fuse/metrics_server.h"
 #include "fuse/restore_tree.h"
+#include "fuse/session_io.h"
 #include "fuse/systemd_notify.h"
 #include "readers/common/error.h"
 #include "readers/common/log.h"
@@ -291,13 +293,16 @@ std::string mount_options(const DaemonOptions& options) {
 }  // namespace
 
 // Absolute, so nothing depends on the working directory (the background
-// daemon moves to /). canonical() fails on a dead FUSE mount (ENOTCONN):
-// then the path as given, made absolute.
+// daemon moves to /). Only the parent is resolved: the mount point itself
+// may be a mount the holder keeps for this very process (any look at it
+// would wait for an answer only we can give) or a dead one (ENOTCONN).
 static std::string absolute_path(const std::string& path) {
+  const auto abs = std::filesystem::absolute(path).lexically_normal();
+  const auto name = abs.has_filename() ? abs.filename() : abs.parent_path().filename();
+  const auto parent = abs.has_filename() ? abs.parent_path() : abs.parent_path().parent_path();
   std::error_code ec;
-  auto canonical = std::filesystem::canonical(path, ec);
-  if (!ec) return canonical.string();
-  return std::filesystem::absolute(path).lexically_normal().string();
+  auto canonical = std::filesystem::canonical(parent, ec);
+  return ((ec ? parent : canonical) / name).string();
 }
 
 int run_daemon(const DaemonOptions& options) {
@@ -306,9 +311,12 @@ int run_daemon(const DaemonOptions& options) {
   std::unique_ptr<Daemonizer> daemonizer;
   std::unique_ptr<LockFile> catalog_lock, mountpoint_lock;
   std::unique_ptr<Catalog> catalog;
+  std::optional<FuseHolder> holder;
+  std::vector<FuseHolder::Held> held;
+  std::optional<FuseHolder::Held> kept_tree;  // the tree's mount, left by a previous run
   try {
     std::error_code ec;
-    std::filesystem::create_directories(options.mountpoint, ec);
+    std::filesystem::create_directories(std::filesystem::absolute(options.mountpoint).parent_path(), ec);
     mountpoint = absolute_path(options.mountpoint);
     // Resolved (symlinks, bind mounts reached by another path) so one
     // database always has one lock file.
@@ -322,6 +330,9 @@ int run_daemon(const DaemonOptions& options) {
     catalog_lock = std::make_unique<LockFile>(catalog_path + ".lock", "another sendense-restorefs serves this catalog");
     mountpoint_lock = std::make_unique<LockFile>(mountpoint_lock_path(mountpoint),
                                                  "another sendense-restorefs serves " + mountpoint);
+    // Before anything starts a thread: the holder may be forked here.
+    holder.emplace(FuseHolder::connect_or_start(mountpoint));
+    held = holder->take_over();
     catalog = std::make_unique<Catalog>(catalog_path);
     std::set<std::string> dead_runs;
     for (const auto& row : catalog->reconcile_all_mounts()) {
@@ -336,7 +347,21 @@ int run_daemon(const DaemonOptions& options) {
       catalog->release_kernel_device(dev.device);
     }
     for (const auto& id : dead_runs) kernel::release_stale_staging(id);
-    clear_dead_mount(mountpoint);
+    for (auto& h : held) {
+      if (h.path == mountpoint && !h.init.empty()) {
+        kept_tree.emplace(std::move(h));
+        continue;
+      }
+      // A connection the previous run never finished setting up: nothing to resume.
+      holder->drop(h.path);
+      ::umount2(h.path.c_str(), MNT_DETACH);
+      log::info("stale_mount_cleared", {{"mountpoint", h.path}, {"reason", "kept without its INIT"}});
+    }
+    held.clear();
+    if (!kept_tree) {
+      clear_dead_mount(mountpoint);
+      std::filesystem::create_directories(mountpoint, ec);
+    }
   } catch (const std::exception& e) {
     log::error("startup_failed", {{"error", e.what()}});
     return 1;
@@ -379,8 +404,31 @@ int run_daemon(const DaemonOptions& options) {
     log::error("startup_failed", {{"error", "fuse_session_new failed (bad -o option?)"}, {"options", opts}});
     return 1;
   }
-  if (fuse_set_signal_handlers(se.get()) != 0 || fuse_session_mount(se.get(), mountpoint.c_str()) != 0) {
-    log::error("startup_failed", {{"error", "cannot mount"}, {"mountpoint", mountpoint}});
+  // The kernel's INIT goes to the holder with the descriptor: what a later
+  // run needs to take this mount over (session_io.h).
+  SessionIo io(kept_tree ? kept_tree->init : std::string(), [&](std::string_view init) {
+    try {
+      holder->keep_init(mountpoint, init);
+    } catch (const std::exception& e) {
+      log::warn("holder_failed", {{"error", e.what()}, {"effect", "a restart will mount anew"}});
+    }
+  });
+  context.io = &io;
+  if (fuse_set_signal_handlers(se.get()) != 0) {
+    log::error("startup_failed", {{"error", "cannot set signal handlers"}});
+    return 1;
+  }
+  try {
+    if (kept_tree) {
+      io.install(se.get(), kept_tree->fd.release());
+      log::info("mount_taken_over", {{"mountpoint", mountpoint}, {"holder", std::to_string(holder->pid())}});
+    } else {
+      if (fuse_session_mount(se.get(), mountpoint.c_str()) != 0) throw Error(EIO, "cannot mount", mountpoint);
+      holder->keep(mountpoint, fuse_session_fd(se.get()));
+      io.install(se.get(), fuse_session_fd(se.get()));
+    }
+  } catch (const std::exception& e) {
+    log::error("startup_failed", {{"error", e.what()}, {"mountpoint", mountpoint}});
     return 1;
   }
   daemonizer->notify(true);
@@ -406,11 +454,44 @@ int run_daemon(const DaemonOptions& options) {
   notify_stopping();
   manager.detach_all("shutdown");
   fuse_remove_signal_handlers(se.get());
-  fuse_session_unmount(se.get());
-  log::info("stopped", {{"mountpoint", mountpoint}});
   // libfuse's signal handler leaves the signal number as the loop's result.
-  const bool clean = rc == 0 || rc == SIGINT || rc == SIGTERM || rc == SIGHUP;
-  return clean ? 0 : 1;
+  const bool signalled = rc == SIGINT || rc == SIGTERM || rc == SIGHUP;
+  if (signalled) {
+    // The mount stays, kept by the holder: clients wait for the next run,
+    // which takes it over. `sendense-restorefs --unmount` takes it down.
+    log::info("stopped", {{"mountpoint", mountpoint}, {"mount", "kept"}, {"holder", std::to_string(holder->pid())}});
+  } else {
+    // The loop ended because the mount went away (umount): nothing to keep.
+    try {
+      holder->drop(mountpoint);
+    } catch (const std::exception&) {
+    }
+    log::info("stopped", {{"mountpoint", mountpoint}, {"mount", "gone"}});
+  }
+  return rc == 0 || signalled ? 0 : 1;
+}
+
+int unmount_tree(const std::string& mountpoint_arg) {
+  const std::string mountpoint = absolute_path(mountpoint_arg);
+  try {
+    if (FuseHolder::unmount(mountpoint)) {
+      log::info("unmounted", {{"mountpoint", mountpoint}, {"by", "holder"}});
+      return 0;
+    }
+    // No holder (a run from before it existed, or it was killed): a mount of ours left there.
+    auto top = top_mount_at(mountpoint);
+    if (!top || !top->ours) {
+      log::info("unmounted", {{"mountpoint", mountpoint}, {"by", "nothing to do"}});
+      return 0;
+    }
+    if (::umount2(mountpoint.c_str(), 0) != 0 && ::umount2(mountpoint.c_str(), MNT_DETACH) != 0)
+      throw sys_error("cannot unmount", mountpoint);
+    log::info("unmounted", {{"mountpoint", mountpoint}, {"by", "umount"}});
+    return 0;
+  } catch (const std::exception& e) {
+    log::error("unmount_failed", {{"error", e.what()}});
+    return 1;
+  }
 }
 
 }  // namespace sendense

@@ -28,6 +28,12 @@ struct DaemonOptions {
 };
 
 // Returns the process exit code. Errors before mounting are logged.
+// SIGTERM/SIGINT end the run but leave the mounts to the holder
+// (fuse/fuse_holder.h): the next run takes them over.
 int run_daemon(const DaemonOptions& options);
+
+// `sendense-restorefs --unmount`: the holder unmounts the tree and every
+// tenant view and ends (a running daemon then stops too). Returns the exit code.
+int unmount_tree(const std::string& mountpoint);
 
 }  // namespace sendense

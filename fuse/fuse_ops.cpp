@@ -314,6 +314,8 @@ void op_copy_file_range(fuse_req_t req, fuse_ino_t, off_t, fuse_file_info*, fuse
 
 }  // namespace
 
+SessionIo& io_of(void* userdata) { return *static_cast<FuseContext*>(userdata)->io; }
+
 fuse_lowlevel_ops make_fuse_operations() {
   fuse_lowlevel_ops ops{};
   ops.init = op_init;

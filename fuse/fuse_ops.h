@@ -11,6 +11,7 @@
 #include "fuse/handle_table.h"
 #include "fuse/metrics.h"
 #include "fuse/restore_tree.h"
+#include "fuse/session_io.h"
 
 namespace sendense {
 
@@ -28,6 +29,7 @@ struct FuseContext {
   explicit FuseContext(RestoreTree& t) : tree(t) {}
   RestoreTree& tree;
   Metrics* metrics = nullptr;  // counts requests and bytes when set
+  SessionIo* io = nullptr;     // the session's I/O (session_io.h)
   HandleTable<OpenFile> files;
   HandleTable<DirHandle> dirs;
 };
