@@ -304,6 +304,186 @@ TEST(Catalog, Iso8601) {
   EXPECT_FALSE(parse_iso8601("2026-01-01T12:00:00Zjunk"));
 }
 
+// ---- tenants ---------------------------------------------------------------
+
+// The errno of what `f` throws, or 0 if it does not throw; the message in `what`.
+template <typename F>
+int error_code_of(F&& f, std::string* what = nullptr) {
+  try {
+    f();
+  } catch (const Error& e) {
+    if (what) *what = e.what();
+    return e.code();
+  }
+  return 0;
+}
+
+TEST(Tenants, ValidNames) {
+  for (const char* ok : {"a", "Acme", "acme-1", "a.b_c-d", "0day", "A1234567890123456789012345678901234567890123456789012345678901"})
+    EXPECT_TRUE(valid_tenant_name(ok)) << ok;
+  EXPECT_TRUE(valid_tenant_name(std::string(64, 'x')));
+  EXPECT_FALSE(valid_tenant_name(std::string(65, 'x')));
+  for (const char* bad : {"", ".", "..", ".hidden", "-opt", "_x", "a/b", "a b", "a]b", "a;b", "a\"b", "a{b", "a=b",
+                          "ä", "a\nb", "a$b", "a\\b"})
+    EXPECT_FALSE(valid_tenant_name(bad)) << bad;
+  EXPECT_FALSE(valid_tenant_name(std::string_view("a\0b", 3)));
+}
+
+TEST(Tenants, AddListRemoveAndErrors) {
+  TempDir dir;
+  const std::string db = dir / "catalog.db";
+  Catalog c(db);
+  const TenantRecord zeta = c.add_tenant("zeta", 1001, 1002);
+  EXPECT_GT(zeta.num, 0);
+  EXPECT_EQ(zeta.name, "zeta");
+  EXPECT_EQ(zeta.uid, 1001u);
+  EXPECT_EQ(zeta.gid, 1002u);
+  const TenantRecord acme = c.add_tenant("Acme", std::nullopt, std::nullopt);
+  EXPECT_NE(acme.num, zeta.num);
+  EXPECT_EQ(c.add_tenant("big", 4294967294u, 0).uid, 4294967294u);
+
+  std::string what;
+  EXPECT_EQ(error_code_of([&] { c.add_tenant("zeta", 1, 1); }, &what), EEXIST);
+  EXPECT_NE(what.find("tenant 'zeta' already exists"), std::string::npos) << what;
+  EXPECT_NE(what.find(db), std::string::npos) << what;
+  // Share names are case-insensitive: "ACME" would be the same share.
+  EXPECT_EQ(error_code_of([&] { c.add_tenant("ACME", 1, 1); }, &what), EEXIST);
+  EXPECT_NE(what.find("'Acme'"), std::string::npos) << what;
+  EXPECT_EQ(error_code_of([&] { c.add_tenant("../b", 1, 1); }, &what), EINVAL);
+  EXPECT_NE(what.find("'../b'"), std::string::npos) << what;
+  EXPECT_EQ(error_code_of([&] { c.add_tenant("Restore", 1, 1); }, &what), EINVAL);  // the operator's share name
+  EXPECT_NE(what.find("reserved"), std::string::npos) << what;
+  EXPECT_EQ(error_code_of([&] { c.add_tenant("nobody", 4294967295u, 1); }), EINVAL);
+  EXPECT_EQ(error_code_of([&] { c.add_tenant("nobody", 1, 4294967295u); }), EINVAL);
+
+  auto list = c.list_tenants();
+  ASSERT_EQ(list.size(), 3u);  // bytewise by name
+  EXPECT_EQ(list[0].name, "Acme");
+  EXPECT_EQ(list[0].num, acme.num);
+  EXPECT_FALSE(list[0].uid);
+  EXPECT_FALSE(list[0].gid);
+  EXPECT_EQ(list[1].name, "big");
+  EXPECT_EQ(list[2].name, "zeta");
+  EXPECT_EQ(list[2].uid, 1001u);
+  EXPECT_EQ(list[2].gid, 1002u);
+
+  c.remove_tenant("zeta");
+  EXPECT_EQ(error_code_of([&] { c.remove_tenant("zeta"); }, &what), ENOENT);
+  EXPECT_NE(what.find("'zeta'"), std::string::npos) << what;
+  EXPECT_EQ(c.list_tenants().size(), 2u);
+}
+
+TEST(Tenants, NumIsNeverReusedAfterRemove) {
+  TempDir dir;
+  const std::string db = dir / "catalog.db";
+  int64_t first = 0, second = 0;
+  {
+    Catalog c(db);
+    first = c.add_tenant("a", std::nullopt, std::nullopt).num;
+    second = c.add_tenant("b", std::nullopt, std::nullopt).num;
+    c.remove_tenant("b");  // the highest: a plain rowid would hand it out again
+  }
+  Catalog c(db);
+  const TenantRecord again = c.add_tenant("b", std::nullopt, std::nullopt);
+  EXPECT_GT(again.num, second);
+  EXPECT_EQ(c.list_tenants().front().num, first);
+}
+
+TEST(Tenants, AssignUnassignOneOwnerPerVm) {
+  TempDir dir;
+  Catalog c(dir / "catalog.db");
+  c.add_tenant("acme", std::nullopt, std::nullopt);
+  c.add_tenant("other", std::nullopt, std::nullopt);
+  c.upsert_backup(backup("b1"));  // vm1 has a backup; vm-later has none yet
+  c.assign_vm("acme", "vm1");
+  c.assign_vm("acme", "vm-later");
+  c.assign_vm("acme", "a-first");
+  c.assign_vm("acme", "vm1");  // again, same tenant: no-op
+  auto list = c.list_tenants();
+  ASSERT_EQ(list.size(), 2u);
+  EXPECT_EQ(list[0].vms, (std::vector<std::string>{"a-first", "vm-later", "vm1"}));
+  EXPECT_TRUE(list[1].vms.empty());
+
+  std::string what;
+  EXPECT_EQ(error_code_of([&] { c.assign_vm("other", "vm1"); }, &what), EBUSY);
+  EXPECT_NE(what.find("'vm1'"), std::string::npos) << what;
+  EXPECT_NE(what.find("'acme'"), std::string::npos) << what;  // names the current owner
+  EXPECT_EQ(error_code_of([&] { c.assign_vm("nobody", "vm1"); }, &what), ENOENT);
+  EXPECT_NE(what.find("'nobody'"), std::string::npos) << what;
+  EXPECT_EQ(error_code_of([&] { c.assign_vm("acme", "a/b"); }), EINVAL);
+  EXPECT_EQ(error_code_of([&] { c.assign_vm("acme", ""); }), EINVAL);
+
+  EXPECT_EQ(error_code_of([&] { c.unassign_vm("other", "vm1"); }, &what), ENOENT);
+  EXPECT_NE(what.find("'vm1'"), std::string::npos) << what;
+  EXPECT_EQ(error_code_of([&] { c.unassign_vm("nobody", "vm1"); }), ENOENT);
+  c.unassign_vm("acme", "vm1");
+  EXPECT_EQ(error_code_of([&] { c.unassign_vm("acme", "vm1"); }), ENOENT);
+  c.assign_vm("other", "vm1");  // free again
+  list = c.list_tenants();
+  EXPECT_EQ(list[0].vms, (std::vector<std::string>{"a-first", "vm-later"}));
+  EXPECT_EQ(list[1].vms, (std::vector<std::string>{"vm1"}));
+
+  // Removing a tenant drops its assignments: the VMs can be given to another.
+  c.remove_tenant("acme");
+  c.assign_vm("other", "vm-later");
+  EXPECT_EQ(c.list_tenants().front().vms, (std::vector<std::string>{"vm-later", "vm1"}));
+  // Backups are not the tenant's to remove.
+  EXPECT_TRUE(c.find_backup("b1"));
+  // And removing a backup leaves the assignment (the VM's next backup is still the tenant's).
+  ASSERT_TRUE(c.remove_backup("b1"));
+  EXPECT_EQ(c.list_tenants().front().vms, (std::vector<std::string>{"vm-later", "vm1"}));
+}
+
+TEST(Tenants, MigrationOnACatalogOfAnOlderBuild) {
+  TempDir dir;
+  const std::string db = dir / "catalog.db";
+  {
+    Catalog c(db);
+    c.upsert_backup(backup("b1"));
+  }
+  {
+    // Back to the schema before migration 6, as an older build left it.
+    RawDb raw(db);
+    raw.text("DROP TABLE tenant_vms");
+    raw.text("DROP TABLE tenants");
+    raw.text("DELETE FROM schema_migrations WHERE version = 6");
+    ASSERT_EQ(raw.text("SELECT COUNT(*) FROM sqlite_schema WHERE name = 'tenants'"), "0");
+  }
+  Catalog c(db);
+  EXPECT_EQ(c.schema_version(), Catalog::latest_schema_version());
+  EXPECT_TRUE(c.find_backup("b1"));
+  EXPECT_TRUE(c.list_tenants().empty());
+  c.add_tenant("acme", 5, 6);
+  c.assign_vm("acme", "vm1");
+  EXPECT_EQ(c.list_tenants().front().vms, (std::vector<std::string>{"vm1"}));
+  RawDb raw(db);
+  EXPECT_EQ(raw.text("SELECT COUNT(*) FROM schema_migrations WHERE version = 6"), "1");
+}
+
+TEST(Tenants, ConcurrentAssignGivesOneOwner) {
+  TempDir dir;
+  const std::string db = dir / "catalog.db";
+  {
+    Catalog c(db);
+    for (int t = 0; t < 4; ++t) c.add_tenant("t" + std::to_string(t), std::nullopt, std::nullopt);
+  }
+  // Separate connections (as separate CLI processes): one wins, the rest get EBUSY.
+  std::vector<std::thread> threads;
+  std::vector<int> codes(4);
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      Catalog c(db);
+      codes[t] = error_code_of([&] { c.assign_vm("t" + std::to_string(t), "contested"); });
+    });
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(std::count(codes.begin(), codes.end(), 0), 1);
+  EXPECT_EQ(std::count(codes.begin(), codes.end(), EBUSY), 3);
+  Catalog c(db);
+  size_t owners = 0;
+  for (const auto& t : c.list_tenants()) owners += t.vms.size();
+  EXPECT_EQ(owners, 1u);
+}
+
 // ---- import ----------------------------------------------------------------
 
 std::string qcow2(const std::string& path, const std::string& backing = {}) {
