@@ -941,5 +941,123 @@ TEST(Cli, InspectPartitionsAndVolumes) {
   EXPECT_NE(r.err.find("--format"), std::string::npos) << r.err;
 }
 
+
+// ---- the CLI: tenants -------------------------------------
+
+TEST(Cli, TenantAddAssignListUnassignRemove) {
+  TempDir dir;
+  const std::string db = dir / "c.db";
+  const std::string cat = " --catalog " + shell_quote(db);
+  // Commands that change existing rows do not create a catalog at a mistyped path.
+  Cli r = cli(dir, "tenant assign acme --vm web01" + cat);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("c.db"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(db));
+
+  r = cli(dir, "tenant add acme --uid 1001 --gid 1002" + cat);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("added tenant acme"), std::string::npos) << r.out;
+  r = cli(dir, "tenant add beta" + cat);
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = cli(dir, "tenant add ACME" + cat);  // unique ignoring case
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("'acme' already exists"), std::string::npos) << r.err;
+  EXPECT_EQ(lines(r.err), 1u) << r.err;
+  EXPECT_EQ(cli(dir, "tenant add ../x" + cat).status, 2);
+  EXPECT_EQ(cli(dir, "tenant add x --uid -1" + cat).status, 2);
+  EXPECT_EQ(cli(dir, "tenant add x --uid 4294967295" + cat).status, 2);
+  EXPECT_EQ(cli(dir, "tenant add x --uid 12ab" + cat).status, 2);
+  EXPECT_EQ(cli(dir, "tenant assign acme" + cat).status, 2);  // no --vm
+
+  r = cli(dir, "tenant assign acme --vm web01 --vm ../x" + cat);  // a bad name: nothing assigned
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("invalid vm name '../x'"), std::string::npos) << r.err;
+  EXPECT_TRUE(Catalog(db).list_tenants().front().vms.empty());
+  r = cli(dir, "tenant assign acme --vm web01 --vm db01" + cat);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("assigned web01 to acme"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("'web01' has no backups in the catalog yet"), std::string::npos) << r.err;
+  r = cli(dir, "tenant assign acme --vm web01" + cat);  // again: no-op
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("already  web01"), std::string::npos) << r.out;
+  // Another owner's VM refuses the whole list.
+  r = cli(dir, "tenant assign beta --vm mail01 --vm web01" + cat);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("'web01' is owned by tenant 'acme'"), std::string::npos) << r.err;
+  r = cli(dir, "tenant list --json" + cat);
+  ASSERT_EQ(r.status, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j.size(), 2u);
+  EXPECT_EQ(j[0]["name"], "acme");
+  EXPECT_EQ(j[0]["uid"], 1001);
+  EXPECT_EQ(j[0]["gid"], 1002);
+  EXPECT_EQ(j[0]["vms"], nlohmann::json({"db01", "web01"}));
+  EXPECT_GT(j[0]["num"].get<int64_t>(), 0);
+  EXPECT_EQ(j[1]["name"], "beta");
+  EXPECT_TRUE(j[1]["uid"].is_null());
+  EXPECT_TRUE(j[1]["vms"].empty()) << j[1];  // mail01 was not assigned either
+
+  r = cli(dir, "tenant list" + cat);
+  EXPECT_EQ(r.status, 0);
+  EXPECT_EQ(lines(r.out), 3u) << r.out;
+  EXPECT_NE(r.out.find("db01,web01"), std::string::npos) << r.out;
+
+  r = cli(dir, "tenant unassign beta --vm web01" + cat);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("not assigned to tenant 'beta'"), std::string::npos) << r.err;
+  r = cli(dir, "tenant unassign acme --vm web01" + cat);
+  EXPECT_EQ(r.status, 0) << r.err;
+  r = cli(dir, "tenant remove acme" + cat);
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("1 vm assignments dropped"), std::string::npos) << r.out;
+  r = cli(dir, "tenant remove acme" + cat);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("no tenant 'acme'"), std::string::npos) << r.err;
+  EXPECT_EQ(cli(dir, "tenant" + cat).status, 2);
+  EXPECT_EQ(cli(dir, "tenant frob" + cat).status, 2);
+}
+
+TEST(Cli, ImportWithTenantAssignsItsVms) {
+  SENDENSE_REQUIRE_TOOL("qemu-img");
+  TempDir dir;
+  const std::string repo = dir / "repo", db = dir / "c.db";
+  fs::create_directories(repo);
+  qcow2(repo + "/backup-web01-20260101120000.qcow2");
+  qcow2(repo + "/backup-db01-20260101120000.qcow2");
+  const std::string cat = " --catalog " + shell_quote(db);
+
+  // The tenant must exist: nothing is imported otherwise.
+  Cli r = cli(dir, "tenant add other" + cat);
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = cli(dir, "catalog import " + shell_quote(repo) + " --tenant acme" + cat);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("no tenant 'acme'"), std::string::npos) << r.err;
+  EXPECT_TRUE(Catalog(db).list_backups().empty());
+
+  r = cli(dir, "tenant add acme --uid 1 --gid 1" + cat);
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = cli(dir, "catalog import " + shell_quote(repo) + " --tenant acme" + cat);
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("2 added"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("assigned   db01 to acme"), std::string::npos) << r.out;
+  {
+    Catalog c(db);
+    EXPECT_EQ(c.list_tenants().front().vms, (std::vector<std::string>{"db01", "web01"}));
+  }
+  // Idempotent: the unchanged backups' VMs are still acme's, nothing new assigned.
+  r = cli(dir, "catalog import " + shell_quote(repo) + " --tenant acme" + cat);
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  EXPECT_EQ(r.out.find("assigned"), std::string::npos) << r.out;
+
+  // A VM another tenant owns: the backups are imported, no VM is assigned, exit 1.
+  qcow2(repo + "/backup-mail01-20260101120000.qcow2");
+  r = cli(dir, "catalog import " + shell_quote(repo) + " --tenant other" + cat);
+  EXPECT_EQ(r.status, 1) << r.out;
+  EXPECT_NE(r.err.find("is owned by tenant 'acme'"), std::string::npos) << r.err;
+  Catalog c(db);
+  EXPECT_TRUE(c.find_backup("backup-mail01-20260101120000"));
+  EXPECT_TRUE(c.list_tenants()[1].vms.empty());
+}
+
 }  // namespace
 }  // namespace sendense
