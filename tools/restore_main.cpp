@@ -46,6 +46,20 @@ constexpr const char* kUsage = R"(usage: sendense-restore COMMAND [ARGS]
   tenant list [--json] [--catalog DB]
   tenant remove NAME [--catalog DB]
       Forget the tenant and its VM assignments; the backups stay.
+  export samba [--tenant NAME] [--mountpoint DIR] [--config FILE] [--catalog DB]
+  export samba --global
+      Print a read-only Samba share for the whole tree ([sendense-restore],
+      for operators) or for tenant NAME ([sendense-NAME], path
+      MOUNTPOINT/tenants/NAME, sessions forced to the tenant's uid/gid,
+      which need passwd/group entries). --global prints the [global] lines
+      the shares rely on. Comments in the output explain each setting.
+  export ganesha [--tenant NAME] [--mountpoint DIR] [--config FILE] [--catalog DB]
+      Print an NFS-Ganesha EXPORT (FSAL VFS, read-only) for the whole tree
+      (Export_Id 1000, this host only) or for tenant NAME (Export_Id 1000 +
+      its number, all users squashed to its uid/gid, Pseudo /sendense/NAME).
+      MOUNTPOINT: --mountpoint, else `mountpoint` in FILE (default
+      /etc/sendense-restore/restorefs.conf), else /mnt/sendense/restore.
+      A tenant needs --uid and --gid to be exported.
 
   --version
       Print the version and exit.
@@ -83,6 +97,12 @@ int dispatch(int argc, char** argv) {
     if (sub == "remove") return tenant_remove(argc, argv, 3);
     throw UsageError(sub.empty() ? "tenant needs a subcommand (add, assign, unassign, list, remove)"
                                  : "unknown tenant subcommand '" + sub + "'");
+  }
+  if (cmd == "export") {
+    const std::string sub = argc > 2 ? argv[2] : "";
+    if (sub == "samba") return export_samba(argc, argv, 3);
+    if (sub == "ganesha") return export_ganesha(argc, argv, 3);
+    throw UsageError(sub.empty() ? "export needs a server (samba, ganesha)" : "unknown export server '" + sub + "'");
   }
   if (cmd == "status") return status(argc, argv, 2);
   if (cmd == "inspect") return inspect(argc, argv, 2);

@@ -1,6 +1,8 @@
 // The catalog on real SQLite files, import over real qemu-img images, and the
 // `sendense-restore` CLI run as a process.
+#include <grp.h>
 #include <gtest/gtest.h>
+#include <pwd.h>
 #include <sqlite3.h>
 #include <unistd.h>
 
@@ -942,7 +944,7 @@ TEST(Cli, InspectPartitionsAndVolumes) {
 }
 
 
-// ---- the CLI: tenants -------------------------------------
+// ---- the CLI: tenants and export stanzas -------------------------------------
 
 TEST(Cli, TenantAddAssignListUnassignRemove) {
   TempDir dir;
@@ -1057,6 +1059,93 @@ TEST(Cli, ImportWithTenantAssignsItsVms) {
   Catalog c(db);
   EXPECT_TRUE(c.find_backup("backup-mail01-20260101120000"));
   EXPECT_TRUE(c.list_tenants()[1].vms.empty());
+}
+
+// A uid/gid this host has no passwd/group entry for (Samba's force user needs one).
+constexpr uint32_t kUnknownId = 3999999999u;
+
+TEST(Cli, ExportStanzas) {
+  TempDir dir;
+  const std::string db = dir / "c.db";
+  const std::string cat = " --catalog " + shell_quote(db);
+  const passwd* pw = ::getpwuid(::getuid());
+  const group* gr = ::getgrgid(::getgid());
+  ASSERT_TRUE(pw && gr);
+  const std::string user = pw->pw_name, grp = gr->gr_name;
+  ASSERT_EQ(cli(dir, "tenant add first --uid 1 --gid 1" + cat).status, 0);
+  ASSERT_EQ(cli(dir, "tenant remove first" + cat).status, 0);  // its num is not reused
+  ASSERT_EQ(cli(dir, "tenant add acme --uid " + std::to_string(::getuid()) + " --gid " + std::to_string(::getgid()) + cat)
+                .status,
+            0);
+  const int64_t num = Catalog(db).list_tenants().front().num;
+  ASSERT_EQ(num, 2);
+
+  Cli r = cli(dir, "export samba --tenant acme --mountpoint /srv/restore/" + cat);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("\n[sendense-acme]\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\n  path = /srv/restore/tenants/acme\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\n  read only = yes\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\n  wide links = no\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\n  force user = " + user + "\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\n  force group = " + grp + "\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\n  vfs objects =\n"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("\n  wide links = yes"), std::string::npos) << r.out;  // (comments may name it)
+
+  r = cli(dir, "export ganesha --tenant ACME --mountpoint /srv/restore" + cat);  // names match ignoring case
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("\n  Export_Id = 1002;\n"), std::string::npos) << r.out;  // 1000 + num, stable
+  EXPECT_NE(r.out.find("\n  Path = \"/srv/restore/tenants/acme\";\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\n  Pseudo = \"/sendense/acme\";\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\n  Access_Type = RO;\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\n  Anonymous_Uid = " + std::to_string(::getuid()) + ";\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\n  Filesystem_Id = 1936027236.1002;\n"), std::string::npos) << r.out;
+  EXPECT_EQ(cli(dir, "export ganesha --tenant acme --mountpoint /srv/restore" + cat).out, r.out);  // same every run
+
+  // The operator's tree: fixed id, this host only, no forced user.
+  r = cli(dir, "export ganesha --mountpoint /srv/restore" + cat);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("\n  Export_Id = 1000;\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\n  Path = \"/srv/restore\";\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("Clients = 127.0.0.1;"), std::string::npos) << r.out;
+  r = cli(dir, "export samba --mountpoint /srv/restore" + cat);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("\n[sendense-restore]\n"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("force user"), std::string::npos) << r.out;
+  r = cli(dir, "export samba --global");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("\n  allow insecure wide links = no\n"), std::string::npos) << r.out;
+  EXPECT_EQ(cli(dir, "export samba --global --tenant acme").status, 2);
+
+  // The mount point from the daemon's configuration file.
+  test::write_file(dir / "restorefs.conf", "# test\nmountpoint = /from/conf\n");
+  r = cli(dir, "export ganesha --config " + shell_quote(dir / "restorefs.conf") + cat);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("\n  Path = \"/from/conf\";\n"), std::string::npos) << r.out;
+  test::write_file(dir / "bad.conf", "mountpoint = /x\nbogus = 1\n");
+  r = cli(dir, "export ganesha --config " + shell_quote(dir / "bad.conf") + cat);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("bad.conf:2"), std::string::npos) << r.err;
+
+  // Refusals name what is wrong.
+  r = cli(dir, "export samba --tenant nobody --mountpoint /srv/restore" + cat);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("no tenant 'nobody'"), std::string::npos) << r.err;
+  ASSERT_EQ(cli(dir, "tenant add rootish" + cat).status, 0);
+  r = cli(dir, "export ganesha --tenant rootish --mountpoint /srv/restore" + cat);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("tenant rootish has no uid"), std::string::npos) << r.err;
+  ASSERT_EQ(cli(dir, "tenant add ghost --uid " + std::to_string(kUnknownId) + " --gid 0" + cat).status, 0);
+  r = cli(dir, "export samba --tenant ghost --mountpoint /srv/restore" + cat);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("uid " + std::to_string(kUnknownId) + " of tenant ghost has no passwd entry"), std::string::npos)
+      << r.err;
+  for (const char* bad : {"relative/dir", "/with%u", "/a\\\"b", "/a/../etc"}) {
+    r = cli(dir, "export samba --mountpoint " + shell_quote(bad) + cat);
+    EXPECT_EQ(r.status, 1) << bad;
+    EXPECT_NE(r.err.find("mount point"), std::string::npos) << r.err;
+  }
+  EXPECT_EQ(cli(dir, "export").status, 2);
+  EXPECT_EQ(cli(dir, "export nfsd").status, 2);
 }
 
 }  // namespace

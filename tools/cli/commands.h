@@ -25,6 +25,8 @@ int tenant_assign(int argc, char** argv, int first);   // tenant assign NAME --v
 int tenant_unassign(int argc, char** argv, int first); // tenant unassign NAME --vm VM
 int tenant_list(int argc, char** argv, int first);     // tenant list [--json]
 int tenant_remove(int argc, char** argv, int first);   // tenant remove NAME
+int export_samba(int argc, char** argv, int first);    // export samba [--tenant NAME] [--mountpoint DIR] [--global]
+int export_ganesha(int argc, char** argv, int first);  // export ganesha [--tenant NAME] [--mountpoint DIR]
 
 // Shared by the commands.
 // Commands that only read or change existing rows refuse a catalog that does
