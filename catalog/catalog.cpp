@@ -1,5 +1,6 @@
 #include "catalog/catalog.h"
 
+#include <strings.h>
 #include <unistd.h>
 
 #include <array>
@@ -125,6 +126,26 @@ CREATE TABLE kernel_devices (
   helper_pid  INTEGER NOT NULL DEFAULT 0,
   created_at  TEXT NOT NULL
 );
+)sql"},
+    // 6: tenants (customers) and the VMs each owns. num is the permanent key
+    // node ids and export ids derive from (AUTOINCREMENT: never reused after
+    // a remove). Names are unique ignoring case: Samba share names are.
+    // vm_name is the primary key of tenant_vms, so a VM has one owner at
+    // most; it is not a foreign key, a VM may be assigned before its first
+    // backup is imported. uid/gid NULL = unset (root inside the view).
+    {6, R"sql(
+CREATE TABLE tenants (
+  num         INTEGER PRIMARY KEY AUTOINCREMENT,
+  name        TEXT NOT NULL UNIQUE COLLATE NOCASE,
+  uid         INTEGER CHECK (uid IS NULL OR uid BETWEEN 0 AND 4294967294),
+  gid         INTEGER CHECK (gid IS NULL OR gid BETWEEN 0 AND 4294967294),
+  created_at  TEXT NOT NULL
+);
+CREATE TABLE tenant_vms (
+  vm_name     TEXT PRIMARY KEY,
+  tenant_num  INTEGER NOT NULL REFERENCES tenants(num) ON DELETE CASCADE
+);
+CREATE INDEX idx_tenant_vms_tenant ON tenant_vms(tenant_num, vm_name);
 )sql"},
 };
 
@@ -705,6 +726,143 @@ std::vector<MountRecord> Catalog::reconcile_all_mounts() {
   tx.commit();
   for (const MountRecord& m : stale) reconciled_.insert(m.id);
   return stale;
+}
+
+// ---- tenants ---------------------------------------------------------------
+
+bool valid_tenant_name(std::string_view name) {
+  if (name.empty() || name.size() > 64) return false;
+  const auto alnum = [](char c) { return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+  if (!alnum(name.front())) return false;
+  for (char c : name)
+    if (!alnum(c) && c != '.' && c != '_' && c != '-') return false;
+  return true;
+}
+
+namespace {
+
+// The num of tenant `name` (matched ignoring case, like the UNIQUE
+// constraint), or throws Error(ENOENT) naming it.
+int64_t tenant_num(sqlite3* db, const std::string& path, const std::string& name) {
+  Statement st(db, path, "SELECT num FROM tenants WHERE name = ?1");
+  st.bind(1, name);
+  if (!st.step()) throw Error(ENOENT, "no tenant '" + name + "' in the catalog", path);
+  return st.column_int(0);
+}
+
+}  // namespace
+
+TenantRecord Catalog::add_tenant(const std::string& name, std::optional<uint32_t> uid, std::optional<uint32_t> gid) {
+  if (!valid_tenant_name(name))
+    throw Error(EINVAL,
+                "invalid tenant name '" + name +
+                    "' (1 to 64 of A-Z a-z 0-9 . _ -, starting with a letter or digit)",
+                path_);
+  // The operator's share and export are [sendense-restore] and /sendense/restore.
+  if (strcasecmp(name.c_str(), "restore") == 0)
+    throw Error(EINVAL, "tenant name '" + name + "' is reserved (the operator's share is sendense-restore)", path_);
+  // (uid_t)-1 means "leave unchanged" to chown and "no user" to Samba/NFS.
+  constexpr uint32_t kNoId = 4294967295u;
+  if (uid == kNoId) throw Error(EINVAL, "tenant " + name + ": uid 4294967295 is not a user id", path_);
+  if (gid == kNoId) throw Error(EINVAL, "tenant " + name + ": gid 4294967295 is not a group id", path_);
+
+  std::lock_guard lock(mutex_);
+  Transaction tx(db_, path_);
+  {
+    Statement same(db_, path_, "SELECT name FROM tenants WHERE name = ?1");
+    same.bind(1, name);
+    if (same.step()) {
+      const std::string existing = same.column_text(0);
+      throw Error(EEXIST,
+                  existing == name ? "tenant '" + name + "' already exists"
+                                   : "tenant '" + existing + "' already exists (names are unique ignoring case)",
+                  path_);
+    }
+  }
+  {
+    Statement seq(db_, path_, "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'tenants'), 0)");
+    if (seq.step() && seq.column_int(0) >= kMaxTenantNum)
+      throw Error(ENOSPC,
+                  "tenant numbers exhausted (" + std::to_string(kMaxTenantNum) +
+                      ": a tenant's export id 1000 + num must fit ganesha's 16 bits)",
+                  path_);
+  }
+  Statement ins(db_, path_, "INSERT INTO tenants (name, uid, gid, created_at) VALUES (?1, ?2, ?3, ?4)");
+  ins.bind(1, name);
+  if (uid) ins.bind(2, static_cast<int64_t>(*uid)); else ins.bind_null(2);
+  if (gid) ins.bind(3, static_cast<int64_t>(*gid)); else ins.bind_null(3);
+  ins.bind(4, to_iso8601(now_seconds())).run();
+  TenantRecord t;
+  t.num = sqlite3_last_insert_rowid(db_);
+  t.name = name;
+  t.uid = uid;
+  t.gid = gid;
+  tx.commit();
+  return t;
+}
+
+void Catalog::remove_tenant(const std::string& name) {
+  std::lock_guard lock(mutex_);
+  Transaction tx(db_, path_);
+  const int64_t num = tenant_num(db_, path_, name);
+  Statement st(db_, path_, "DELETE FROM tenants WHERE num = ?1");  // tenant_vms rows go by ON DELETE CASCADE
+  st.bind(1, num).run();
+  tx.commit();
+}
+
+void Catalog::assign_vm(const std::string& tenant, const std::string& vm) {
+  check_name(vm, "vm name", path_);
+  std::lock_guard lock(mutex_);
+  Transaction tx(db_, path_);
+  const int64_t num = tenant_num(db_, path_, tenant);
+  {
+    Statement owner(db_, path_,
+                    "SELECT t.num, t.name FROM tenant_vms v JOIN tenants t ON t.num = v.tenant_num WHERE v.vm_name = ?1");
+    owner.bind(1, vm);
+    if (owner.step()) {
+      if (owner.column_int(0) == num) return;  // already this tenant's: nothing to change
+      throw Error(EBUSY,
+                  "vm '" + vm + "' is owned by tenant '" + owner.column_text(1) + "' (unassign it there first)",
+                  path_);
+    }
+  }
+  Statement ins(db_, path_, "INSERT INTO tenant_vms (vm_name, tenant_num) VALUES (?1, ?2)");
+  ins.bind(1, vm).bind(2, num).run();
+  tx.commit();
+}
+
+void Catalog::unassign_vm(const std::string& tenant, const std::string& vm) {
+  std::lock_guard lock(mutex_);
+  Transaction tx(db_, path_);
+  const int64_t num = tenant_num(db_, path_, tenant);
+  Statement del(db_, path_, "DELETE FROM tenant_vms WHERE vm_name = ?1 AND tenant_num = ?2");
+  del.bind(1, vm).bind(2, num).run();
+  if (sqlite3_changes(db_) == 0)
+    throw Error(ENOENT, "vm '" + vm + "' is not assigned to tenant '" + tenant + "'", path_);
+  tx.commit();
+}
+
+std::vector<TenantRecord> Catalog::list_tenants() {
+  std::lock_guard lock(mutex_);
+  std::vector<TenantRecord> out;
+  {
+    Statement st(db_, path_, "SELECT num, name, uid, gid FROM tenants ORDER BY name COLLATE BINARY");
+    while (st.step()) {
+      TenantRecord t;
+      t.num = st.column_int(0);
+      t.name = st.column_text(1);
+      if (!st.column_is_null(2)) t.uid = static_cast<uint32_t>(st.column_int(2));
+      if (!st.column_is_null(3)) t.gid = static_cast<uint32_t>(st.column_int(3));
+      out.push_back(std::move(t));
+    }
+  }
+  Statement vms(db_, path_, "SELECT vm_name FROM tenant_vms WHERE tenant_num = ?1 ORDER BY vm_name COLLATE BINARY");
+  for (TenantRecord& t : out) {
+    vms.reset();
+    vms.bind(1, t.num);
+    while (vms.step()) t.vms.push_back(vms.column_text(0));
+  }
+  return out;
 }
 
 }  // namespace sendense

@@ -12,6 +12,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -91,6 +92,23 @@ struct MountRecord {
   std::string image_reader;   // "qcow2" (ours), "raw", "qemu-nbd" ("" until the image is open)
 };
 
+// A customer that owns VMs: its view of the tree is tenants/<name>/ (the
+// backups of its VMs), shared or exported on its own.
+struct TenantRecord {
+  int64_t num = 0;            // permanent key, never reused (AUTOINCREMENT): node ids of tenants/<name>/ and export ids derive from it
+  std::string name;           // valid_tenant_name()
+  std::optional<uint32_t> uid, gid;   // owner shown inside the tenant's view; unset = 0 (root)
+  std::vector<std::string> vms;       // the VMs it owns, sorted
+};
+
+// [A-Za-z0-9][A-Za-z0-9._-]{0,63}: usable as a folder name, a Samba share
+// name suffix and in a ganesha config without quoting.
+bool valid_tenant_name(std::string_view name);
+
+// The highest tenant num add_tenant hands out: ganesha export ids are 16-bit
+// and a tenant's is 1000 + num (tools/cli/export_stanza.h).
+inline constexpr int64_t kMaxTenantNum = 65535 - 1000;
+
 class Catalog {
  public:
   // Opens (creating if needed) the database, applies pending numbered
@@ -145,6 +163,23 @@ class Catalog {
   // A second call on the same object neither reports nor deletes the rows
   // the first one marked.
   std::vector<MountRecord> reconcile_all_mounts();
+
+  // Tenants. Names are unique ignoring case (Samba share names and the
+  // folders SMB clients see are case-insensitive): adding "Acme" when "acme"
+  // exists is EEXIST. A VM has at most one owner and need not have backups
+  // yet (assign first, import later).
+  // add_tenant: Error EINVAL for a bad name, the name "restore" (any case:
+  // the operator's share is sendense-restore) or a uid/gid of 4294967295
+  // (the "no id" value of chown), EEXIST if it exists, ENOSPC past
+  // kMaxTenantNum.
+  TenantRecord add_tenant(const std::string& name, std::optional<uint32_t> uid, std::optional<uint32_t> gid);
+  void remove_tenant(const std::string& name);                       // ENOENT; also drops its VM assignments
+  // ENOENT no such tenant; EINVAL a vm name that cannot be a folder name;
+  // EBUSY naming the current owner if another tenant owns the VM; assigning
+  // again to the same tenant is a no-op.
+  void assign_vm(const std::string& tenant, const std::string& vm);
+  void unassign_vm(const std::string& tenant, const std::string& vm);  // ENOENT if not assigned to that tenant
+  std::vector<TenantRecord> list_tenants();                            // ordered by name (bytewise)
 
  private:
   std::string path_;

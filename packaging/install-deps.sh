@@ -18,6 +18,7 @@ packages=(
   qemu-utils qemu-system-common e2fsprogs fdisk util-linux rsync attr acl
   dosfstools ntfs-3g xfsprogs btrfs-progs cryptsetup-bin lvm2 file procps bc fuse2fs
   python3  # make-journal-fixtures.sh: fsync(2) of one file, logdump parsing
+  samba smbclient nfs-ganesha nfs-ganesha-vfs libnfs-utils iproute2  # re-export: testparm, smbd, ganesha.nfsd (FSAL VFS), nfs-ls/nfs-cat, ss
 )
 
 if [ "$(id -u)" -ne 0 ]; then

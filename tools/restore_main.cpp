@@ -13,11 +13,13 @@ namespace {
 
 constexpr const char* kUsage = R"(usage: sendense-restore COMMAND [ARGS]
 
-  catalog import DIR [--catalog DB]
+  catalog import DIR [--tenant NAME] [--catalog DB]
       Add every backup image under DIR: *.qcow2/*.qcow as qcow2 (backing
       chain checked), *.raw/*.img as raw; the name decides, never the content.
       Ids, vm and time from backup-<vm>-<YYYYMMDDhhmmss> names, else the file
       stem, parent folder and mtime. Re-running is idempotent.
+      --tenant assigns the VM of every imported backup to tenant NAME (which
+      must exist; a VM another tenant owns is refused, its backups stay).
       <backup-id>-disk<K>.qcow2 (.raw, .img, .vmdk, .vhdx) files are the disks of one
       backup <backup-id>, in the order of K (0, 1, ... without gaps).
   catalog add --id ID --path IMAGE [--path IMAGE]... [--vm NAME] [--time ISO8601]
@@ -33,6 +35,31 @@ constexpr const char* kUsage = R"(usage: sendense-restore COMMAND [ARGS]
   inspect IMAGE... [--format qcow2|raw|vmdk|vhdx] [--json] [--no-replay]
       The qcow2 chain, partition table and volumes of one image; several
       IMAGEs are the disks of one backup (disk 0 first): LVs across them too.
+  tenant add NAME [--uid N] [--gid N] [--catalog DB]
+      A customer whose view is tenants/NAME/ of the tree. NAME: 1 to 64 of
+      A-Z a-z 0-9 . _ -, starting with a letter or digit, unique ignoring
+      case. --uid/--gid: the owner shown inside its view (default 0).
+  tenant assign NAME --vm VM [--vm VM]... [--catalog DB]
+      NAME owns the VMs' backups (a VM has one owner; it need not have
+      backups yet).
+  tenant unassign NAME --vm VM [--catalog DB]
+  tenant list [--json] [--catalog DB]
+  tenant remove NAME [--catalog DB]
+      Forget the tenant and its VM assignments; the backups stay.
+  export samba [--tenant NAME] [--mountpoint DIR] [--config FILE] [--catalog DB]
+  export samba --global
+      Print a read-only Samba share for the whole tree ([sendense-restore],
+      for operators) or for tenant NAME ([sendense-NAME], path
+      MOUNTPOINT/tenants/NAME, sessions forced to the tenant's uid/gid,
+      which need passwd/group entries). --global prints the [global] lines
+      the shares rely on. Comments in the output explain each setting.
+  export ganesha [--tenant NAME] [--mountpoint DIR] [--config FILE] [--catalog DB]
+      Print an NFS-Ganesha EXPORT (FSAL VFS, read-only) for the whole tree
+      (Export_Id 1000, this host only) or for tenant NAME (Export_Id 1000 +
+      its number, all users squashed to its uid/gid, Pseudo /sendense/NAME).
+      MOUNTPOINT: --mountpoint, else `mountpoint` in FILE (default
+      /etc/sendense-restore/restorefs.conf), else /mnt/sendense/restore.
+      A tenant needs --uid and --gid to be exported.
 
   --version
       Print the version and exit.
@@ -60,6 +87,22 @@ int dispatch(int argc, char** argv) {
     if (sub == "remove") return catalog_remove(argc, argv, 3);
     throw UsageError(sub.empty() ? "catalog needs a subcommand (import, add, list, remove)"
                                  : "unknown catalog subcommand '" + sub + "'");
+  }
+  if (cmd == "tenant") {
+    const std::string sub = argc > 2 ? argv[2] : "";
+    if (sub == "add") return tenant_add(argc, argv, 3);
+    if (sub == "assign") return tenant_assign(argc, argv, 3);
+    if (sub == "unassign") return tenant_unassign(argc, argv, 3);
+    if (sub == "list") return tenant_list(argc, argv, 3);
+    if (sub == "remove") return tenant_remove(argc, argv, 3);
+    throw UsageError(sub.empty() ? "tenant needs a subcommand (add, assign, unassign, list, remove)"
+                                 : "unknown tenant subcommand '" + sub + "'");
+  }
+  if (cmd == "export") {
+    const std::string sub = argc > 2 ? argv[2] : "";
+    if (sub == "samba") return export_samba(argc, argv, 3);
+    if (sub == "ganesha") return export_ganesha(argc, argv, 3);
+    throw UsageError(sub.empty() ? "export needs a server (samba, ganesha)" : "unknown export server '" + sub + "'");
   }
   if (cmd == "status") return status(argc, argv, 2);
   if (cmd == "inspect") return inspect(argc, argv, 2);

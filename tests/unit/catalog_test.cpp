@@ -1,6 +1,8 @@
 // The catalog on real SQLite files, import over real qemu-img images, and the
 // `sendense-restore` CLI run as a process.
+#include <grp.h>
 #include <gtest/gtest.h>
+#include <pwd.h>
 #include <sqlite3.h>
 #include <unistd.h>
 
@@ -302,6 +304,186 @@ TEST(Catalog, Iso8601) {
   EXPECT_FALSE(parse_iso8601("2026-13-01"));
   EXPECT_FALSE(parse_iso8601("yesterday"));
   EXPECT_FALSE(parse_iso8601("2026-01-01T12:00:00Zjunk"));
+}
+
+// ---- tenants ---------------------------------------------------------------
+
+// The errno of what `f` throws, or 0 if it does not throw; the message in `what`.
+template <typename F>
+int error_code_of(F&& f, std::string* what = nullptr) {
+  try {
+    f();
+  } catch (const Error& e) {
+    if (what) *what = e.what();
+    return e.code();
+  }
+  return 0;
+}
+
+TEST(Tenants, ValidNames) {
+  for (const char* ok : {"a", "Acme", "acme-1", "a.b_c-d", "0day", "A1234567890123456789012345678901234567890123456789012345678901"})
+    EXPECT_TRUE(valid_tenant_name(ok)) << ok;
+  EXPECT_TRUE(valid_tenant_name(std::string(64, 'x')));
+  EXPECT_FALSE(valid_tenant_name(std::string(65, 'x')));
+  for (const char* bad : {"", ".", "..", ".hidden", "-opt", "_x", "a/b", "a b", "a]b", "a;b", "a\"b", "a{b", "a=b",
+                          "ä", "a\nb", "a$b", "a\\b"})
+    EXPECT_FALSE(valid_tenant_name(bad)) << bad;
+  EXPECT_FALSE(valid_tenant_name(std::string_view("a\0b", 3)));
+}
+
+TEST(Tenants, AddListRemoveAndErrors) {
+  TempDir dir;
+  const std::string db = dir / "catalog.db";
+  Catalog c(db);
+  const TenantRecord zeta = c.add_tenant("zeta", 1001, 1002);
+  EXPECT_GT(zeta.num, 0);
+  EXPECT_EQ(zeta.name, "zeta");
+  EXPECT_EQ(zeta.uid, 1001u);
+  EXPECT_EQ(zeta.gid, 1002u);
+  const TenantRecord acme = c.add_tenant("Acme", std::nullopt, std::nullopt);
+  EXPECT_NE(acme.num, zeta.num);
+  EXPECT_EQ(c.add_tenant("big", 4294967294u, 0).uid, 4294967294u);
+
+  std::string what;
+  EXPECT_EQ(error_code_of([&] { c.add_tenant("zeta", 1, 1); }, &what), EEXIST);
+  EXPECT_NE(what.find("tenant 'zeta' already exists"), std::string::npos) << what;
+  EXPECT_NE(what.find(db), std::string::npos) << what;
+  // Share names are case-insensitive: "ACME" would be the same share.
+  EXPECT_EQ(error_code_of([&] { c.add_tenant("ACME", 1, 1); }, &what), EEXIST);
+  EXPECT_NE(what.find("'Acme'"), std::string::npos) << what;
+  EXPECT_EQ(error_code_of([&] { c.add_tenant("../b", 1, 1); }, &what), EINVAL);
+  EXPECT_NE(what.find("'../b'"), std::string::npos) << what;
+  EXPECT_EQ(error_code_of([&] { c.add_tenant("Restore", 1, 1); }, &what), EINVAL);  // the operator's share name
+  EXPECT_NE(what.find("reserved"), std::string::npos) << what;
+  EXPECT_EQ(error_code_of([&] { c.add_tenant("nobody", 4294967295u, 1); }), EINVAL);
+  EXPECT_EQ(error_code_of([&] { c.add_tenant("nobody", 1, 4294967295u); }), EINVAL);
+
+  auto list = c.list_tenants();
+  ASSERT_EQ(list.size(), 3u);  // bytewise by name
+  EXPECT_EQ(list[0].name, "Acme");
+  EXPECT_EQ(list[0].num, acme.num);
+  EXPECT_FALSE(list[0].uid);
+  EXPECT_FALSE(list[0].gid);
+  EXPECT_EQ(list[1].name, "big");
+  EXPECT_EQ(list[2].name, "zeta");
+  EXPECT_EQ(list[2].uid, 1001u);
+  EXPECT_EQ(list[2].gid, 1002u);
+
+  c.remove_tenant("zeta");
+  EXPECT_EQ(error_code_of([&] { c.remove_tenant("zeta"); }, &what), ENOENT);
+  EXPECT_NE(what.find("'zeta'"), std::string::npos) << what;
+  EXPECT_EQ(c.list_tenants().size(), 2u);
+}
+
+TEST(Tenants, NumIsNeverReusedAfterRemove) {
+  TempDir dir;
+  const std::string db = dir / "catalog.db";
+  int64_t first = 0, second = 0;
+  {
+    Catalog c(db);
+    first = c.add_tenant("a", std::nullopt, std::nullopt).num;
+    second = c.add_tenant("b", std::nullopt, std::nullopt).num;
+    c.remove_tenant("b");  // the highest: a plain rowid would hand it out again
+  }
+  Catalog c(db);
+  const TenantRecord again = c.add_tenant("b", std::nullopt, std::nullopt);
+  EXPECT_GT(again.num, second);
+  EXPECT_EQ(c.list_tenants().front().num, first);
+}
+
+TEST(Tenants, AssignUnassignOneOwnerPerVm) {
+  TempDir dir;
+  Catalog c(dir / "catalog.db");
+  c.add_tenant("acme", std::nullopt, std::nullopt);
+  c.add_tenant("other", std::nullopt, std::nullopt);
+  c.upsert_backup(backup("b1"));  // vm1 has a backup; vm-later has none yet
+  c.assign_vm("acme", "vm1");
+  c.assign_vm("acme", "vm-later");
+  c.assign_vm("acme", "a-first");
+  c.assign_vm("acme", "vm1");  // again, same tenant: no-op
+  auto list = c.list_tenants();
+  ASSERT_EQ(list.size(), 2u);
+  EXPECT_EQ(list[0].vms, (std::vector<std::string>{"a-first", "vm-later", "vm1"}));
+  EXPECT_TRUE(list[1].vms.empty());
+
+  std::string what;
+  EXPECT_EQ(error_code_of([&] { c.assign_vm("other", "vm1"); }, &what), EBUSY);
+  EXPECT_NE(what.find("'vm1'"), std::string::npos) << what;
+  EXPECT_NE(what.find("'acme'"), std::string::npos) << what;  // names the current owner
+  EXPECT_EQ(error_code_of([&] { c.assign_vm("nobody", "vm1"); }, &what), ENOENT);
+  EXPECT_NE(what.find("'nobody'"), std::string::npos) << what;
+  EXPECT_EQ(error_code_of([&] { c.assign_vm("acme", "a/b"); }), EINVAL);
+  EXPECT_EQ(error_code_of([&] { c.assign_vm("acme", ""); }), EINVAL);
+
+  EXPECT_EQ(error_code_of([&] { c.unassign_vm("other", "vm1"); }, &what), ENOENT);
+  EXPECT_NE(what.find("'vm1'"), std::string::npos) << what;
+  EXPECT_EQ(error_code_of([&] { c.unassign_vm("nobody", "vm1"); }), ENOENT);
+  c.unassign_vm("acme", "vm1");
+  EXPECT_EQ(error_code_of([&] { c.unassign_vm("acme", "vm1"); }), ENOENT);
+  c.assign_vm("other", "vm1");  // free again
+  list = c.list_tenants();
+  EXPECT_EQ(list[0].vms, (std::vector<std::string>{"a-first", "vm-later"}));
+  EXPECT_EQ(list[1].vms, (std::vector<std::string>{"vm1"}));
+
+  // Removing a tenant drops its assignments: the VMs can be given to another.
+  c.remove_tenant("acme");
+  c.assign_vm("other", "vm-later");
+  EXPECT_EQ(c.list_tenants().front().vms, (std::vector<std::string>{"vm-later", "vm1"}));
+  // Backups are not the tenant's to remove.
+  EXPECT_TRUE(c.find_backup("b1"));
+  // And removing a backup leaves the assignment (the VM's next backup is still the tenant's).
+  ASSERT_TRUE(c.remove_backup("b1"));
+  EXPECT_EQ(c.list_tenants().front().vms, (std::vector<std::string>{"vm-later", "vm1"}));
+}
+
+TEST(Tenants, MigrationOnACatalogOfAnOlderBuild) {
+  TempDir dir;
+  const std::string db = dir / "catalog.db";
+  {
+    Catalog c(db);
+    c.upsert_backup(backup("b1"));
+  }
+  {
+    // Back to the schema before migration 6, as an older build left it.
+    RawDb raw(db);
+    raw.text("DROP TABLE tenant_vms");
+    raw.text("DROP TABLE tenants");
+    raw.text("DELETE FROM schema_migrations WHERE version = 6");
+    ASSERT_EQ(raw.text("SELECT COUNT(*) FROM sqlite_schema WHERE name = 'tenants'"), "0");
+  }
+  Catalog c(db);
+  EXPECT_EQ(c.schema_version(), Catalog::latest_schema_version());
+  EXPECT_TRUE(c.find_backup("b1"));
+  EXPECT_TRUE(c.list_tenants().empty());
+  c.add_tenant("acme", 5, 6);
+  c.assign_vm("acme", "vm1");
+  EXPECT_EQ(c.list_tenants().front().vms, (std::vector<std::string>{"vm1"}));
+  RawDb raw(db);
+  EXPECT_EQ(raw.text("SELECT COUNT(*) FROM schema_migrations WHERE version = 6"), "1");
+}
+
+TEST(Tenants, ConcurrentAssignGivesOneOwner) {
+  TempDir dir;
+  const std::string db = dir / "catalog.db";
+  {
+    Catalog c(db);
+    for (int t = 0; t < 4; ++t) c.add_tenant("t" + std::to_string(t), std::nullopt, std::nullopt);
+  }
+  // Separate connections (as separate CLI processes): one wins, the rest get EBUSY.
+  std::vector<std::thread> threads;
+  std::vector<int> codes(4);
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      Catalog c(db);
+      codes[t] = error_code_of([&] { c.assign_vm("t" + std::to_string(t), "contested"); });
+    });
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(std::count(codes.begin(), codes.end(), 0), 1);
+  EXPECT_EQ(std::count(codes.begin(), codes.end(), EBUSY), 3);
+  Catalog c(db);
+  size_t owners = 0;
+  for (const auto& t : c.list_tenants()) owners += t.vms.size();
+  EXPECT_EQ(owners, 1u);
 }
 
 // ---- import ----------------------------------------------------------------
@@ -759,6 +941,211 @@ TEST(Cli, InspectPartitionsAndVolumes) {
   r = cli(dir, "inspect " + shell_quote(dir / "disk.bin"));
   EXPECT_EQ(r.status, 2) << r.err;
   EXPECT_NE(r.err.find("--format"), std::string::npos) << r.err;
+}
+
+
+// ---- the CLI: tenants and export stanzas -------------------------------------
+
+TEST(Cli, TenantAddAssignListUnassignRemove) {
+  TempDir dir;
+  const std::string db = dir / "c.db";
+  const std::string cat = " --catalog " + shell_quote(db);
+  // Commands that change existing rows do not create a catalog at a mistyped path.
+  Cli r = cli(dir, "tenant assign acme --vm web01" + cat);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("c.db"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(db));
+
+  r = cli(dir, "tenant add acme --uid 1001 --gid 1002" + cat);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("added tenant acme"), std::string::npos) << r.out;
+  r = cli(dir, "tenant add beta" + cat);
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = cli(dir, "tenant add ACME" + cat);  // unique ignoring case
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("'acme' already exists"), std::string::npos) << r.err;
+  EXPECT_EQ(lines(r.err), 1u) << r.err;
+  EXPECT_EQ(cli(dir, "tenant add ../x" + cat).status, 2);
+  EXPECT_EQ(cli(dir, "tenant add x --uid -1" + cat).status, 2);
+  EXPECT_EQ(cli(dir, "tenant add x --uid 4294967295" + cat).status, 2);
+  EXPECT_EQ(cli(dir, "tenant add x --uid 12ab" + cat).status, 2);
+  EXPECT_EQ(cli(dir, "tenant assign acme" + cat).status, 2);  // no --vm
+
+  r = cli(dir, "tenant assign acme --vm web01 --vm ../x" + cat);  // a bad name: nothing assigned
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("invalid vm name '../x'"), std::string::npos) << r.err;
+  EXPECT_TRUE(Catalog(db).list_tenants().front().vms.empty());
+  r = cli(dir, "tenant assign acme --vm web01 --vm db01" + cat);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("assigned web01 to acme"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("'web01' has no backups in the catalog yet"), std::string::npos) << r.err;
+  r = cli(dir, "tenant assign acme --vm web01" + cat);  // again: no-op
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("already  web01"), std::string::npos) << r.out;
+  // Another owner's VM refuses the whole list.
+  r = cli(dir, "tenant assign beta --vm mail01 --vm web01" + cat);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("'web01' is owned by tenant 'acme'"), std::string::npos) << r.err;
+  r = cli(dir, "tenant list --json" + cat);
+  ASSERT_EQ(r.status, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j.size(), 2u);
+  EXPECT_EQ(j[0]["name"], "acme");
+  EXPECT_EQ(j[0]["uid"], 1001);
+  EXPECT_EQ(j[0]["gid"], 1002);
+  EXPECT_EQ(j[0]["vms"], nlohmann::json({"db01", "web01"}));
+  EXPECT_GT(j[0]["num"].get<int64_t>(), 0);
+  EXPECT_EQ(j[1]["name"], "beta");
+  EXPECT_TRUE(j[1]["uid"].is_null());
+  EXPECT_TRUE(j[1]["vms"].empty()) << j[1];  // mail01 was not assigned either
+
+  r = cli(dir, "tenant list" + cat);
+  EXPECT_EQ(r.status, 0);
+  EXPECT_EQ(lines(r.out), 3u) << r.out;
+  EXPECT_NE(r.out.find("db01,web01"), std::string::npos) << r.out;
+
+  r = cli(dir, "tenant unassign beta --vm web01" + cat);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("not assigned to tenant 'beta'"), std::string::npos) << r.err;
+  r = cli(dir, "tenant unassign acme --vm web01" + cat);
+  EXPECT_EQ(r.status, 0) << r.err;
+  r = cli(dir, "tenant remove acme" + cat);
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("1 vm assignments dropped"), std::string::npos) << r.out;
+  r = cli(dir, "tenant remove acme" + cat);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("no tenant 'acme'"), std::string::npos) << r.err;
+  EXPECT_EQ(cli(dir, "tenant" + cat).status, 2);
+  EXPECT_EQ(cli(dir, "tenant frob" + cat).status, 2);
+}
+
+TEST(Cli, ImportWithTenantAssignsItsVms) {
+  SENDENSE_REQUIRE_TOOL("qemu-img");
+  TempDir dir;
+  const std::string repo = dir / "repo", db = dir / "c.db";
+  fs::create_directories(repo);
+  qcow2(repo + "/backup-web01-20260101120000.qcow2");
+  qcow2(repo + "/backup-db01-20260101120000.qcow2");
+  const std::string cat = " --catalog " + shell_quote(db);
+
+  // The tenant must exist: nothing is imported otherwise.
+  Cli r = cli(dir, "tenant add other" + cat);
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = cli(dir, "catalog import " + shell_quote(repo) + " --tenant acme" + cat);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("no tenant 'acme'"), std::string::npos) << r.err;
+  EXPECT_TRUE(Catalog(db).list_backups().empty());
+
+  r = cli(dir, "tenant add acme --uid 1 --gid 1" + cat);
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = cli(dir, "catalog import " + shell_quote(repo) + " --tenant acme" + cat);
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("2 added"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("assigned   db01 to acme"), std::string::npos) << r.out;
+  {
+    Catalog c(db);
+    EXPECT_EQ(c.list_tenants().front().vms, (std::vector<std::string>{"db01", "web01"}));
+  }
+  // Idempotent: the unchanged backups' VMs are still acme's, nothing new assigned.
+  r = cli(dir, "catalog import " + shell_quote(repo) + " --tenant acme" + cat);
+  ASSERT_EQ(r.status, 0) << r.out << r.err;
+  EXPECT_EQ(r.out.find("assigned"), std::string::npos) << r.out;
+
+  // A VM another tenant owns: the backups are imported, no VM is assigned, exit 1.
+  qcow2(repo + "/backup-mail01-20260101120000.qcow2");
+  r = cli(dir, "catalog import " + shell_quote(repo) + " --tenant other" + cat);
+  EXPECT_EQ(r.status, 1) << r.out;
+  EXPECT_NE(r.err.find("is owned by tenant 'acme'"), std::string::npos) << r.err;
+  Catalog c(db);
+  EXPECT_TRUE(c.find_backup("backup-mail01-20260101120000"));
+  EXPECT_TRUE(c.list_tenants()[1].vms.empty());
+}
+
+// A uid/gid this host has no passwd/group entry for (Samba's force user needs one).
+constexpr uint32_t kUnknownId = 3999999999u;
+
+TEST(Cli, ExportStanzas) {
+  TempDir dir;
+  const std::string db = dir / "c.db";
+  const std::string cat = " --catalog " + shell_quote(db);
+  const passwd* pw = ::getpwuid(::getuid());
+  const group* gr = ::getgrgid(::getgid());
+  ASSERT_TRUE(pw && gr);
+  const std::string user = pw->pw_name, grp = gr->gr_name;
+  ASSERT_EQ(cli(dir, "tenant add first --uid 1 --gid 1" + cat).status, 0);
+  ASSERT_EQ(cli(dir, "tenant remove first" + cat).status, 0);  // its num is not reused
+  ASSERT_EQ(cli(dir, "tenant add acme --uid " + std::to_string(::getuid()) + " --gid " + std::to_string(::getgid()) + cat)
+                .status,
+            0);
+  const int64_t num = Catalog(db).list_tenants().front().num;
+  ASSERT_EQ(num, 2);
+
+  Cli r = cli(dir, "export samba --tenant acme --mountpoint /srv/restore/" + cat);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("\n[sendense-acme]\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\n  path = /srv/restore/tenants/acme\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\n  read only = yes\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\n  wide links = no\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\n  force user = " + user + "\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\n  force group = " + grp + "\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\n  vfs objects =\n"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("\n  wide links = yes"), std::string::npos) << r.out;  // (comments may name it)
+
+  r = cli(dir, "export ganesha --tenant ACME --mountpoint /srv/restore" + cat);  // names match ignoring case
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("\n  Export_Id = 1002;\n"), std::string::npos) << r.out;  // 1000 + num, stable
+  EXPECT_NE(r.out.find("\n  Path = \"/srv/restore/tenants/acme\";\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\n  Pseudo = \"/sendense/acme\";\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\n  Access_Type = RO;\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\n  Anonymous_Uid = " + std::to_string(::getuid()) + ";\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\n  Filesystem_Id = 1936027236.1002;\n"), std::string::npos) << r.out;
+  EXPECT_EQ(cli(dir, "export ganesha --tenant acme --mountpoint /srv/restore" + cat).out, r.out);  // same every run
+
+  // The operator's tree: fixed id, this host only, no forced user.
+  r = cli(dir, "export ganesha --mountpoint /srv/restore" + cat);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("\n  Export_Id = 1000;\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\n  Path = \"/srv/restore\";\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("Clients = 127.0.0.1;"), std::string::npos) << r.out;
+  r = cli(dir, "export samba --mountpoint /srv/restore" + cat);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("\n[sendense-restore]\n"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("force user"), std::string::npos) << r.out;
+  r = cli(dir, "export samba --global");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("\n  allow insecure wide links = no\n"), std::string::npos) << r.out;
+  EXPECT_EQ(cli(dir, "export samba --global --tenant acme").status, 2);
+
+  // The mount point from the daemon's configuration file.
+  test::write_file(dir / "restorefs.conf", "# test\nmountpoint = /from/conf\n");
+  r = cli(dir, "export ganesha --config " + shell_quote(dir / "restorefs.conf") + cat);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("\n  Path = \"/from/conf\";\n"), std::string::npos) << r.out;
+  test::write_file(dir / "bad.conf", "mountpoint = /x\nbogus = 1\n");
+  r = cli(dir, "export ganesha --config " + shell_quote(dir / "bad.conf") + cat);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("bad.conf:2"), std::string::npos) << r.err;
+
+  // Refusals name what is wrong.
+  r = cli(dir, "export samba --tenant nobody --mountpoint /srv/restore" + cat);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("no tenant 'nobody'"), std::string::npos) << r.err;
+  ASSERT_EQ(cli(dir, "tenant add rootish" + cat).status, 0);
+  r = cli(dir, "export ganesha --tenant rootish --mountpoint /srv/restore" + cat);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("tenant rootish has no uid"), std::string::npos) << r.err;
+  ASSERT_EQ(cli(dir, "tenant add ghost --uid " + std::to_string(kUnknownId) + " --gid 0" + cat).status, 0);
+  r = cli(dir, "export samba --tenant ghost --mountpoint /srv/restore" + cat);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("uid " + std::to_string(kUnknownId) + " of tenant ghost has no passwd entry"), std::string::npos)
+      << r.err;
+  for (const char* bad : {"relative/dir", "/with%u", "/a\\\"b", "/a/../etc"}) {
+    r = cli(dir, "export samba --mountpoint " + shell_quote(bad) + cat);
+    EXPECT_EQ(r.status, 1) << bad;
+    EXPECT_NE(r.err.find("mount point"), std::string::npos) << r.err;
+  }
+  EXPECT_EQ(cli(dir, "export").status, 2);
+  EXPECT_EQ(cli(dir, "export nfsd").status, 2);
 }
 
 }  // namespace

@@ -4,6 +4,8 @@
 #include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
 
 #include "catalog/catalog.h"
 #include "readers/common/error.h"
@@ -13,13 +15,6 @@
 namespace sendense::cli {
 
 namespace {
-
-// Commands that only read refuse a catalog that does not exist instead of
-// creating an empty one at a mistyped path.
-void require_existing(const std::string& db) {
-  std::error_code ec;
-  if (!std::filesystem::exists(db, ec)) throw Error(ENOENT, "catalog not found (give --catalog DB)", db);
-}
 
 nlohmann::json disks_json(const BackupRecord& b) {
   nlohmann::json out = nlohmann::json::array();
@@ -43,10 +38,20 @@ nlohmann::json to_json(const BackupRecord& b) {
 
 }  // namespace
 
+void require_existing_catalog(const std::string& db) {
+  std::error_code ec;
+  if (!std::filesystem::exists(db, ec)) throw Error(ENOENT, "catalog not found (give --catalog DB)", db);
+}
+
 int catalog_import(int argc, char** argv, int first) {
-  const Args args = parse_args(argc, argv, first, {"--catalog"}, {});
+  const Args args = parse_args(argc, argv, first, {"--catalog", "--tenant"}, {});
   expect_positionals(args, {"DIR"});
+  const auto tenant_name = args.value("--tenant");
+  if (tenant_name) require_existing_catalog(args.value_or("--catalog", kDefaultCatalog));
   Catalog catalog(args.value_or("--catalog", kDefaultCatalog));
+  // The tenant must exist before anything is imported.
+  std::optional<TenantRecord> tenant;
+  if (tenant_name) tenant = require_tenant(catalog, *tenant_name);
   const ImportReport r = import_repository(catalog, args.positional[0]);
 
   for (const auto& id : r.added) std::cout << "added      " << id << "\n";
@@ -56,7 +61,23 @@ int catalog_import(int argc, char** argv, int first) {
   for (const auto& e : r.errors) std::cerr << "sendense-restore: error: " << e << "\n";
   std::cout << r.added.size() << " added, " << r.updated.size() << " updated, " << r.unchanged.size()
             << " unchanged, " << r.errors.size() << " errors, " << r.missing.size() << " missing\n";
-  return r.errors.empty() ? 0 : 1;
+  bool assigned_all = true;
+  if (tenant) {
+    // Every VM of an imported backup (added, updated or unchanged) is the tenant's.
+    std::set<std::string> vms;
+    for (const auto* ids : {&r.added, &r.updated, &r.unchanged})
+      for (const std::string& id : *ids)
+        if (auto b = catalog.find_backup(id)) vms.insert(b->vm);
+    try {
+      for (const std::string& vm : assign_vms(catalog, tenant->name, {vms.begin(), vms.end()}))
+        std::cout << "assigned   " << vm << " to " << tenant->name << "\n";
+    } catch (const Error& e) {
+      // The backups are imported; only the assignment is refused.
+      std::cerr << "sendense-restore: error: " << e.what() << "\n";
+      assigned_all = false;
+    }
+  }
+  return r.errors.empty() && assigned_all ? 0 : 1;
 }
 
 int catalog_add(int argc, char** argv, int first) {
@@ -129,7 +150,7 @@ int catalog_list(int argc, char** argv, int first) {
   const Args args = parse_args(argc, argv, first, {"--catalog"}, {"--json"});
   expect_positionals(args, {});
   const std::string db = args.value_or("--catalog", kDefaultCatalog);
-  require_existing(db);
+  require_existing_catalog(db);
   Catalog catalog(db);
   const auto backups = catalog.list_backups();
   if (args.flag("--json")) {
@@ -150,7 +171,7 @@ int catalog_remove(int argc, char** argv, int first) {
   const Args args = parse_args(argc, argv, first, {"--catalog"}, {});
   expect_positionals(args, {"ID"});
   const std::string db = args.value_or("--catalog", kDefaultCatalog);
-  require_existing(db);
+  require_existing_catalog(db);
   Catalog catalog(db);
   const std::string& id = args.positional[0];
   std::vector<std::string> children;
