@@ -18,6 +18,10 @@ packages=(
   qemu-utils qemu-system-common e2fsprogs fdisk util-linux rsync attr acl
   dosfstools ntfs-3g xfsprogs btrfs-progs cryptsetup-bin lvm2 file procps bc fuse2fs
   python3  # make-journal-fixtures.sh: fsync(2) of one file, logdump parsing
+  # re-export tests (tests/reexport, reexport_test): real servers and clients on
+  # loopback; libnfs-dev and libssl-dev build our own NFSv4 client; rpcbind only
+  # for NFSv3 (the tests use NFSv4)
+  samba smbclient nfs-ganesha nfs-ganesha-vfs libnfs-utils libnfs-dev libssl-dev rpcbind
 )
 
 if [ "$(id -u)" -ne 0 ]; then
