@@ -144,7 +144,7 @@ struct Nfs4Client::Reply {
 
 namespace {
 
-void copy_results(const COMPOUND4res& res, void* reply_ptr);
+void copy_results(const void* res, void* reply_ptr);
 
 }  // namespace
 
@@ -202,11 +202,22 @@ std::string Nfs4Client::connect(const std::string& host, int port, std::chrono::
 
 namespace {
 
-void copy_results(const COMPOUND4res& res, void* reply_ptr) {
+// libnfs 4.0's XDR decoder places structures at 4-byte alignment (its zdr
+// allocator), where nfs_resop4 and entry4 need 8 (UBSan: "misaligned
+// address"): every structure is copied out with memcpy before use.
+template <typename T>
+T aligned_copy(const void* p) {
+  T out;
+  std::memcpy(static_cast<void*>(&out), p, sizeof out);
+  return out;
+}
+
+void copy_results(const void* res_ptr, void* reply_ptr) {
   auto* r = static_cast<Nfs4Client::Reply*>(reply_ptr);
+  const auto res = aligned_copy<COMPOUND4res>(res_ptr);
   r->status = res.status;
   for (u_int i = 0; i < res.resarray.resarray_len; ++i) {
-    const nfs_resop4& op = res.resarray.resarray_val[i];
+    const auto op = aligned_copy<nfs_resop4>(reinterpret_cast<const char*>(res.resarray.resarray_val) + i * sizeof(nfs_resop4));
     switch (op.resop) {
       case OP_GETFH:
         if (op.nfs_resop4_u.opgetfh.status == NFS4_OK) {
@@ -235,11 +246,13 @@ void copy_results(const COMPOUND4res& res, void* reply_ptr) {
         if (op.nfs_resop4_u.opreaddir.status == NFS4_OK) {
           const READDIR4resok& ok = op.nfs_resop4_u.opreaddir.READDIR4res_u.resok4;
           std::memcpy(r->verifier, ok.cookieverf, NFS4_VERIFIER_SIZE);
-          for (const entry4* e = ok.reply.entries; e; e = e->nextentry) {
+          for (const entry4* p = ok.reply.entries; p;) {
+            const auto e = aligned_copy<entry4>(p);
             NfsDirEntry de;
-            de.name.assign(e->name.utf8string_val, e->name.utf8string_len);
-            de.attr = decode_attrs(e->attrs);
-            r->entries.emplace_back(e->cookie, std::move(de));
+            de.name.assign(e.name.utf8string_val, e.name.utf8string_len);
+            de.attr = decode_attrs(e.attrs);
+            r->entries.emplace_back(e.cookie, std::move(de));
+            p = e.nextentry;
           }
           r->eof = ok.reply.eof;
         }
@@ -296,7 +309,7 @@ int Nfs4Client::compound(std::vector<Op>& ops, Reply* reply) {
   auto cb = [](rpc_context* rpc, int status, void* data, void* priv) {
     auto* r = static_cast<Reply*>(priv);
     if (status == RPC_STATUS_SUCCESS && data) {
-      copy_results(*static_cast<COMPOUND4res*>(data), r);
+      copy_results(data, r);
     } else {
       r->status = -1;
       r->rpc_error = status == RPC_STATUS_TIMEOUT ? "rpc timeout"

@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <functional>
@@ -33,7 +34,7 @@ std::string slurp(const std::string& path) {
 std::string tail_lines(const std::string& s, int lines) {
   size_t pos = s.size();
   for (int i = 0; i <= lines && pos != std::string::npos && pos > 0; ++i) pos = s.rfind('\n', pos - 1);
-  return pos == std::string::npos ? s : s.substr(pos + 1);
+  return pos == std::string::npos || pos == 0 ? s : s.substr(pos + 1);
 }
 
 bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
@@ -120,6 +121,31 @@ std::vector<pid_t> process_group(pid_t pgid) {
     long pid = std::strtol(e->d_name, &end, 10);
     if (!end || *end || pid <= 0) continue;
     if (::getpgid(static_cast<pid_t>(pid)) == pgid) out.push_back(static_cast<pid_t>(pid));
+  }
+  ::closedir(d);
+  return out;
+}
+
+std::vector<pid_t> server_processes(pid_t pid) {
+  std::vector<pid_t> out = process_group(pid);
+  DIR* d = ::opendir("/proc");
+  if (!d) return out;
+  while (dirent* e = ::readdir(d)) {
+    char* end = nullptr;
+    long p = std::strtol(e->d_name, &end, 10);
+    if (!end || *end || p <= 0) continue;
+    std::ifstream stat("/proc/" + std::string(e->d_name) + "/stat");
+    std::string line;
+    std::getline(stat, line);
+    // "pid (comm) state ppid ...": comm may hold spaces, so parse after ')'.
+    auto close = line.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(line.substr(close + 1));
+    std::string state;
+    long ppid = 0;
+    rest >> state >> ppid;
+    if (ppid == pid && std::find(out.begin(), out.end(), static_cast<pid_t>(p)) == out.end())
+      out.push_back(static_cast<pid_t>(p));
   }
   ::closedir(d);
   return out;

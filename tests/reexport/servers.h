@@ -31,6 +31,8 @@ std::vector<std::string> open_fds(pid_t pid);
 size_t fds_under(pid_t pid, const std::string& dir);
 // Every process in process group `pgid` (smbd's children are in its group).
 std::vector<pid_t> process_group(pid_t pgid);
+// `pid`, its process group and its children (smbd's per-client processes).
+std::vector<pid_t> server_processes(pid_t pid);
 
 class ServerProcess {
  public:
