@@ -17,7 +17,7 @@ file_mib=${2:-256}
 small=${3:-3000}
 work=$(mktemp -d /var/tmp/sendense-rx-bench-XXXXXX)
 id=backup-bench-20260101000000
-client=$build/tests/reexport/nfs_hold_client
+client=$build/nfs_hold_client
 
 for tool in ganesha.nfsd smbd smbclient nfs-cat mkfs.ext4 qemu-img; do
   command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 1; }

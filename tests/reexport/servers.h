@@ -6,7 +6,8 @@
 // Each server runs as a child in a process group of its own (smbd forks one
 // child per client); stop() sends SIGTERM to the group, waits, then SIGKILL
 // to the group, and the destructor does the same: no server outlives the
-// object that started it.
+// object that started it. A server also gets SIGKILL when the test process
+// dies without running destructors (PR_SET_PDEATHSIG).
 #pragma once
 
 #include <sys/types.h>
