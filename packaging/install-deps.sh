@@ -18,7 +18,10 @@ packages=(
   qemu-utils qemu-system-common e2fsprogs fdisk util-linux rsync attr acl
   dosfstools ntfs-3g xfsprogs btrfs-progs cryptsetup-bin lvm2 file procps bc fuse2fs
   python3  # make-journal-fixtures.sh: fsync(2) of one file, logdump parsing
-  samba smbclient nfs-ganesha nfs-ganesha-vfs libnfs-utils iproute2  # re-export: testparm, smbd, ganesha.nfsd (FSAL VFS), nfs-ls/nfs-cat, ss
+  # re-export (export stanzas, tests/reexport, reexport_test): real servers and
+  # clients on loopback: testparm/smbd/smbclient, ganesha.nfsd (FSAL VFS),
+  # nfs-ls/nfs-cat; libnfs-dev and libssl-dev build our own NFSv4 client; ss
+  samba smbclient nfs-ganesha nfs-ganesha-vfs libnfs-utils libnfs-dev libssl-dev iproute2
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -205,6 +205,12 @@ class RestoreDaemon {
     return {};
   }
 
+  // Appends a line to the log (a test's own milestones between daemon lines).
+  void note(const std::string& line) {
+    std::ofstream log(log_path_, std::ios::app);
+    log << "=== harness: " << line << "\n";
+  }
+
   // SIGTERM (or `sig`), wait up to 20 s. Returns "" when the daemon exited 0
   // and the mount is gone, else what went wrong (after cleaning up).
   std::string stop(int sig = SIGTERM) {
@@ -227,6 +233,26 @@ class RestoreDaemon {
       problem += (problem.empty() ? "" : "; ") + std::string("mount still present after the daemon exited");
       run("umount -l " + shell_quote(mount_point_));
     }
+    return problem;
+  }
+
+  // Sends `sig` and waits (up to 20 s, then SIGKILL) for the daemon to exit,
+  // leaving the mount as the daemon left it (a restart test starts the next
+  // daemon on it). Returns "" on exit 0, else the exit status.
+  std::string terminate(int sig = SIGTERM) {
+    if (pid_ <= 0) return "not running";
+    ::kill(pid_, sig);
+    int st = 0;
+    std::string problem;
+    if (!wait_for([&] { return ::waitpid(pid_, &st, WNOHANG) == pid_; }, std::chrono::seconds(20))) {
+      problem = "daemon did not exit within 20 s of signal " + std::to_string(sig);
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, &st, 0);
+    } else if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
+      problem = "daemon exit status: " + describe_status(st);
+    }
+    pid_ = -1;
+    exit_status_ = st;
     return problem;
   }
 
