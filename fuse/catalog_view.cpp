@@ -19,6 +19,24 @@ const BackupRecord* CatalogSnapshot::find_num(int64_t num) const {
   return it == by_num.end() ? nullptr : &backups[it->second];
 }
 
+const TenantRecord* CatalogSnapshot::tenant(const std::string& name) const {
+  for (const auto& t : tenants)
+    if (t.name == name) return &t;
+  return nullptr;
+}
+
+const TenantRecord* CatalogSnapshot::tenant_num(int64_t num) const {
+  for (const auto& t : tenants)
+    if (t.num == num) return &t;
+  return nullptr;
+}
+
+bool CatalogSnapshot::sees(const std::string& name, const std::string& vm) const {
+  if (name.empty()) return true;
+  auto it = owner_of_vm.find(vm);
+  return it != owner_of_vm.end() && it->second == name;
+}
+
 std::string by_vm_entry_name(int64_t created_at) {
   std::time_t t = static_cast<std::time_t>(created_at);
   std::tm tm{};
@@ -30,11 +48,16 @@ std::string by_vm_entry_name(int64_t created_at) {
 
 namespace {
 
-// A backup id becomes a name in the root next to by-vm/.
-bool usable_name(const std::string& id) { return valid_entry_name(id) && id != "by-vm"; }
+// A backup id becomes a name in the root next to by-vm/ and tenants/.
+bool usable_name(const std::string& id) { return valid_entry_name(id) && id != "by-vm" && id != "tenants"; }
 
-std::shared_ptr<const CatalogSnapshot> build(std::vector<BackupRecord> rows) {
+std::shared_ptr<const CatalogSnapshot> build(std::vector<BackupRecord> rows, std::vector<TenantRecord> tenants) {
   auto snap = std::make_shared<CatalogSnapshot>();
+  for (auto& t : tenants) {
+    if (!valid_tenant_name(t.name)) continue;
+    for (const auto& vm : t.vms) snap->owner_of_vm[vm] = t.name;
+    snap->tenants.push_back(std::move(t));
+  }
   std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
   for (auto& r : rows) {
     if (r.status != "completed" || !usable_name(r.id)) continue;
@@ -67,7 +90,7 @@ CatalogView::CatalogView(Catalog& catalog) : catalog_(catalog), snapshot_(std::m
 }
 
 std::vector<std::string> CatalogView::refresh() {
-  auto fresh = build(catalog_.list_backups());
+  auto fresh = build(catalog_.list_backups(), catalog_.list_tenants());
   std::vector<std::string> gone;
   std::lock_guard lock(mutex_);
   for (const auto& b : snapshot_->backups)

@@ -24,6 +24,13 @@ struct CatalogSnapshot {
   // vm -> (by-vm entry name, index), sorted by backup time
   std::map<std::string, std::vector<std::pair<std::string, size_t>>> by_vm;
   std::unordered_map<uint64_t, std::string> vm_by_key;       // node::vm_key(vm) -> vm
+  std::vector<TenantRecord> tenants;                         // usable as folder names, by name
+  std::unordered_map<std::string, std::string> owner_of_vm;  // vm -> tenant name
+
+  const TenantRecord* tenant(const std::string& name) const;
+  const TenantRecord* tenant_num(int64_t num) const;
+  // Whether `tenant` ("" = the operator, who sees everything) may see `vm`.
+  bool sees(const std::string& tenant, const std::string& vm) const;
 
   const BackupRecord* find(const std::string& id) const;
   const BackupRecord* find_num(int64_t num) const;

@@ -1,6 +1,7 @@
 #include "fuse/daemon.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
@@ -13,6 +14,7 @@
 #include <condition_variable>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -27,7 +29,9 @@
 #include "fuse/metrics.h"
 #include "fuse/metrics_server.h"
 #include "fuse/restore_tree.h"
+#include "fuse/served_mount.h"
 #include "fuse/session_io.h"
+#include "fuse/tenant_views.h"
 #include "fuse/systemd_notify.h"
 #include "readers/common/error.h"
 #include "readers/common/log.h"
@@ -195,6 +199,18 @@ bool raise_readahead(const std::string& mountpoint) {
   return value == 1024;
 }
 
+// A kept /dev/fuse descriptor whose connection still works (poll reports
+// POLLERR once it was unmounted or aborted).
+bool connection_alive(int fd) {
+  pollfd p{fd, 0, 0};
+  return ::poll(&p, 1, 0) == 0;
+}
+
+bool mounted_here(const std::string& path) {
+  auto top = top_mount_at(path);
+  return top && top->ours;
+}
+
 // A mount left by a crashed run. We hold the mount point's lock, so a mount
 // of ours there is dead: detach it lazily, but only when it is the topmost
 // mount (MNT_DETACH removes the topmost). A dead mount of something else
@@ -218,12 +234,13 @@ void clear_dead_mount(const std::string& mountpoint) {
 class Housekeeper {
  public:
   Housekeeper(const DaemonOptions& options, std::string mountpoint, CatalogView& view, AttachManager& manager,
-              Metrics& metrics)
+              Metrics& metrics, TenantViews& tenants)
       : options_(options),
         mountpoint_(std::move(mountpoint)),
         view_(view),
         manager_(manager),
         metrics_(metrics),
+        tenants_(tenants),
         thread_([this] { run(); }) {}
   ~Housekeeper() {
     {
@@ -243,6 +260,7 @@ class Housekeeper {
         std::chrono::milliseconds(500), std::chrono::duration_cast<std::chrono::milliseconds>(options_.idle_timeout) / 2 +
                                             std::chrono::milliseconds(1));
     int readahead_tries = 20;  // 10 s
+    bool tenants_due = true;   // at the first tick: the views a previous run left wait for us
     std::unique_lock lock(mutex_);
     while (!cv_.wait_for(lock, tick, [this] { return stop_; })) {
       lock.unlock();
@@ -255,6 +273,11 @@ class Housekeeper {
           metrics_.catalog_reloaded(std::chrono::duration<double>(clock::now() - started).count());
           for (const auto& gone : gone_backups) manager_.detach(gone, "removed");
           next_refresh = clock::now() + options_.refresh_interval;
+          tenants_due = true;
+        }
+        if (tenants_due) {
+          tenants_.reconcile();
+          tenants_due = false;
         }
         if (clock::now() >= next_flush) {
           manager_.flush_access_times();
@@ -272,14 +295,11 @@ class Housekeeper {
   CatalogView& view_;
   AttachManager& manager_;
   Metrics& metrics_;
+  TenantViews& tenants_;
   std::mutex mutex_;
   std::condition_variable cv_;
   bool stop_ = false;
   std::thread thread_;
-};
-
-struct SessionDeleter {
-  void operator()(fuse_session* se) const { fuse_session_destroy(se); }
 };
 
 std::string mount_options(const DaemonOptions& options) {
@@ -314,6 +334,7 @@ int run_daemon(const DaemonOptions& options) {
   std::optional<FuseHolder> holder;
   std::vector<FuseHolder::Held> held;
   std::optional<FuseHolder::Held> kept_tree;  // the tree's mount, left by a previous run
+  std::map<std::string, FuseHolder::Held> kept_tenants;  // tenants' views it left, by path
   try {
     std::error_code ec;
     std::filesystem::create_directories(std::filesystem::absolute(options.mountpoint).parent_path(), ec);
@@ -348,17 +369,28 @@ int run_daemon(const DaemonOptions& options) {
     }
     for (const auto& id : dead_runs) kernel::release_stale_staging(id);
     for (auto& h : held) {
-      if (h.path == mountpoint && !h.init.empty()) {
+      const char* unusable = h.init.empty() ? "kept without its INIT"  // the previous run died setting it up
+                             : !connection_alive(h.fd.get()) ? "its connection is gone"
+                             : !mounted_here(h.path) ? "no longer mounted"
+                                                     : nullptr;
+      if (!unusable && h.path == mountpoint) {
         kept_tree.emplace(std::move(h));
         continue;
       }
-      // A connection the previous run never finished setting up: nothing to resume.
+      if (!unusable && h.path.starts_with(TenantViews::path_of(mountpoint, ""))) {
+        const std::string path = h.path;
+        kept_tenants.emplace(path, std::move(h));
+        continue;
+      }
       holder->drop(h.path);
-      ::umount2(h.path.c_str(), MNT_DETACH);
-      log::info("stale_mount_cleared", {{"mountpoint", h.path}, {"reason", "kept without its INIT"}});
+      if (unusable && mounted_here(h.path)) ::umount2(h.path.c_str(), MNT_DETACH);
+      log::info("kept_mount_dropped", {{"mountpoint", h.path}, {"reason", unusable ? unusable : "not served by this run"}});
     }
     held.clear();
     if (!kept_tree) {
+      // The views stacked on a tree that is not resumed went with it.
+      for (auto& [path, h] : kept_tenants) holder->drop(path);
+      kept_tenants.clear();
       clear_dead_mount(mountpoint);
       std::filesystem::create_directories(mountpoint, ec);
     }
@@ -394,41 +426,17 @@ int run_daemon(const DaemonOptions& options) {
   }
 
   const std::string opts = mount_options(options);
-  std::vector<const char*> argv = {"sendense-restorefs", "-o", opts.c_str()};
-  fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), const_cast<char**>(argv.data()));
-  fuse_lowlevel_ops ops = make_fuse_operations();
   std::optional<Watchdog> watchdog;  // destroyed after the session: see systemd_notify.h
-  std::unique_ptr<fuse_session, SessionDeleter> se(fuse_session_new(&args, &ops, sizeof ops, &context));
-  fuse_opt_free_args(&args);
-  if (!se) {
-    log::error("startup_failed", {{"error", "fuse_session_new failed (bad -o option?)"}, {"options", opts}});
-    return 1;
-  }
-  // The kernel's INIT goes to the holder with the descriptor: what a later
-  // run needs to take this mount over (session_io.h).
-  SessionIo io(kept_tree ? kept_tree->init : std::string(), [&](std::string_view init) {
-    try {
-      holder->keep_init(mountpoint, init);
-    } catch (const std::exception& e) {
-      log::warn("holder_failed", {{"error", e.what()}, {"effect", "a restart will mount anew"}});
-    }
-  });
-  context.io = &io;
-  if (fuse_set_signal_handlers(se.get()) != 0) {
-    log::error("startup_failed", {{"error", "cannot set signal handlers"}});
-    return 1;
-  }
+  std::unique_ptr<ServedMount> tree_mount;
   try {
-    if (kept_tree) {
-      io.install(se.get(), kept_tree->fd.release());
-      log::info("mount_taken_over", {{"mountpoint", mountpoint}, {"holder", std::to_string(holder->pid())}});
-    } else {
-      if (fuse_session_mount(se.get(), mountpoint.c_str()) != 0) throw Error(EIO, "cannot mount", mountpoint);
-      holder->keep(mountpoint, fuse_session_fd(se.get()));
-      io.install(se.get(), fuse_session_fd(se.get()));
-    }
+    tree_mount = std::make_unique<ServedMount>(mountpoint, context, opts, *holder, std::move(kept_tree));
   } catch (const std::exception& e) {
-    log::error("startup_failed", {{"error", e.what()}, {"mountpoint", mountpoint}});
+    log::error("startup_failed", {{"error", e.what()}, {"mountpoint", mountpoint}, {"options", opts}});
+    return 1;
+  }
+  fuse_session* se = tree_mount->session();
+  if (fuse_set_signal_handlers(se) != 0) {
+    log::error("startup_failed", {{"error", "cannot set signal handlers"}});
     return 1;
   }
   daemonizer->notify(true);
@@ -442,18 +450,19 @@ int run_daemon(const DaemonOptions& options) {
                         {"journal_replay", options.fs_open.replay_journal ? "on" : "off"}});
   int rc;
   {
-    Housekeeper housekeeper(options, mountpoint, view, manager, metrics);
+    TenantViews tenants(mountpoint, opts, view, manager, &metrics, *holder, std::move(kept_tenants));
+    Housekeeper housekeeper(options, mountpoint, view, manager, metrics, tenants);
     fuse_loop_config* config = fuse_loop_cfg_create();
     // Generous: a request stuck on an unresponsive NFS/CIFS repository holds
     // its thread, and the other backups must still be served.
     fuse_loop_cfg_set_max_threads(config, 64);
-    rc = fuse_session_loop_mt(se.get(), config);
+    rc = fuse_session_loop_mt(se, config);
     fuse_loop_cfg_destroy(config);
   }
   watchdog->stop();
   notify_stopping();
   manager.detach_all("shutdown");
-  fuse_remove_signal_handlers(se.get());
+  fuse_remove_signal_handlers(se);
   // libfuse's signal handler leaves the signal number as the loop's result.
   const bool signalled = rc == SIGINT || rc == SIGTERM || rc == SIGHUP;
   if (signalled) {

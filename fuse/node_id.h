@@ -1,7 +1,8 @@
 // Node ids (and the st_ino the tree reports) are computed, never stored:
 //
-//   1                        the root (FUSE_ROOT_ID)
+//   1                        the root (FUSE_ROOT_ID); in a tenant's view, its root
 //   2                        by-vm/
+//   3                        tenants/ (the operator's tree only)
 //   bit 63 set               a synthetic node: bits 56-62 its kind, bits 0-55 its key
 //                              kind 1 <backup-id>/            key = backup_jobs.num
 //                              kind 2 by-vm/<vm>/             key = 56-bit hash of the vm name
@@ -9,6 +10,8 @@
 //                              kind 4 by-vm/<vm>/latest       key = backup_jobs.num of its target
 //                                (a newer backup gives latest a new node id, so the kernel
 //                                never serves a cached target of the old one)
+//                              kind 5 tenants/<name>/         key = tenants.num (the mount
+//                                point of that tenant's view, empty in the operator's tree)
 //   otherwise                (volume id << 40) | filesystem inode
 //                              volume id from the catalog's volumes table (1 .. 2^23-1,
 //                              never reused), inode < 2^40 (ext inodes are 32-bit).
@@ -26,8 +29,9 @@ namespace sendense::node {
 
 inline constexpr uint64_t kRoot = 1;
 inline constexpr uint64_t kByVm = 2;
+inline constexpr uint64_t kTenants = 3;
 
-enum class Kind : uint8_t { backup_dir = 1, vm_dir = 2, dated_link = 3, latest_link = 4 };
+enum class Kind : uint8_t { backup_dir = 1, vm_dir = 2, dated_link = 3, latest_link = 4, tenant_dir = 5 };
 
 inline constexpr uint64_t kSyntheticBit = 1ULL << 63;
 inline constexpr uint64_t kKeyMask = (1ULL << 56) - 1;

@@ -13,6 +13,7 @@ namespace sendense {
 namespace {
 
 constexpr const char* kByVm = "by-vm";
+constexpr const char* kTenants = "tenants";
 
 // Guest files keep the guest's owners and modes, and a guest uid is just a
 // number on the host: with the tree open to all, a host user whose uid
@@ -24,13 +25,6 @@ constexpr mode_t kBackupDirMode = 0500;
 int64_t wall_now() {
   using namespace std::chrono;
   return duration_cast<seconds>(system_clock::now().time_since_epoch()).count();
-}
-
-// The vm folder, or ENOENT when the vm has no backup any more.
-const std::vector<std::pair<std::string, size_t>>& vm_entries(const CatalogSnapshot& snap, uint64_t node) {
-  auto vm = snap.vm_by_key.find(node::key_of(node));
-  if (vm == snap.vm_by_key.end()) throw Error(ENOENT, "no such vm folder");
-  return snap.by_vm.at(vm->second);
 }
 
 // The node of by-vm/<vm>/latest: it carries its target's num (node_id.h).
@@ -57,8 +51,32 @@ std::vector<ShownEntry> shown_entries(Filesystem& fs, uint64_t dir) {
 
 }  // namespace
 
-RestoreTree::RestoreTree(CatalogView& view, AttachManager& manager, TreeTimeouts timeouts)
-    : view_(view), manager_(manager), timeouts_(timeouts), started_at_(wall_now()) {}
+RestoreTree::RestoreTree(CatalogView& view, AttachManager& manager, TreeTimeouts timeouts, std::string tenant)
+    : view_(view), manager_(manager), timeouts_(timeouts), tenant_(std::move(tenant)), started_at_(wall_now()) {}
+
+// The vm folder, or ENOENT when the vm has no backup any more or is not
+// this view's to show.
+const std::vector<std::pair<std::string, size_t>>& RestoreTree::vm_folder(const CatalogSnapshot& snap,
+                                                                          uint64_t node) const {
+  auto vm = snap.vm_by_key.find(node::key_of(node));
+  if (vm == snap.vm_by_key.end() || !snap.sees(tenant_, vm->second)) throw Error(ENOENT, "no such vm folder");
+  return snap.by_vm.at(vm->second);
+}
+
+NodeAttr RestoreTree::scoped(const CatalogSnapshot& snap, NodeAttr a) const {
+  if (tenant_.empty()) return a;
+  const TenantRecord* t = snap.tenant(tenant_);
+  if (!t) throw Error(ENOENT, "tenant no longer in the catalog", tenant_);
+  a.st.st_uid = t->uid.value_or(0);
+  a.st.st_gid = t->gid.value_or(0);
+  const mode_t type = a.st.st_mode & S_IFMT;
+  mode_t perms = 0440;
+  if (type == S_IFDIR) perms = 0550;
+  else if (type == S_IFLNK) perms = 0777;
+  else if (type == S_IFREG && (a.st.st_mode & 0111)) perms = 0550;
+  a.st.st_mode = type | perms;
+  return a;
+}
 
 NodeAttr RestoreTree::synthetic_dir(uint64_t node, int64_t mtime, mode_t perms) const {
   NodeAttr a;
@@ -109,7 +127,7 @@ NodeAttr RestoreTree::volume_attr(const Resolved& r, const Attr& attr) const {
 
 const BackupRecord& RestoreTree::backup_of_node(const CatalogSnapshot& snap, uint64_t node) const {
   const BackupRecord* b = snap.find_num(static_cast<int64_t>(node::key_of(node)));
-  if (!b) throw Error(ENOENT, "backup no longer in the catalog");
+  if (!b || !snap.sees(tenant_, b->vm)) throw Error(ENOENT, "backup no longer in the catalog");
   return *b;
 }
 
@@ -117,6 +135,11 @@ RestoreTree::Resolved RestoreTree::resolve(uint64_t node) {
   const int64_t vid = node::volume_of(node);
   auto backup_id = view_.backup_of_volume(vid);
   if (!backup_id) throw Error(ESTALE, "unknown volume id " + std::to_string(vid));
+  if (!tenant_.empty()) {
+    auto snap = view_.snapshot();
+    const BackupRecord* b = snap->find(*backup_id);
+    if (!b || !snap->sees(tenant_, b->vm)) throw Error(ENOENT, "no such file");
+  }
   Resolved r;
   r.backup = manager_.acquire(*backup_id);
   r.volume = r.backup->volume(vid);
@@ -126,37 +149,61 @@ RestoreTree::Resolved RestoreTree::resolve(uint64_t node) {
 }
 
 std::optional<NodeAttr> RestoreTree::lookup(uint64_t parent, std::string_view name, double* negative_timeout) {
-  *negative_timeout = timeouts_.synthetic;
   auto snap = view_.snapshot();
-  if (name == ".") return getattr(parent);
+  auto attr = lookup_node(*snap, parent, name, negative_timeout);
+  if (!attr) return attr;
+  return scoped(*snap, *attr);
+}
+
+NodeAttr RestoreTree::getattr(uint64_t node) {
+  auto snap = view_.snapshot();
+  return scoped(*snap, node_attr(*snap, node));
+}
+
+std::optional<NodeAttr> RestoreTree::lookup_node(const CatalogSnapshot& snapshot, uint64_t parent,
+                                                 std::string_view name, double* negative_timeout) {
+  *negative_timeout = timeouts_.synthetic;
+  const CatalogSnapshot* snap = &snapshot;
+  if (name == ".") return node_attr(snapshot, parent);
   if (parent == node::kRoot) {
-    if (name == "..") return getattr(node::kRoot);
+    if (name == "..") return node_attr(snapshot, node::kRoot);
     if (name == kByVm) return synthetic_dir(node::kByVm, started_at_);
+    if (name == kTenants && tenant_.empty()) return synthetic_dir(node::kTenants, started_at_);
     const BackupRecord* b = snap->find(std::string(name));
-    if (!b) return std::nullopt;
+    if (!b || !snap->sees(tenant_, b->vm)) return std::nullopt;
     return synthetic_dir(node::synthetic(node::Kind::backup_dir, static_cast<uint64_t>(b->num)), b->created_at,
                          kBackupDirMode);
   }
   if (parent == node::kByVm) {
-    if (name == "..") return getattr(node::kRoot);
+    if (name == "..") return node_attr(snapshot, node::kRoot);
     auto it = snap->by_vm.find(std::string(name));
-    if (it == snap->by_vm.end()) return std::nullopt;
-    return getattr(node::synthetic(node::Kind::vm_dir, node::vm_key(it->first)));
+    if (it == snap->by_vm.end() || !snap->sees(tenant_, it->first)) return std::nullopt;
+    return node_attr(snapshot, node::synthetic(node::Kind::vm_dir, node::vm_key(it->first)));
+  }
+  if (parent == node::kTenants && tenant_.empty()) {
+    if (name == "..") return node_attr(snapshot, node::kRoot);
+    const TenantRecord* t = snap->tenant(std::string(name));
+    if (!t) return std::nullopt;
+    return node_attr(snapshot, node::synthetic(node::Kind::tenant_dir, static_cast<uint64_t>(t->num)));
   }
   if (node::is_synthetic(parent)) {
     switch (node::kind_of(parent)) {
       case node::Kind::vm_dir: {
-        if (name == "..") return getattr(node::kByVm);
-        const auto& entries = vm_entries(*snap, parent);
-        if (name == "latest" && !entries.empty()) return getattr(latest_node(*snap, entries));
+        if (name == "..") return node_attr(snapshot, node::kByVm);
+        const auto& entries = vm_folder(*snap, parent);
+        if (name == "latest" && !entries.empty()) return node_attr(snapshot, latest_node(*snap, entries));
         for (const auto& [entry, index] : entries)
           if (entry == name)
-            return getattr(
-                node::synthetic(node::Kind::dated_link, static_cast<uint64_t>(snap->backups[index].num)));
+            return node_attr(snapshot,
+                             node::synthetic(node::Kind::dated_link, static_cast<uint64_t>(snap->backups[index].num)));
         return std::nullopt;
       }
+      case node::Kind::tenant_dir:
+        if (name == "..") return node_attr(snapshot, node::kTenants);
+        node_attr(snapshot, parent);  // ENOENT when it is gone
+        return std::nullopt;
       case node::Kind::backup_dir: {
-        if (name == "..") return getattr(node::kRoot);
+        if (name == "..") return node_attr(snapshot, node::kRoot);
         const BackupRecord& b = backup_of_node(*snap, parent);
         auto attached = manager_.acquire(b.id);
         const AttachedVolume* v = attached->volume_named(name);
@@ -171,7 +218,7 @@ std::optional<NodeAttr> RestoreTree::lookup(uint64_t parent, std::string_view na
   Resolved r = resolve(parent);
   *negative_timeout = timeouts_.backup;
   if (name == ".." && r.ino == r.volume->fs->root_ino())
-    return getattr(node::synthetic(node::Kind::backup_dir, static_cast<uint64_t>(r.backup->num)));
+    return node_attr(snapshot, node::synthetic(node::Kind::backup_dir, static_cast<uint64_t>(r.backup->num)));
   auto attr = r.volume->fs->lookup(r.ino, name);
   if (!attr && may_be_escaped(name)) {  // a name shown escaped: find its raw entry
     for (const auto& e : shown_entries(*r.volume->fs, r.ino))
@@ -181,15 +228,20 @@ std::optional<NodeAttr> RestoreTree::lookup(uint64_t parent, std::string_view na
   return volume_attr(r, *attr);
 }
 
-NodeAttr RestoreTree::getattr(uint64_t node) {
-  if (node == node::kRoot || node == node::kByVm) return synthetic_dir(node, started_at_);
+NodeAttr RestoreTree::node_attr(const CatalogSnapshot& snapshot, uint64_t node) {
+  if (node == node::kRoot || node == node::kByVm || (node == node::kTenants && tenant_.empty()))
+    return synthetic_dir(node, started_at_);
   if (node::is_synthetic(node)) {
-    auto snap = view_.snapshot();
+    const CatalogSnapshot* snap = &snapshot;
     switch (node::kind_of(node)) {
       case node::Kind::backup_dir:
         return synthetic_dir(node, backup_of_node(*snap, node).created_at, kBackupDirMode);
+      case node::Kind::tenant_dir:
+        if (!tenant_.empty() || !snap->tenant_num(static_cast<int64_t>(node::key_of(node))))
+          throw Error(ENOENT, "no such tenant");
+        return synthetic_dir(node, started_at_);
       case node::Kind::vm_dir: {
-        const auto& entries = vm_entries(*snap, node);
+        const auto& entries = vm_folder(*snap, node);
         return synthetic_dir(node, entries.empty() ? 0 : snap->backups[entries.back().second].created_at);
       }
       case node::Kind::dated_link:
@@ -216,21 +268,36 @@ std::vector<NodeEntry> RestoreTree::list(uint64_t dir) {
     out.push_back({".", node::kRoot, S_IFDIR});
     out.push_back({"..", node::kRoot, S_IFDIR});
     out.push_back({kByVm, node::kByVm, S_IFDIR});
+    if (tenant_.empty()) out.push_back({kTenants, node::kTenants, S_IFDIR});
+    else if (!snap->tenant(tenant_)) throw Error(ENOENT, "tenant no longer in the catalog", tenant_);
     for (const auto& b : snap->backups)
-      out.push_back({b.id, node::synthetic(node::Kind::backup_dir, static_cast<uint64_t>(b.num)), S_IFDIR});
+      if (snap->sees(tenant_, b.vm))
+        out.push_back({b.id, node::synthetic(node::Kind::backup_dir, static_cast<uint64_t>(b.num)), S_IFDIR});
     return out;
   }
   if (dir == node::kByVm) {
     out.push_back({".", node::kByVm, S_IFDIR});
     out.push_back({"..", node::kRoot, S_IFDIR});
     for (const auto& [vm, entries] : snap->by_vm)
-      out.push_back({vm, node::synthetic(node::Kind::vm_dir, node::vm_key(vm)), S_IFDIR});
+      if (snap->sees(tenant_, vm)) out.push_back({vm, node::synthetic(node::Kind::vm_dir, node::vm_key(vm)), S_IFDIR});
+    return out;
+  }
+  if (dir == node::kTenants && tenant_.empty()) {
+    out.push_back({".", node::kTenants, S_IFDIR});
+    out.push_back({"..", node::kRoot, S_IFDIR});
+    for (const auto& t : snap->tenants)
+      out.push_back({t.name, node::synthetic(node::Kind::tenant_dir, static_cast<uint64_t>(t.num)), S_IFDIR});
     return out;
   }
   if (node::is_synthetic(dir)) {
     switch (node::kind_of(dir)) {
+      case node::Kind::tenant_dir:
+        node_attr(*snap, dir);  // ENOENT when it is gone
+        out.push_back({".", dir, S_IFDIR});
+        out.push_back({"..", node::kTenants, S_IFDIR});
+        return out;
       case node::Kind::vm_dir: {
-        const auto& entries = vm_entries(*snap, dir);
+        const auto& entries = vm_folder(*snap, dir);
         out.push_back({".", dir, S_IFDIR});
         out.push_back({"..", node::kByVm, S_IFDIR});
         for (const auto& [name, index] : entries)
@@ -291,6 +358,12 @@ std::shared_ptr<OpenFile> RestoreTree::open(uint64_t node) {
   return file;
 }
 
+bool RestoreTree::visible_backup(const std::string& backup_id) const {
+  auto snap = view_.snapshot();
+  const BackupRecord* b = snap->find(backup_id);
+  return b && snap->sees(tenant_, b->vm);
+}
+
 std::pair<RestoreTree::Resolved, uint64_t> RestoreTree::reader_of(OpenFile& file) {
   std::lock_guard lock(file.mutex);
   const int64_t vid = node::volume_of(file.node);
@@ -300,7 +373,7 @@ std::pair<RestoreTree::Resolved, uint64_t> RestoreTree::reader_of(OpenFile& file
   if (last && last->images_changed())
     throw Error(EIO, "the backup's image changed in the repository since this file was opened",
                 last->backup_id);
-  if (last && last->current()) {
+  if (last && last->current() && (tenant_.empty() || visible_backup(last->backup_id))) {
     if (const AttachedVolume* v = last->volume(vid)) {
       last->touch();
       return {Resolved{last, v, node::inode_of(file.node)}, file.handle};

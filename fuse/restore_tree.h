@@ -58,9 +58,19 @@ struct OpenFile {
   uint64_t handle = 0;
 };
 
+// The operator's tree shows every backup with the guest's owners and modes,
+// and tenants/<name>/ as empty folders. A tenant's view (its own FUSE mount,
+// stacked on tenants/<name>/) is a tree of the same shape holding only the
+// backups of that tenant's VMs: every node id is checked against the tenant,
+// so a name, "..", a guessed inode or an NFS handle of another tenant's file
+// finds nothing (ENOENT). Inside it everything is owned by the tenant's
+// uid/gid and readable by them (folders 0550, files 0440, 0550 when the guest
+// had an execute bit): guest owners are numbers from another machine, and a
+// customer must be able to read all of its own files through its share.
 class RestoreTree {
  public:
-  RestoreTree(CatalogView& view, AttachManager& manager, TreeTimeouts timeouts);
+  // `tenant` empty: the operator's tree.
+  RestoreTree(CatalogView& view, AttachManager& manager, TreeTimeouts timeouts, std::string tenant = {});
 
   // nullopt: no such name (a negative entry the kernel may cache for the
   // returned timeout). Throws Error for everything else.
@@ -88,9 +98,18 @@ class RestoreTree {
     uint64_t ino = 0;
   };
   Resolved resolve(uint64_t node);
+  std::optional<NodeAttr> lookup_node(const CatalogSnapshot& snap, uint64_t parent, std::string_view name,
+                                      double* negative_timeout);
+  NodeAttr node_attr(const CatalogSnapshot& snap, uint64_t node);
+  // A tenant's view: the tenant's owner on everything (see the class comment).
+  NodeAttr scoped(const CatalogSnapshot& snap, NodeAttr a) const;
+  const std::vector<std::pair<std::string, size_t>>& vm_folder(const CatalogSnapshot& snap, uint64_t node) const;
   // The attach to read `file` through and its reader handle there,
   // attaching and opening again when its attach is gone.
   std::pair<Resolved, uint64_t> reader_of(OpenFile& file);
+  // Whether this view shows the backup now (a VM can be unassigned while
+  // one of its files is open in the tenant's view).
+  bool visible_backup(const std::string& backup_id) const;
   // Folders the tree makes up (root, by-vm, vm folders: 0555; a backup's
   // folder: backup_dir_mode), owned by the daemon's user.
   NodeAttr synthetic_dir(uint64_t node, int64_t mtime, mode_t perms = 0555) const;
@@ -103,6 +122,7 @@ class RestoreTree {
   CatalogView& view_;
   AttachManager& manager_;
   TreeTimeouts timeouts_;
+  const std::string tenant_;
   int64_t started_at_;
 };
 

@@ -5,9 +5,10 @@
 //
 // RestoreDaemon starts `sendense-restorefs MOUNT --catalog DB -f ...` as a
 // child with stdout+stderr in a log file, waits (bounded) until the mount is
-// in /proc/self/mountinfo, and stop() sends SIGTERM, waits and checks the
-// mount is gone. Its destructor is the safety net: SIGKILL and `umount -l`
-// so a failing test never leaves a mount or a process behind.
+// in /proc/self/mountinfo, and stop() sends SIGTERM, waits, checks the mount
+// was left to the holder and takes it down with --unmount. Its destructor is
+// the safety net (SIGKILL, --unmount, `umount -l`), so a failing test never
+// leaves a mount or a process behind.
 #pragma once
 
 #include <fcntl.h>
@@ -211,29 +212,36 @@ class RestoreDaemon {
     log << "=== harness: " << line << "\n";
   }
 
-  // SIGTERM (or `sig`), wait up to 20 s. Returns "" when the daemon exited 0
-  // and the mount is gone, else what went wrong (after cleaning up).
+  // Takes the tree down for good, as an operator would: SIGTERM (or `sig`),
+  // wait up to 20 s, then `sendense-restorefs --unmount` (a stopped daemon
+  // leaves its mount to the holder for the next run). Returns "" when the
+  // daemon exited 0, the mount was still there for the next run, and
+  // --unmount took it and its holder away; else what went wrong (after
+  // cleaning up).
   std::string stop(int sig = SIGTERM) {
     if (pid_ <= 0) return is_mounted(mount_point_) ? "not running but still mounted" : "";
-    ::kill(pid_, sig);
-    int st = 0;
-    bool exited = wait_for(
-        [&] { return ::waitpid(pid_, &st, WNOHANG) == pid_; }, std::chrono::seconds(20));
+    std::string problem = terminate(sig);
+    if (problem.empty() && !is_mounted(mount_point_)) problem = "the stopped daemon did not leave its mount to the holder";
+    problem += release();
+    return problem;
+  }
+
+  // `sendense-restorefs --unmount`: the holder unmounts and ends. Returns ""
+  // or what is left behind (then cleaned up the hard way).
+  std::string release() {
+    run(shell_quote(restorefs_binary()) + " --unmount " + shell_quote(mount_point_));
     std::string problem;
-    if (!exited) {
-      problem = "daemon did not exit within 20 s of signal " + std::to_string(sig);
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, &st, 0);
-    } else if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
-      problem = "daemon exit status: " + describe_status(st);
-    }
-    pid_ = -1;
-    exit_status_ = st;
-    if (is_mounted(mount_point_)) {
-      problem += (problem.empty() ? "" : "; ") + std::string("mount still present after the daemon exited");
-      run("umount -l " + shell_quote(mount_point_));
+    if (!wait_for([&] { return !is_mounted(mount_point_) && !holder_running(); }, std::chrono::seconds(10))) {
+      problem = std::string(is_mounted(mount_point_) ? "; mount still present after --unmount" : "") +
+                (holder_running() ? "; holder still running after --unmount" : "");
+      run("pkill -KILL -f -x " + shell_quote("sendense-restorefs --fuse-holder " + mount_point_));
+      if (is_mounted(mount_point_)) run("umount -l " + shell_quote(mount_point_));
     }
     return problem;
+  }
+
+  bool holder_running() const {
+    return run("pgrep -f -x " + shell_quote("sendense-restorefs --fuse-holder " + mount_point_)).status == 0;
   }
 
   // Sends `sig` and waits (up to 20 s, then SIGKILL) for the daemon to exit,
@@ -256,7 +264,8 @@ class RestoreDaemon {
     return problem;
   }
 
-  // SIGKILL, as a crash would: the mount is left behind, dead (ENOTCONN).
+  // SIGKILL, as a crash would: the mount stays, kept by the holder, and
+  // requests wait for the next run.
   void kill_hard() {
     if (pid_ <= 0) return;
     ::kill(pid_, SIGKILL);
@@ -276,7 +285,7 @@ class RestoreDaemon {
       }
       pid_ = -1;
     }
-    if (is_mounted(mount_point_)) run("umount -l " + shell_quote(mount_point_));
+    release();
   }
 
   std::string log() const {

@@ -587,7 +587,7 @@ TEST_F(DaemonTest, StopWithFilesAndFoldersStillOpenExitsCleanly) {
   EXPECT_FALSE(is_mounted(mnt_));
 }
 
-TEST_F(DaemonTest, SigintUnmountsCleanly) {
+TEST_F(DaemonTest, SigintStopsCleanlyAndUnmountTakesTheTreeDown) {
   START_DAEMON();
   EXPECT_EQ(sha(vol(full_, "part1") + "/docs/readme.txt"), sha(fx_ + "/src/docs/readme.txt"));
   EXPECT_EQ(daemon_->stop(SIGINT), "");
@@ -611,11 +611,14 @@ TEST_F(DaemonTest, RestartAfterKill9ClearsDeadMountAndReconciles) {
   const std::string inode = ino(file);
   EXPECT_NE(cli("status").output.find(full_), std::string::npos);
   daemon_->kill_hard();
-  // The dead mount stays: the next start must clear it and reconcile the rows.
+  // The mount stays, kept by the holder: the next start takes it over and
+  // reconciles the rows.
   EXPECT_TRUE(is_mounted(mnt_));
+  const std::string device = trim(run_ok("mountpoint -d " + q(mnt_)));
   START_DAEMON();
   ASSERT_TRUE(wait_for([&] { return count_events(log(), "serving") == 2; }, 15s)) << "the restarted daemon is not serving";
-  EXPECT_GE(count_events(log(), "stale_mount_cleared"), 1) << "no `stale_mount_cleared` line";
+  EXPECT_GE(count_events(log(), "mount_taken_over"), 1) << "no `mount_taken_over` line";
+  EXPECT_EQ(trim(run_ok("mountpoint -d " + q(mnt_))), device) << "a new mount (new device) replaced the kept one";
   EXPECT_GE(count_events(log(), "reconciled", {{"backup", full_}}), 1) << "no `reconciled backup=" << full_ << "` line";
   EXPECT_EQ(sha(file), sha(fx_ + "/src/docs/readme.txt"));
   EXPECT_EQ(ino(file), inode);
@@ -639,7 +642,10 @@ TEST_F(DaemonTest, BackgroundModeMountsAndKeepsLogging) {
   const std::string pid = trim(run("pgrep -f " + q("sendense-restorefs " + mnt_ + " ")).output);
   ASSERT_FALSE(pid.empty()) << "no background daemon process";
   run("kill -TERM " + pid);
-  EXPECT_TRUE(wait_for([&] { return !is_mounted(mnt_); }, 10s)) << "background daemon did not unmount on SIGTERM";
+  EXPECT_TRUE(wait_for([&] { return read_file(bg_log).find(" stopped ") != std::string::npos; }, 10s)) << read_file(bg_log);
+  EXPECT_TRUE(is_mounted(mnt_)) << "SIGTERM took the mount away: the next start could not take it over";
+  run_ok(q(restorefs_binary()) + " --unmount " + q(mnt_));
+  EXPECT_TRUE(wait_for([&] { return !is_mounted(mnt_); }, 10s)) << "--unmount left the mount";
   const std::string logged = read_file(bg_log);
   EXPECT_NE(logged.find(" serving "), std::string::npos) << logged;
   EXPECT_NE(logged.find(" attach "), std::string::npos) << logged;

@@ -1,0 +1,120 @@
+#include "fuse/served_mount.h"
+
+#include <signal.h>
+#include <sys/mount.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <vector>
+
+#include "readers/common/error.h"
+#include "readers/common/log.h"
+
+namespace sendense {
+
+namespace {
+
+// Wakes a session's loop thread out of its wait (libfuse checks whether the
+// session ended when sem_wait() is interrupted).
+constexpr int kWakeSignal = SIGUSR2;
+
+void install_wake_handler() {
+  static const bool installed = [] {
+    struct sigaction sa {};
+    sa.sa_handler = [](int) {};
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;  // no SA_RESTART: the wait must return
+    ::sigaction(kWakeSignal, &sa, nullptr);
+    return true;
+  }();
+  (void)installed;
+}
+
+}  // namespace
+
+ServedMount::ServedMount(std::string path, FuseContext& context, const std::string& options, FuseHolder& holder,
+                         std::optional<FuseHolder::Held> kept)
+    : path_(std::move(path)), holder_(holder) {
+  std::vector<const char*> argv = {"sendense-restorefs", "-o", options.c_str()};
+  fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), const_cast<char**>(argv.data()));
+  fuse_lowlevel_ops ops = make_fuse_operations();
+  se_ = fuse_session_new(&args, &ops, sizeof ops, &context);
+  fuse_opt_free_args(&args);
+  if (!se_) throw Error(EINVAL, "fuse_session_new failed (bad -o option?): " + options, path_);
+  // The kernel's INIT goes to the holder with the descriptor: what a later
+  // run needs to take this mount over.
+  const std::string where = path_;
+  io_ = std::make_unique<SessionIo>(kept ? kept->init : std::string(), [&holder, where](std::string_view init) {
+    try {
+      holder.keep_init(where, init);
+    } catch (const std::exception& e) {
+      log::warn("holder_failed", {{"error", e.what()}, {"mountpoint", where}, {"effect", "a restart will mount anew"}});
+    }
+  });
+  context.io = io_.get();
+  try {
+    if (kept) {
+      io_->install(se_, kept->fd.release());
+      taken_over_ = true;
+      log::info("mount_taken_over", {{"mountpoint", path_}, {"holder", std::to_string(holder.pid())}});
+    } else {
+      if (fuse_session_mount(se_, path_.c_str()) != 0) throw Error(EIO, "cannot mount", path_);
+      holder.keep(path_, fuse_session_fd(se_));
+      io_->install(se_, fuse_session_fd(se_));
+    }
+  } catch (...) {
+    fuse_session_destroy(se_);
+    se_ = nullptr;
+    throw;
+  }
+}
+
+ServedMount::~ServedMount() {
+  stop();
+  if (se_) fuse_session_destroy(se_);
+}
+
+void ServedMount::start(int max_threads) {
+  install_wake_handler();
+  thread_ = std::thread([this, max_threads] {
+    // Stop signals are the tree's session's: none lands in this one's workers.
+    sigset_t block;
+    sigemptyset(&block);
+    for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&block, sig);
+    pthread_sigmask(SIG_BLOCK, &block, nullptr);
+    fuse_loop_config* config = fuse_loop_cfg_create();
+    fuse_loop_cfg_set_max_threads(config, static_cast<unsigned>(max_threads));
+    fuse_session_loop_mt(se_, config);
+    fuse_loop_cfg_destroy(config);
+    loop_done_ = true;
+  });
+}
+
+void ServedMount::stop() {
+  if (!thread_.joinable()) return;
+  fuse_session_exit(se_);
+  // Again until it ends: a wake that lands just before the loop waits is lost.
+  while (!loop_done_) {
+    pthread_kill(thread_.native_handle(), kWakeSignal);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  thread_.join();
+}
+
+void ServedMount::unmount() {
+  stop();
+  try {
+    holder_.drop(path_);
+  } catch (const std::exception& e) {
+    log::warn("holder_failed", {{"error", e.what()}, {"mountpoint", path_}});
+  }
+  // Lazily: an NFS server may hold descriptors into it; the connection
+  // closes with our descriptor below, so they get errors, not the backups.
+  // ENOENT: its folder already left the tree, and the kernel detached the
+  // mount stacked on it when it saw the folder go.
+  if (::umount2(path_.c_str(), MNT_DETACH) != 0 && errno != ENOENT && errno != EINVAL)
+    log::warn("unmount_failed", {{"mountpoint", path_}, {"error", std::strerror(errno)}});
+}
+
+}  // namespace sendense
