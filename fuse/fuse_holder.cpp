@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
@@ -122,11 +123,18 @@ struct Kept {
 };
 
 void unmount_all(std::vector<Kept>& kept) {
-  // Tenant views are stacked inside the tree: last kept, first unmounted.
-  for (auto it = kept.rbegin(); it != kept.rend(); ++it) {
-    if (::umount2(it->path.c_str(), 0) != 0 && errno != EINVAL && errno != ENOENT)
-      ::umount2(it->path.c_str(), MNT_DETACH);  // busy (an NFS server's descriptors): detach lazily
-    log::info("holder_unmounted", {{"mountpoint", it->path}});
+  // Only the outermost mounts, by their own paths: reaching a tenant's view
+  // means looking its folder up in the tree, a request that no daemon may be
+  // there to answer. Detaching the tree takes the views stacked on it along.
+  for (const auto& k : kept) {
+    const bool nested = std::any_of(kept.begin(), kept.end(), [&](const Kept& outer) {
+      return k.path.size() > outer.path.size() && k.path.starts_with(outer.path) && k.path[outer.path.size()] == '/';
+    });
+    if (nested) continue;
+    // Busy (views stacked on it, an NFS server's descriptors): detach lazily.
+    if (::umount2(k.path.c_str(), 0) != 0 && errno != EINVAL && errno != ENOENT)
+      ::umount2(k.path.c_str(), MNT_DETACH);
+    log::info("holder_unmounted", {{"mountpoint", k.path}});
   }
   kept.clear();
 }

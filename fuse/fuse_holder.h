@@ -61,7 +61,7 @@ class FuseHolder {
   void keep_init(const std::string& path, std::string_view init);
   // Forgets `path` (unmounted on purpose, e.g. a tenant removed).
   void drop(const std::string& path);
-  // Unmounts everything it keeps (tenant views first) and ends.
+  // Unmounts everything it keeps (the tree, and the views on it) and ends.
   void quit();
 
   // The holder process itself (`sendense-restorefs --fuse-holder`), on the
