@@ -30,6 +30,8 @@ stop_all() {
   server_pid=
   [[ -n $daemon_pid ]] && { kill -TERM "$daemon_pid" 2>/dev/null || true; wait "$daemon_pid" 2>/dev/null || true; }
   daemon_pid=
+  # A stopped daemon leaves its mount to its holder: take it down for good.
+  "$build/sendense-restorefs" --unmount "$work/mnt" >/dev/null 2>&1 || true
   mountpoint -q "$work/mnt" && umount -l "$work/mnt"
   return 0
 }
