@@ -44,7 +44,7 @@ constexpr const char* kUsage =
     "                        settings with where each comes from, and exit (0 ok, 2 error)\n"
     "  --version             print the version and exit\n"
     "  --catalog DB          SQLite catalog (default /var/lib/sendense-restore/catalog.db)\n"
-    "  --idle-timeout S      detach a backup with no open files after S seconds idle (default 3600)\n"
+    "  --idle-timeout S      detach a backup after S seconds with no request (default 3600)\n"
     "  --max-mounts N        at most N backups attached at once (default 8)\n"
     "  --attach MODE         userspace: every volume read by our readers; kernel: every volume the\n"
     "                        kernel mounts (ext2/3/4, XFS, btrfs) through loop devices, read-only, as\n"
