@@ -604,6 +604,53 @@ namespace {
 
 // ------------------------------------------------------------- crash, names
 
+// A tenant's view: a FUSE mount of its own at tenants/<name>, holding only
+// its VMs' backups, everything owned by the tenant and readable by it alone;
+// it follows the catalog (assign, remove) and a restart keeps it.
+TEST_F(DaemonTest, TenantViewIsAMountOfItsOwnOwnedByTheTenant) {
+  for (const char* cmd : {"tenant add acme --uid 20101 --gid 20101", "tenant assign acme --vm files"}) {
+    CommandResult r = cli(cmd);
+    ASSERT_EQ(r.status, 0) << cmd << ": " << r.output;
+  }
+  START_DAEMON();
+  const std::string view = path("tenants/acme");
+  ASSERT_TRUE(wait_for([&] { return is_mounted(view); }, 10s)) << tail(log(), 20);
+  EXPECT_NE(trim(run_ok("mountpoint -d " + q(view))), trim(run_ok("mountpoint -d " + q(mnt_))))
+      << "the view is not a filesystem of its own";
+  std::set<std::string> want = {files_, "by-vm"};
+  std::string listing;
+  for (const auto& n : want) listing += n + "\n";
+  EXPECT_EQ(run_ok("ls " + q(view)), listing);
+  EXPECT_EQ(run_ok("ls " + q(view + "/by-vm")), "files\n");
+  EXPECT_NE(run("ls " + q(view + "/" + full_)).status, 0) << "another VM's backup is reachable by name";
+  // Owned by the tenant: it reads its files; another uid reads nothing
+  // (the test's folder opened to all, so only the view's modes decide).
+  run_ok("chmod 0755 " + q(tmp_.path()));
+  const std::string readme = view + "/" + files_ + "/disk/README";
+  EXPECT_EQ(trim(run_ok("stat -c %u:%g:%a " + q(readme))), "20101:20101:440");
+  CommandResult as_tenant = run("setpriv --reuid 20101 --regid 20101 --clear-groups sha256sum " + q(readme));
+  EXPECT_EQ(as_tenant.output.substr(0, 64), sha(fx_ + "/src-files/README")) << as_tenant.output;
+  CommandResult other = run("setpriv --reuid 20102 --regid 20102 --clear-groups cat " + q(readme));
+  EXPECT_NE(other.status, 0) << other.output;
+  // The operator's tree keeps every backup.
+  EXPECT_EQ(sha(vol(full_, "part1") + "/docs/readme.txt"), sha(fx_ + "/src/docs/readme.txt"));
+  // A VM assigned later shows up within a refresh.
+  ASSERT_EQ(cli("tenant assign acme --vm db01").status, 0);
+  EXPECT_TRUE(wait_for([&] { return run("ls " + q(view + "/" + db_)).status == 0; }, 10s));
+  // A restart takes the view over: same device, same bytes.
+  const std::string device = trim(run_ok("mountpoint -d " + q(view)));
+  ASSERT_EQ(daemon_->terminate(), "");
+  EXPECT_TRUE(is_mounted(view)) << "the stopped daemon did not leave the view to the holder";
+  START_DAEMON();
+  EXPECT_EQ(sha(readme), sha(fx_ + "/src-files/README"));
+  EXPECT_EQ(trim(run_ok("mountpoint -d " + q(view))), device);
+  EXPECT_GE(count_events(log(), "mount_taken_over", {{"mountpoint", view}}), 1) << tail(log(), 20);
+  // Removing the tenant takes its view down.
+  ASSERT_EQ(cli("tenant remove acme").status, 0);
+  EXPECT_TRUE(wait_for([&] { return !is_mounted(view); }, 10s)) << "the removed tenant's view is still mounted";
+  EXPECT_EQ(count_events(log(), "op_failed"), 0) << tail(log(), 20);
+}
+
 TEST_F(DaemonTest, RestartAfterKill9ClearsDeadMountAndReconciles) {
   START_DAEMON();
   const std::string file = vol(full_, "part1") + "/docs/readme.txt";
