@@ -32,6 +32,32 @@
 
 namespace sendense::test {
 
+// Log lines: "<time> <level> <event> key=value ...". Counts lines holding the
+// event word and every key=value (value may be quoted), in any order.
+inline int count_events(const std::string& log, const std::string& event,
+                        const std::vector<std::pair<std::string, std::string>>& keys = {}) {
+  int n = 0;
+  std::istringstream in(log);
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream ws(line);
+    std::vector<std::string> tokens;
+    std::string t;
+    while (ws >> t) tokens.push_back(t);
+    bool has_event = false;
+    for (const auto& tok : tokens) has_event |= tok == event;
+    if (!has_event) continue;
+    bool all = true;
+    for (const auto& [k, v] : keys) {
+      bool found = false;
+      for (const auto& tok : tokens) found |= tok == k + "=" + v || tok == k + "=\"" + v + "\"";
+      all &= found;
+    }
+    n += all;
+  }
+  return n;
+}
+
 inline std::string build_dir() { return SENDENSE_BUILD_DIR; }
 inline std::string fixtures_dir() { return SENDENSE_FIXTURES_DIR; }
 inline std::string restorefs_binary() { return build_dir() + "/sendense-restorefs"; }

@@ -41,31 +41,6 @@ std::string trim(std::string s) {
   return s;
 }
 
-// Log lines: "<time> <level> <event> key=value ...". Counts lines holding the
-// event word and every key=value (value may be quoted), in any order.
-int count_events(const std::string& log, const std::string& event,
-                 const std::vector<std::pair<std::string, std::string>>& keys = {}) {
-  int n = 0;
-  std::istringstream in(log);
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream ws(line);
-    std::vector<std::string> tokens;
-    std::string t;
-    while (ws >> t) tokens.push_back(t);
-    bool has_event = false;
-    for (const auto& tok : tokens) has_event |= tok == event;
-    if (!has_event) continue;
-    bool all = true;
-    for (const auto& [k, v] : keys) {
-      bool found = false;
-      for (const auto& tok : tokens) found |= tok == k + "=" + v || tok == k + "=\"" + v + "\"";
-      all &= found;
-    }
-    n += all;
-  }
-  return n;
-}
 
 class DaemonTest : public ::testing::Test {
  protected:

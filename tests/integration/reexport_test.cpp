@@ -55,30 +55,6 @@ std::string trim(std::string s) {
   return s;
 }
 
-// "<time> <level> <event> key=value ...": lines with `event` and every key=value.
-int count_events(const std::string& log, const std::string& event,
-                 const std::vector<std::pair<std::string, std::string>>& keys = {}) {
-  int n = 0;
-  std::istringstream in(log);
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream ws(line);
-    std::vector<std::string> tokens;
-    std::string t;
-    while (ws >> t) tokens.push_back(t);
-    bool has_event = false;
-    for (const auto& tok : tokens) has_event |= tok == event;
-    if (!has_event) continue;
-    bool all = true;
-    for (const auto& [k, v] : keys) {
-      bool found = false;
-      for (const auto& tok : tokens) found |= tok == k + "=" + v || tok == k + "=\"" + v + "\"";
-      all &= found;
-    }
-    n += all;
-  }
-  return n;
-}
 
 std::string tail(const std::string& s, int lines) {
   size_t pos = s.size();
