@@ -8,6 +8,7 @@
 
 #include "readers/common/error.h"
 #include "readers/common/log.h"
+#include "readers/engine/open_backup.h"
 #include "readers/fs/registry.h"
 #include "readers/kernel/kernel_backup.h"
 #include "readers/volume/volume.h"
@@ -215,94 +216,79 @@ AttachedBackupPtr AttachManager::attach(const BackupRecord& record) {
   backup->mount_id = mount_id;
   std::string types;
   try {
-    // Every disk of the backup, each confined to its own image's folder.
-    std::vector<BlockDevicePtr> disks;
-    std::string readers;
-    for (const BackupDisk& d : record.all_disks()) {
-      const std::string folder = std::filesystem::path(d.image_path).parent_path().string();
-      disks.push_back(open_image(d.image_path, image_format_from_string(d.format), folder));
-      if (disks.back()->reader() != "qemu-nbd") backup->images.push_back(disks.back());
-      if (!readers.empty()) readers += ",";
-      readers += disks.back()->reader();
-    }
-    catalog_.set_mount_image_reader(mount_id, readers);
-    BackupLayout layout = discover_backup(disks);
+    std::vector<DiskSpec> specs;
+    for (const BackupDisk& d : record.all_disks()) specs.push_back({d.image_path, image_format_from_string(d.format)});
+    OpenedDisks disks = open_disks(specs);
+    for (const auto& d : disks.devices)
+      if (d->reader() != "qemu-nbd") backup->images.push_back(d);
+    catalog_.set_mount_image_reader(mount_id, disks.readers);
+    const BackupLayout layout = discover_backup(disks.devices);
     for (const auto& w : layout.warnings) log::warn("volume_layout", {{"backup", record.id}, {"warning", w}});
-    std::vector<std::string> volume_errors;
+
+    EngineOptions engine;
+    engine.fs_open = options_.fs_open;
+    engine.label = record.id;
     // The kernel backend, set up at the first volume it serves; each of its
     // volumes keeps it alive (see kernel_backup.h).
     std::shared_ptr<kernel::KernelBackup> kernel_backup;
     std::optional<std::string> kernel_unavailable;
-    bool any_kernel = false;
-    for (const auto& v : layout.volumes) {
-      const std::string where = record.id + "/" + v.name;
-      const bool userspace = v.device && has_reader(v.type);
-      bool use_kernel = false;
-      if (options_.attach_mode != "userspace" && v.device && kernel::kernel_mounts(v.type) &&
-          (options_.attach_mode == "kernel" || !userspace)) {
+    if (options_.attach_mode != "userspace")
+      engine.kernel = [&](const Volume& v, const std::string& where, bool userspace) -> FilesystemPtr {
+        if (!kernel::kernel_mounts(v.type) || (options_.attach_mode != "kernel" && userspace)) return nullptr;
         if (!kernel_unavailable) kernel_unavailable = kernel::kernel_backend_unavailable();
-        use_kernel = kernel_unavailable->empty();
-        if (!use_kernel && !userspace)
-          log::info("kernel_backend_unavailable", {{"backup", record.id}, {"volume", v.name},
-                                                   {"reason", *kernel_unavailable}});
-      }
-      if (!use_kernel && !userspace) {
-        log::info("volume_skipped", {{"backup", record.id}, {"volume", v.name}, {"type", to_string(v.type)},
-                                     {"reason", v.note.empty() ? "no reader for this type yet" : v.note}});
+        if (!kernel_unavailable->empty()) {
+          if (!userspace)
+            log::info("kernel_backend_unavailable",
+                      {{"backup", record.id}, {"volume", v.name}, {"reason", *kernel_unavailable}});
+          return nullptr;
+        }
+        if (!kernel_backup) {
+          std::vector<kernel::DiskImage> images;
+          for (const BackupDisk& d : record.all_disks())
+            images.push_back({d.image_path, image_format_from_string(d.format),
+                              std::filesystem::path(d.image_path).parent_path().string()});
+          kernel::KernelOptions kopts;
+          kopts.nbd = options_.nbd_devices;
+          kopts.replay = options_.fs_open.replay_journal;
+          const std::string backup_id = record.id;
+          kopts.claim = [this, backup_id, mount_id](const std::string& device) {
+            return catalog_.claim_kernel_device({device, "nbd", backup_id, mount_id, ::getpid(), 0});
+          };
+          kopts.release = [this](const std::string& device) { catalog_.release_kernel_device(device); };
+          kernel_backup =
+              std::make_shared<kernel::KernelBackup>(mount_id, record.id, std::move(images), std::move(kopts));
+        }
+        // A device pool that is full (every restore-pool nbd device, or
+        // no loop device left) frees a device by evicting the least
+        // recently used idle backup, as --max-mounts does; else EBUSY.
+        for (;;) {
+          try {
+            return kernel_backup->mount_volume(v, where);
+          } catch (const Error& e) {
+            if (e.code() != EBUSY || !evict_one_idle(record.id)) throw;
+          }
+        }
+      };
+    OpenedVolumes opened = open_volumes(layout, engine);
+
+    std::vector<std::string> volume_errors;
+    for (const VolumeProblem& p : opened.problems) {
+      const Volume& v = *p.layout;
+      if (!p.failed) {
+        log::info("volume_skipped",
+                  {{"backup", record.id}, {"volume", v.name}, {"type", to_string(v.type)}, {"reason", p.reason}});
         continue;
       }
+      count_failure("volume_failed");
+      log::error("volume_failed", {{"backup", record.id}, {"volume", v.name}, {"error", p.reason}});
+      volume_errors.push_back(p.reason);
+    }
+    bool any_kernel = false;
+    for (OpenedVolume& o : opened.volumes) {
+      const Volume& v = *o.layout;
       AttachedVolume av;
-      if (use_kernel) {
-        try {
-          if (!kernel_backup) {
-            std::vector<kernel::DiskImage> images;
-            for (const BackupDisk& d : record.all_disks())
-              images.push_back({d.image_path, image_format_from_string(d.format),
-                                std::filesystem::path(d.image_path).parent_path().string()});
-            kernel::KernelOptions kopts;
-            kopts.nbd = options_.nbd_devices;
-            kopts.replay = options_.fs_open.replay_journal;
-            const std::string backup_id = record.id;
-            kopts.claim = [this, backup_id, mount_id](const std::string& device) {
-              return catalog_.claim_kernel_device({device, "nbd", backup_id, mount_id, ::getpid(), 0});
-            };
-            kopts.release = [this](const std::string& device) { catalog_.release_kernel_device(device); };
-            kernel_backup =
-                std::make_shared<kernel::KernelBackup>(mount_id, record.id, std::move(images), std::move(kopts));
-          }
-          // A device pool that is full (every restore-pool nbd device, or
-          // no loop device left) frees a device by evicting the least
-          // recently used idle backup, as --max-mounts does; else EBUSY.
-          for (;;) {
-            try {
-              av.fs = kernel_backup->mount_volume(v, where);
-              break;
-            } catch (const Error& e) {
-              if (e.code() != EBUSY || !evict_one_idle(record.id)) throw;
-            }
-          }
-          av.backend = "kernel";
-        } catch (const Error& e) {
-          // Where a userspace reader exists it serves the volume instead.
-          log::error(userspace ? "kernel_volume_failed_using_userspace" : "volume_failed",
-                     {{"backup", record.id}, {"volume", v.name}, {"error", e.what()}});
-          if (!userspace) {
-            volume_errors.push_back(e.what());
-            continue;
-          }
-        }
-      }
-      if (!av.fs) {
-        try {
-          av.fs = open_filesystem(v.type, v.device, where, options_.fs_open);
-          av.backend = "userspace";
-        } catch (const Error& e) {  // a damaged volume: the rest of the backup is still served
-          count_failure("volume_failed");
-          log::error("volume_failed", {{"backup", record.id}, {"volume", v.name}, {"error", e.what()}});
-          volume_errors.push_back(e.what());
-          continue;
-        }
-      }
+      av.fs = std::move(o.fs);
+      av.backend = o.backend;
       any_kernel = any_kernel || av.backend == "kernel";
       av.name = v.name;
       av.fs_type = av.fs->type_name();

@@ -10,6 +10,7 @@
 #include "readers/block/block_device.h"
 #include "readers/common/error.h"
 #include "readers/common/log.h"
+#include "readers/engine/open_backup.h"
 #include "readers/fs/registry.h"
 #include "readers/volume/volume.h"
 #include "tools/cli/commands.h"
@@ -25,19 +26,6 @@ struct JournalOutcome {
   std::optional<JournalReport> report;
   std::string error;
 };
-
-JournalOutcome open_for_journal(const Volume& v, const std::string& image, bool replay) {
-  JournalOutcome out;
-  if (!v.device || !has_reader(v.type)) return out;
-  FsOpenOptions options;
-  options.replay_journal = replay;
-  try {
-    out.report = open_filesystem(v.type, v.device, image + " " + v.name, options)->journal();
-  } catch (const Error& e) {
-    out.error = e.what();
-  }
-  return out;
-}
 
 std::string journal_text(const JournalOutcome& j) {
   if (!j.error.empty()) return "error";
@@ -68,12 +56,12 @@ InspectedDisk open_disk(const std::string& path, const std::optional<std::string
   const std::string confine_root = std::filesystem::path(std::filesystem::absolute(path)).parent_path().string();
   try {
     if (format != ImageFormat::raw) d.chain = read_image_chain(path, format, confine_root);
-    d.device = open_image(path, format, confine_root);
   } catch (const Error& e) {
     // Name the image even when a lower layer named only a part of it.
     if (std::string(e.what()).find(path) == std::string::npos) rethrow_with_context(e, path);
     throw;
   }
+  d.device = open_disks({{path, format}}).devices.at(0);
   return d;
 }
 
@@ -123,11 +111,17 @@ int inspect(int argc, char** argv, int first) {
   // the reader's own log lines would only repeat it.
   const log::Level saved_level = log::level();
   log::set_level(log::Level::error);
-  std::vector<JournalOutcome> journals;
-  for (const auto& v : layout.volumes) {
-    const std::string& image = disks[v.disk < disks.size() ? v.disk : 0].path;
-    journals.push_back(open_for_journal(v, image, replay));
-  }
+  // One engine call per disk's label: volumes of a multi-disk backup are
+  // named after the image holding them (disk 0 for an LV).
+  std::vector<JournalOutcome> journals(layout.volumes.size());
+  EngineOptions engine;
+  engine.fs_open.replay_journal = replay;
+  engine.label = disks[0].path;
+  const OpenedVolumes opened = open_volumes(layout, engine);
+  auto index_of = [&](const Volume* v) { return static_cast<size_t>(v - layout.volumes.data()); };
+  for (const OpenedVolume& o : opened.volumes) journals[index_of(o.layout)].report = o.fs->journal();
+  for (const VolumeProblem& p : opened.problems)
+    if (p.failed) journals[index_of(p.layout)].error = p.reason;
   log::set_level(saved_level);
 
   if (args.flag("--json")) {
