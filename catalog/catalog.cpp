@@ -147,6 +147,38 @@ CREATE TABLE tenant_vms (
 );
 CREATE INDEX idx_tenant_vms_tenant ON tenant_vms(tenant_num, vm_name);
 )sql"},
+    // 7: the HTTP service (sendense-restore-web). API tokens: only a
+    // SHA-256 of the secret is kept; a tenant's tokens go with the tenant;
+    // tenant_num NULL is an operator token. The audit log of downloads and
+    // archives keeps names as text, so it outlives tokens and tenants.
+    // detach_requests: `sendense-restore detach` and the web service ask the
+    // daemon (which polls it) to detach a backup.
+    {7, R"sql(
+CREATE TABLE api_tokens (
+  id          TEXT PRIMARY KEY,
+  tenant_num  INTEGER REFERENCES tenants(num) ON DELETE CASCADE,
+  hash        TEXT NOT NULL UNIQUE,
+  label       TEXT NOT NULL DEFAULT '',
+  created_at  TEXT NOT NULL,
+  expires_at  TEXT,
+  revoked_at  TEXT
+);
+CREATE TABLE audit_log (
+  id          INTEGER PRIMARY KEY AUTOINCREMENT,
+  at          TEXT NOT NULL,
+  tenant      TEXT NOT NULL,
+  token_id    TEXT NOT NULL,
+  action      TEXT NOT NULL,
+  backup_id   TEXT NOT NULL,
+  path        TEXT NOT NULL,
+  bytes       INTEGER NOT NULL,
+  result      TEXT NOT NULL
+);
+CREATE TABLE detach_requests (
+  backup_id    TEXT PRIMARY KEY,
+  requested_at TEXT NOT NULL
+);
+)sql"},
 };
 
 constexpr int64_t kMaxVolumeId = (1LL << 23) - 1;

@@ -109,6 +109,35 @@ bool valid_tenant_name(std::string_view name);
 // and a tenant's is 1000 + num (tools/cli/export_stanza.h).
 inline constexpr int64_t kMaxTenantNum = 65535 - 1000;
 
+// An API token of the HTTP service (sendense-restore-web). The secret is
+// shown once by create_api_token; the catalog keeps its SHA-256 only.
+struct ApiTokenRecord {
+  std::string id;             // "tok-" + 16 hex: names the token in lists and the audit log
+  std::string tenant;         // "" for an operator token (the whole tree)
+  int64_t tenant_num = 0;     // 0 for an operator token
+  std::string label;
+  int64_t created_at = 0;
+  int64_t expires_at = 0;     // 0 = never
+  int64_t revoked_at = 0;     // 0 = not revoked
+};
+
+struct NewApiToken {
+  ApiTokenRecord record;
+  std::string secret;         // "sdr_" + 43 base64url characters (256 random bits)
+};
+
+// One download or archive served by the HTTP service.
+struct AuditRecord {
+  int64_t at = 0;
+  std::string tenant;         // "" for the operator
+  std::string token_id;
+  std::string action;         // "download", "archive"
+  std::string backup_id;
+  std::string path;
+  uint64_t bytes = 0;         // bytes sent
+  std::string result;         // "ok", "client-closed", "error: ..."
+};
+
 class Catalog {
  public:
   // Opens (creating if needed) the database, applies pending numbered
@@ -180,6 +209,21 @@ class Catalog {
   void assign_vm(const std::string& tenant, const std::string& vm);
   void unassign_vm(const std::string& tenant, const std::string& vm);  // ENOENT if not assigned to that tenant
   std::vector<TenantRecord> list_tenants();                            // ordered by name (bytewise)
+
+  // API tokens (catalog/api_tokens.cpp). tenant "" makes an operator token;
+  // else Error(ENOENT) for no such tenant. expires_at 0 = never.
+  NewApiToken create_api_token(const std::string& tenant, int64_t expires_at, const std::string& label);
+  std::vector<ApiTokenRecord> list_api_tokens();                       // ordered by created_at, id
+  void revoke_api_token(const std::string& id);                        // ENOENT; revoking twice is a no-op
+  // The token whose secret this is, if it is neither revoked nor expired at `now`.
+  std::optional<ApiTokenRecord> authenticate_api_token(const std::string& secret, int64_t now);
+  void add_audit(const AuditRecord& r);
+  std::vector<AuditRecord> list_audit(size_t limit);                   // newest first
+
+  // Detach requests: the CLI and the web service ask, the daemon's
+  // housekeeping takes them (and forgets them) within a tick.
+  void request_detach(const std::string& backup_id);
+  std::vector<std::string> take_detach_requests();
 
  private:
   std::string path_;

@@ -382,6 +382,10 @@ void AttachManager::detach(const std::string& backup_id, std::string_view reason
   release(victim, reason);
 }
 
+void AttachManager::detach_requested() {
+  for (const std::string& id : catalog_.take_detach_requests()) detach(id, "requested");
+}
+
 void AttachManager::detach_if_current(const AttachedBackupPtr& backup, std::string_view reason) {
   {
     std::unique_lock lock(table_mutex_);

@@ -121,6 +121,9 @@ class AttachManager {
   // thread that saw an old attach must not drop the new one).
   void detach_if_current(const AttachedBackupPtr& backup, std::string_view reason);
   void detach_all(std::string_view reason);
+  // Detaches what `sendense-restore detach` and the web service asked for
+  // (Catalog::request_detach); an id not attached is forgotten.
+  void detach_requested();
 
  private:
   AttachedBackupPtr attach(const BackupRecord& record);

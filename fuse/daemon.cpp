@@ -267,6 +267,7 @@ class Housekeeper {
       try {
         if (readahead_tries > 0) readahead_tries = raise_readahead(mountpoint_) ? 0 : readahead_tries - 1;
         manager_.detach_idle();
+        manager_.detach_requested();
         if (clock::now() >= next_refresh) {
           const auto started = clock::now();
           const auto gone_backups = view_.refresh();

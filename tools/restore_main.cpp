@@ -60,6 +60,19 @@ constexpr const char* kUsage = R"(usage: sendense-restore COMMAND [ARGS]
       MOUNTPOINT: --mountpoint, else `mountpoint` in FILE (default
       /etc/sendense-restore/restorefs.conf), else /mnt/sendense/restore.
       A tenant needs --uid and --gid to be exported.
+  token create (--tenant NAME | --operator) [--expires 30d|12h|TIME] [--label TEXT]
+               [--catalog DB]
+      An API token of the HTTP service (sendense-restore-web): a tenant's
+      sees tenants/NAME/ only, the operator's the whole tree. The secret is
+      printed once, alone on stdout; the catalog keeps only its SHA-256.
+  token list [--json] [--catalog DB]
+  token revoke ID [--catalog DB]
+      Refused from the service's next request on.
+  attach ID [--mountpoint DIR] [--config FILE] [--json] [--catalog DB]
+      Attach backup ID now (list its folder through the mounted tree) and
+      print its mount id, folder and volumes.
+  detach ID [--catalog DB]
+      Ask the daemon to detach backup ID and wait (10 s at most) until it has.
 
   --version
       Print the version and exit.
@@ -104,6 +117,16 @@ int dispatch(int argc, char** argv) {
     if (sub == "ganesha") return export_ganesha(argc, argv, 3);
     throw UsageError(sub.empty() ? "export needs a server (samba, ganesha)" : "unknown export server '" + sub + "'");
   }
+  if (cmd == "token") {
+    const std::string sub = argc > 2 ? argv[2] : "";
+    if (sub == "create") return token_create(argc, argv, 3);
+    if (sub == "list") return token_list(argc, argv, 3);
+    if (sub == "revoke") return token_revoke(argc, argv, 3);
+    throw UsageError(sub.empty() ? "token needs a subcommand (create, list, revoke)"
+                                 : "unknown token subcommand '" + sub + "'");
+  }
+  if (cmd == "attach") return attach(argc, argv, 2);
+  if (cmd == "detach") return detach(argc, argv, 2);
   if (cmd == "status") return status(argc, argv, 2);
   if (cmd == "inspect") return inspect(argc, argv, 2);
   throw UsageError(cmd.empty() ? "missing command" : "unknown command '" + cmd + "'");

@@ -383,6 +383,32 @@ TEST_F(DaemonTest, IdleDetachThenReattachKeepsInodes) {
       << "reading after the idle detach did not attach again";
 }
 
+TEST_F(DaemonTest, AttachAndDetachFromTheCli) {
+  START_DAEMON({"--idle-timeout", "600"});
+  CommandResult r = cli("attach " + full_ + " --json --mountpoint " + q(mnt_));
+  ASSERT_EQ(r.status, 0) << r.output << tail(log(), 20);
+  EXPECT_NE(r.output.find("\"mount_id\""), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("\"part1\""), std::string::npos) << r.output;
+  EXPECT_EQ(count_events(log(), "attach", {{"backup", full_}}), 1);
+  EXPECT_NE(cli("status").output.find(full_), std::string::npos);
+  r = cli("detach " + full_);
+  ASSERT_EQ(r.status, 0) << r.output << tail(log(), 20);
+  EXPECT_EQ(trim(r.output), "detached " + full_);
+  EXPECT_TRUE(wait_for(
+      [&] { return count_events(log(), "detach", {{"backup", full_}, {"reason", "requested"}}) == 1; }, 5s))
+      << tail(log(), 20);
+  EXPECT_EQ(cli("status").output.find(full_), std::string::npos) << "still a mount row after the detach";
+  r = cli("detach " + full_);
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(trim(r.output), full_ + " is not attached");
+  // The next reader attaches again, as after an idle detach.
+  EXPECT_EQ(sha(vol(full_, "part1") + "/docs/readme.txt"), sha(fx_ + "/src/docs/readme.txt"));
+  EXPECT_EQ(count_events(log(), "attach", {{"backup", full_}}), 2);
+  r = cli("attach no-such-backup --mountpoint " + q(mnt_));
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("no-such-backup"), std::string::npos) << r.output;
+}
+
 TEST_F(DaemonTest, MaxMountsEvictsLeastRecentlyUsedIdleBackup) {
   START_DAEMON({"--max-mounts", "1", "--idle-timeout", "600"});
   std::string full_file = vol(full_, "part1") + "/docs/readme.txt";

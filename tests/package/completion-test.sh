@@ -41,6 +41,8 @@ expect "catalog" sendense-restore cat
 expect "import add list remove" sendense-restore catalog ""
 expect "add assign unassign list remove" sendense-restore tenant ""
 expect "samba ganesha" sendense-restore export ""
+expect "create list revoke" sendense-restore token ""
+expect "--mountpoint --config --json --catalog" sendense-restore attach b1 --
 expect "--tenant --catalog" sendense-restore catalog import --
 expect "--vm" sendense-restore tenant assign acme --v
 expect "qcow2 raw vmdk vhdx" sendense-restore inspect x.img --format ""
@@ -49,7 +51,7 @@ expect "--version" sendense-restore --v
 for opt in $("$build/sendense-restore" --help | grep -oE '(^|[][ ,|])--[a-z][a-z-]*' | sed 's/^[][ ,|]*//' | LC_ALL=C sort -u); do
   found=0
   for line in "catalog add" "catalog list" "catalog import" "tenant add" "tenant assign" "tenant list" \
-              "export samba" "export ganesha" "status" "inspect" ""; do
+              "export samba" "export ganesha" "token create" "token list" "attach" "status" "inspect" ""; do
     # shellcheck disable=SC2086
     offered=$(complete_line sendense-restore $line "--")
     grep -qw -- "$opt" <<<"$offered" && found=1

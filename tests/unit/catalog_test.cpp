@@ -6,6 +6,8 @@
 #include <sqlite3.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <ctime>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -389,6 +391,85 @@ TEST(Tenants, NumIsNeverReusedAfterRemove) {
   const TenantRecord again = c.add_tenant("b", std::nullopt, std::nullopt);
   EXPECT_GT(again.num, second);
   EXPECT_EQ(c.list_tenants().front().num, first);
+}
+
+TEST(ApiTokens, SecretIsShownOnceAndOnlyItsHashIsKept) {
+  TempDir dir;
+  const std::string db = dir / "catalog.db";
+  Catalog c(db);
+  const int64_t acme_num = c.add_tenant("acme", 1001, 1001).num;
+  const NewApiToken t = c.create_api_token("ACME", 0, "portal");  // names match ignoring case
+  EXPECT_EQ(t.secret.rfind("sdr_", 0), 0u) << t.secret;
+  EXPECT_EQ(t.secret.size(), 4u + 43u) << t.secret;  // 256 bits in base64url
+  EXPECT_EQ(t.record.id.rfind("tok-", 0), 0u);
+  EXPECT_EQ(t.record.tenant, "acme");
+  EXPECT_EQ(t.record.tenant_num, acme_num);
+  const NewApiToken op = c.create_api_token("", 0, "");
+  EXPECT_NE(op.secret, t.secret);
+  EXPECT_NE(op.record.id, t.record.id);
+
+  const int64_t now = static_cast<int64_t>(::time(nullptr));
+  auto who = c.authenticate_api_token(t.secret, now);
+  ASSERT_TRUE(who);
+  EXPECT_EQ(who->id, t.record.id);
+  EXPECT_EQ(who->tenant, "acme");
+  EXPECT_EQ(who->label, "portal");
+  auto oper = c.authenticate_api_token(op.secret, now);
+  ASSERT_TRUE(oper);
+  EXPECT_EQ(oper->tenant, "");
+  EXPECT_EQ(oper->tenant_num, 0);
+  EXPECT_FALSE(c.authenticate_api_token(t.secret + "x", now));
+  EXPECT_FALSE(c.authenticate_api_token("", now));
+
+  // The database holds no secret: grep the file and its WAL for it.
+  for (const std::string& f : {db, db + "-wal"}) {
+    if (!fs::exists(f)) continue;
+    EXPECT_EQ(test::read_file(f).find(t.secret.substr(4)), std::string::npos) << f;
+  }
+
+  auto list = c.list_api_tokens();
+  ASSERT_EQ(list.size(), 2u);
+  c.revoke_api_token(t.record.id);
+  EXPECT_FALSE(c.authenticate_api_token(t.secret, now)) << "a revoked token still authenticates";
+  EXPECT_TRUE(c.authenticate_api_token(op.secret, now));
+  c.revoke_api_token(t.record.id);  // twice: no-op
+  std::string what;
+  EXPECT_EQ(error_code_of([&] { c.revoke_api_token("tok-nope"); }, &what), ENOENT);
+  EXPECT_NE(what.find("tok-nope"), std::string::npos) << what;
+  EXPECT_EQ(error_code_of([&] { c.create_api_token("nobody", 0, ""); }, &what), ENOENT);
+
+  // Expiry, and a tenant's tokens go with the tenant.
+  const NewApiToken brief = c.create_api_token("acme", now + 60, "");
+  EXPECT_TRUE(c.authenticate_api_token(brief.secret, now));
+  EXPECT_FALSE(c.authenticate_api_token(brief.secret, now + 60));
+  c.remove_tenant("acme");
+  EXPECT_FALSE(c.authenticate_api_token(brief.secret, now));
+  ASSERT_EQ(c.list_api_tokens().size(), 1u);
+  EXPECT_EQ(c.list_api_tokens()[0].id, op.record.id);
+}
+
+TEST(ApiTokens, AuditLogAndDetachRequests) {
+  TempDir dir;
+  Catalog c(dir / "catalog.db");
+  c.add_audit({1800000000, "acme", "tok-1", "download", "b1", "/part1/a", 42, "ok"});
+  c.add_audit({1800000001, "", "tok-2", "archive", "b2", "/", 7, "client-closed"});
+  auto log = c.list_audit(10);
+  ASSERT_EQ(log.size(), 2u);
+  EXPECT_EQ(log[0].action, "archive");  // newest first
+  EXPECT_EQ(log[0].result, "client-closed");
+  EXPECT_EQ(log[1].tenant, "acme");
+  EXPECT_EQ(log[1].bytes, 42u);
+  EXPECT_EQ(log[1].at, 1800000000);
+  EXPECT_EQ(c.list_audit(1).size(), 1u);
+
+  EXPECT_TRUE(c.take_detach_requests().empty());
+  c.request_detach("b1");
+  c.request_detach("b2");
+  c.request_detach("b1");  // asked twice: once
+  auto asked = c.take_detach_requests();
+  std::sort(asked.begin(), asked.end());
+  EXPECT_EQ(asked, (std::vector<std::string>{"b1", "b2"}));
+  EXPECT_TRUE(c.take_detach_requests().empty()) << "requests are taken once";
 }
 
 TEST(Tenants, AssignUnassignOneOwnerPerVm) {
@@ -1063,6 +1144,51 @@ TEST(Cli, ImportWithTenantAssignsItsVms) {
 
 // A uid/gid this host has no passwd/group entry for (Samba's force user needs one).
 constexpr uint32_t kUnknownId = 3999999999u;
+
+TEST(Cli, TokenCreateListRevoke) {
+  TempDir dir;
+  const std::string db = dir / "c.db";
+  const std::string cat = " --catalog " + shell_quote(db);
+  ASSERT_EQ(cli(dir, "tenant add acme" + cat).status, 0);
+  EXPECT_EQ(cli(dir, "token create" + cat).status, 2);                          // neither
+  EXPECT_EQ(cli(dir, "token create --tenant acme --operator" + cat).status, 2);  // both
+  EXPECT_EQ(cli(dir, "token create --tenant acme --expires 3w" + cat).status, 2);
+  EXPECT_EQ(cli(dir, "token create --tenant acme --expires 2001-01-01" + cat).status, 2);
+  Cli r = cli(dir, "token create --tenant nobody" + cat);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("'nobody'"), std::string::npos) << r.err;
+
+  r = cli(dir, "token create --tenant acme --expires 30d --label portal" + cat);
+  ASSERT_EQ(r.status, 0) << r.err;
+  const std::string secret = r.out.substr(0, r.out.find('\n'));
+  EXPECT_EQ(r.out, secret + "\n") << "the secret is alone on stdout";
+  EXPECT_EQ(secret.rfind("sdr_", 0), 0u) << secret;
+  EXPECT_NE(r.err.find("shown only this once"), std::string::npos) << r.err;
+  ASSERT_EQ(cli(dir, "token create --operator" + cat).status, 0);
+
+  r = cli(dir, "token list --json" + cat);
+  ASSERT_EQ(r.status, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j.size(), 2u);
+  std::string acme_id;
+  for (const auto& t : j) {
+    EXPECT_EQ(t["state"], "valid");
+    if (t["operator"] == false) {
+      acme_id = t["id"];
+      EXPECT_EQ(t["tenant"], "acme");
+      EXPECT_EQ(t["label"], "portal");
+      EXPECT_FALSE(t["expires_at"].is_null());
+    }
+  }
+  EXPECT_EQ(r.out.find(secret.substr(4)), std::string::npos) << "list shows a secret";
+  ASSERT_FALSE(acme_id.empty());
+  r = cli(dir, "token revoke " + acme_id + cat);
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = cli(dir, "token list" + cat);
+  EXPECT_NE(r.out.find("revoked"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("(operator)"), std::string::npos) << r.out;
+  EXPECT_EQ(cli(dir, "token revoke tok-0000" + cat).status, 1);
+}
 
 TEST(Cli, ExportStanzas) {
   TempDir dir;

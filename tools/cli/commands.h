@@ -27,6 +27,11 @@ int tenant_list(int argc, char** argv, int first);     // tenant list [--json]
 int tenant_remove(int argc, char** argv, int first);   // tenant remove NAME
 int export_samba(int argc, char** argv, int first);    // export samba [--tenant NAME] [--mountpoint DIR] [--global]
 int export_ganesha(int argc, char** argv, int first);  // export ganesha [--tenant NAME] [--mountpoint DIR]
+int token_create(int argc, char** argv, int first);    // token create (--tenant NAME | --operator) [--expires T] [--label L]
+int token_list(int argc, char** argv, int first);      // token list [--json]
+int token_revoke(int argc, char** argv, int first);    // token revoke ID
+int attach(int argc, char** argv, int first);          // attach ID [--mountpoint DIR] [--json]
+int detach(int argc, char** argv, int first);          // detach ID
 
 // Shared by the commands.
 // Commands that only read or change existing rows refuse a catalog that does
@@ -38,6 +43,9 @@ TenantRecord require_tenant(Catalog& catalog, const std::string& name);
 // Assigns `vms` to `tenant`: if another tenant owns any of them, Error(EBUSY)
 // naming it and nothing is assigned. Returns the VMs that were not the
 // tenant's before.
+// --mountpoint, else the daemon's `mountpoint` from --config FILE (default
+// /etc/sendense-restore/restorefs.conf, when it exists), else the packaged default.
+std::string mountpoint_of(const Args& args);
 std::vector<std::string> assign_vms(Catalog& catalog, const std::string& tenant, const std::vector<std::string>& vms);
 
 }  // namespace sendense::cli

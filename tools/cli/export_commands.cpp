@@ -16,26 +16,6 @@ namespace sendense::cli {
 
 namespace {
 
-// --mountpoint, else the daemon's `mountpoint` from --config FILE (default
-// /etc/sendense-restore/restorefs.conf, when it exists), else the packaged
-// default: the stanza must name the directory the daemon really mounts.
-std::string mountpoint_of(const Args& args) {
-  if (auto m = args.value("--mountpoint")) return *m;
-  const auto given = args.value("--config");
-  const std::string file = given.value_or(config::kDefaultConfigPath);
-  std::error_code ec;
-  if (!given && !std::filesystem::exists(file, ec)) return kDefaultMountpoint;
-  config::DaemonConfig conf;
-  try {
-    conf.load_file(file);
-  } catch (const config::ConfigError& e) {
-    throw Error(EINVAL, e.what());
-  }
-  for (const auto& [key, setting] : conf.effective())
-    if (key == "mountpoint" && !setting.value.empty()) return setting.value;
-  return kDefaultMountpoint;
-}
-
 std::string user_name(uint32_t uid, const std::string& tenant) {
   errno = 0;
   const passwd* pw = ::getpwuid(uid);
@@ -90,6 +70,23 @@ ExportTarget target_of(const Args& args, bool samba) {
 }
 
 }  // namespace
+
+std::string mountpoint_of(const Args& args) {
+  if (auto m = args.value("--mountpoint")) return *m;
+  const auto given = args.value("--config");
+  const std::string file = given.value_or(config::kDefaultConfigPath);
+  std::error_code ec;
+  if (!given && !std::filesystem::exists(file, ec)) return kDefaultMountpoint;
+  config::DaemonConfig conf;
+  try {
+    conf.load_file(file);
+  } catch (const config::ConfigError& e) {
+    throw Error(EINVAL, e.what());
+  }
+  for (const auto& [key, setting] : conf.effective())
+    if (key == "mountpoint" && !setting.value.empty()) return setting.value;
+  return kDefaultMountpoint;
+}
 
 int export_samba(int argc, char** argv, int first) {
   const Args args = parse_args(argc, argv, first, {"--tenant", "--mountpoint", "--config", "--catalog"}, {"--global"});
