@@ -26,6 +26,7 @@ constexpr size_t kDefaultLimit = 1000, kMaxLimit = 10000;
 
 void send_json(httplib::Response& res, int status, const json& body) {
   res.status = status;
+  res.set_header("Cache-Control", "no-store");
   res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
 }
 
@@ -155,8 +156,7 @@ std::string content_disposition(const std::string& name) {
 void Api::install(httplib::Server& server) {
   server.set_default_headers({{"Content-Security-Policy", "default-src 'self'"},
                               {"X-Content-Type-Options", "nosniff"},
-                              {"Referrer-Policy", "no-referrer"},
-                              {"Cache-Control", "no-store"}});
+                              {"Referrer-Policy", "no-referrer"}});
   // Ranges are ours (download): httplib's own would apply them a second time.
   server.set_pre_routing_handler([](const httplib::Request& req, httplib::Response&) {
     const_cast<httplib::Request&>(req).ranges.clear();
@@ -404,7 +404,8 @@ void Api::install(httplib::Server& server) {
                 const std::string mount_path = c.is_operator() ? "/" + id : "/tenants/" + *c.tenant + "/" + id;
                 auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
                 while (true) {
-                  for (const auto& m : broker_.mounts(c).at("mounts")) {
+                  const json rows = broker_.mounts(c);
+                  for (const auto& m : rows.at("mounts")) {
                     if (m.at("backup_id") != id || m.at("status") == "failed") continue;
                     json out = {{"mount_id", m.at("mount_id")}, {"backup_id", id}, {"mount_path", mount_path},
                                 {"status", m.at("status")}, {"volumes", m.at("volumes")}};
