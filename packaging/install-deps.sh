@@ -9,7 +9,8 @@ packages=(
   libfuse3-dev libnbd-dev libzstd-dev zlib1g-dev libext2fs-dev ntfs-3g-dev libsqlite3-dev nlohmann-json3-dev
   libgtest-dev googletest
   libsystemd-dev      # sd_notify: Type=notify and the watchdog
-  libcpp-httplib-dev  # the --metrics-listen endpoint
+  libcpp-httplib-dev  # the --metrics-listen endpoint and sendense-restore-web
+  libarchive-dev libseccomp-dev libcap-dev  # sendense-restore-web: archives, its server's confinement
   # the Debian package (packaging/build-deb.sh, tests/package/package-test.sh)
   dpkg-dev lintian adduser man-db systemd
   # run
@@ -17,6 +18,7 @@ packages=(
   # fixtures and integration tests: the real tools
   qemu-utils qemu-system-common e2fsprogs fdisk util-linux rsync attr acl
   dosfstools ntfs-3g xfsprogs btrfs-progs cryptsetup-bin lvm2 file procps bc fuse2fs
+  curl unzip zstd  # web_test: the HTTP client and the archives' extractors
   python3  # make-journal-fixtures.sh: fsync(2) of one file, logdump parsing
   # re-export (export stanzas, tests/reexport, reexport_test): real servers and
   # clients on loopback: testparm/smbd/smbclient, ganesha.nfsd (FSAL VFS),

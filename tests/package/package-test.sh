@@ -45,7 +45,7 @@ echo "== cpack"
 deb=$(ls "$work"/out/${pkg}_*.deb)
 dpkg-deb --info "$deb"
 depends=$(dpkg-deb --field "$deb" Depends)
-for lib in libfuse3 libsqlite3 libzstd zlib1g libnbd libext2fs libntfs-3g libsystemd0 libcpp-httplib; do
+for lib in libfuse3 libsqlite3 libzstd zlib1g libnbd libext2fs libntfs-3g libsystemd0 libcpp-httplib libarchive13 libseccomp2 libcap2; do
   grep -q "$lib" <<<"$depends" || fail "Depends lacks $lib (shlibdeps): $depends"
 done
 
@@ -57,7 +57,10 @@ if grep -Ev '^/(usr/|usr$|etc/$|etc/sendense-restore/)|^/$' "$work/contents"; th
 expected=(
   /usr/bin/sendense-restorefs
   /usr/bin/sendense-restore
+  /usr/bin/sendense-restore-web
   /usr/lib/systemd/system/sendense-restorefs.service
+  /usr/lib/systemd/system/sendense-restore-web.service
+  /usr/share/man/man8/sendense-restore-web.8.gz
   /etc/sendense-restore/restorefs.conf
   /usr/share/man/man8/sendense-restorefs.8.gz
   /usr/share/man/man8/sendense-restore.8.gz
@@ -90,6 +93,10 @@ fi
 grep -q "broken.conf:2: idle-timeout needs a number" "$work/broken.out" || { cat "$work/broken.out"; fail "error does not name the line"; }
 for f in "${expected[@]}"; do [ -e "$f" ] || fail "$f missing after dpkg -i"; done
 getent passwd sendense-restore >/dev/null || fail "postinst did not create the sendense-restore user"
+getent passwd sendense-web >/dev/null || fail "postinst did not create the sendense-web user"
+/usr/bin/sendense-restore-web --version | grep -qx "sendense-restore-web [0-9.]*" || fail "sendense-restore-web --version"
+systemd-analyze verify /usr/lib/systemd/system/sendense-restore-web.service ||
+  fail "systemd-analyze verify on the installed web unit"
 [ "$(stat -c '%U:%G %a' /var/lib/sendense-restore)" = "root:sendense-restore 750" ] ||
   fail "/var/lib/sendense-restore is $(stat -c '%U:%G %a' /var/lib/sendense-restore)"
 systemd-analyze verify /usr/lib/systemd/system/sendense-restorefs.service ||
