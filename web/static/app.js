@@ -489,7 +489,9 @@ function archiveFrameLoaded(id, frame) {
   if (!job || job.id !== id) return;
   let message = '';
   try {
-    const text = frame.contentDocument && frame.contentDocument.body ? frame.contentDocument.body.textContent : '';
+    const doc = frame.contentDocument;
+    const pre = doc ? doc.querySelector('pre') : null;   // Chromium shows JSON in a <pre>
+    const text = pre ? pre.textContent : doc && doc.body ? doc.body.textContent : '';
     if (!text) return;   // about:blank
     const data = JSON.parse(text);
     message = typeof data.error === 'string' ? data.error : 'The archive could not be made.';
