@@ -23,7 +23,9 @@
 #      the tree shows), clicks on breadcrumbs and folder links navigate,
 #      history.back() returns to the previous folder, and "Download folder
 #      as zip" saves a zip equal to the folder while the page's progress
-#      (GET /api/v1/jobs/{id}) ends in "done".
+#      (GET /api/v1/jobs/{id}) ends in "done"; "Show more" pages through a
+#      folder of 3000 files until the rows equal the mount's;
+#    - neither service's log holds a sanitizer report.
 #
 # Exit 0: passed; 1: failed; 77: skipped (loud SKIPPED line) when a tool, root,
 # /dev/fuse or the fixtures are missing. SENDENSE_NO_SKIP=1 turns a skip into
@@ -543,6 +545,22 @@ result["job_text"] = wait_js("(() => { const t = document.getElementById('job-te
                              "return /^(done|failed|cancelled|unknown)/.test(t) || document.getElementById('job').dataset.state ? t : null; })()",
                              "the end of the zip job")
 result["job_state"] = js("document.getElementById('job').dataset.state || ''")
+
+# A big folder in pages: "Show more" until everything is there.
+click_at("[...document.querySelectorAll('#crumbs a')].find(a => a.textContent === 'part1')", "breadcrumb part1")
+listing_has("many")
+click_at(row_named("many"), "folder link many")
+listing_has("f0000")
+result["many_first_count"] = js("document.getElementById('count').textContent")
+result["many_first_rows"] = js("document.querySelectorAll('#rows tr').length")
+clicks = 0
+while js("!document.getElementById('more').hidden") and clicks < 20:
+    before = js("document.querySelectorAll('#rows tr').length")
+    click_at("document.getElementById('more')", "Show more")
+    wait_js(f"document.querySelectorAll('#rows tr').length > {before} && document.getElementById('loading').hidden", "more rows")
+    clicks += 1
+result["many_clicks"] = clicks
+result["many_rows"] = js("[...document.querySelectorAll('#rows span.name')].map(s => s.textContent)")
 result["error"] = js("document.getElementById('error').textContent")
 print(json.dumps(result))
 EOF
@@ -598,6 +616,14 @@ else:
     print("browser-test: zip progress: " + result["job_text"], file=sys.stderr)
 if result["error"]:
     problems.append("the page shows an error: " + result["error"])
+many = sorted(os.listdir(os.path.join(view, "part1/many")), key=os.fsencode)
+if result["many_rows"] != many:
+    problems.append(f"/part1/many after {result['many_clicks']} 'Show more': {len(result['many_rows'])} rows, the mount has {len(many)}")
+elif len(many) > 1000 and (result["many_first_rows"] != 1000 or result["many_clicks"] < 1):
+    problems.append(f"/part1/many was not paged: {result['many_first_rows']} rows at first, {result['many_first_count']!r}")
+else:
+    print(f"browser-test: /part1/many: {result['many_first_count']!r} at first, {len(many)} rows after "
+          f"{result['many_clicks']} 'Show more', equal to the mount", file=sys.stderr)
 with zipfile.ZipFile(z["file"]) as zf:
     names = {}
     for info in zf.infolist():
@@ -621,5 +647,12 @@ for p in problems:
     print("browser-test: " + p, file=sys.stderr)
 sys.exit(1 if problems else 0)
 EOF
+
+# Neither service may have logged a sanitizer report (ASan/UBSan builds).
+for f in daemon.log web.log; do
+  if grep -qE 'ERROR: (Address|Leak|Thread)Sanitizer|runtime error:' "$WORK/$f"; then
+    fail "sanitizer report in $f: $(grep -m 3 -E 'Sanitizer|runtime error:' "$WORK/$f")"
+  fi
+done
 
 log "PASS"
