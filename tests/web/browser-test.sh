@@ -250,7 +250,7 @@ wait_until 30 "the tenant's view $VIEW/part1" view_ready
 log "web service: $WEB --listen 127.0.0.1:0 --user nobody"
 "$WEB" --mountpoint "$MNT" --catalog "$DB" --listen 127.0.0.1:0 --user nobody >"$WORK/web.log" 2>&1 &
 WEB_PID=$!
-listening() { grep -q 'web_listening.*port=[0-9]' "$WORK/web.log" || ! kill -0 "$WEB_PID" 2>/dev/null; }
+listening() { grep -qs 'web_listening.*port=[0-9]' "$WORK/web.log" || ! kill -0 "$WEB_PID" 2>/dev/null; }
 wait_until 20 "web_listening in the service's log" listening
 kill -0 "$WEB_PID" 2>/dev/null || fail "sendense-restore-web exited: $(tail -n 20 "$WORK/web.log")"
 PORT=$(grep -o 'web_listening.*port=[0-9]*' "$WORK/web.log" | head -n 1 | sed 's/.*port=//')
@@ -573,10 +573,10 @@ timeout 300 "$PY" "$WORK/driver.py" "$WORK/profile-cdp" "$BASE" "$TOKEN" "$FULL_
   >"$WORK/driver.json" 2>"$WORK/driver.log" || fail "the DevTools driver failed: $(tail -n 5 "$WORK/driver.log")"
 cat "$WORK/driver.log" >&2
 
-"$PY" - "$WORK/driver.json" "$VIEW" "$TOKEN" "$WORK/unzipped" <<'EOF' || fail "downloads through the page differ from the mount"
-import hashlib, json, os, stat, sys, zipfile
+"$PY" - "$WORK/driver.json" "$VIEW" "$TOKEN" "$BASE" <<'EOF' || fail "what the page did differs from the mount or the spec (above)"
+import hashlib, json, os, stat, sys, urllib.error, urllib.parse, urllib.request, zipfile
 result = json.load(open(sys.argv[1]))
-view, token, unzip_to = sys.argv[2], sys.argv[3], sys.argv[4]
+view, token, base = sys.argv[2], sys.argv[3], sys.argv[4]
 problems = []
 
 def sha(path):
@@ -608,8 +608,20 @@ for d in result["downloads"]:
 z = result["zip"]
 if z["suggested"] != "docs.zip":
     problems.append(f"zip saved as {z['suggested']!r}, not docs.zip")
-if "job=" not in z["url"]:
+proposed = urllib.parse.parse_qs(urllib.parse.urlparse(z["url"]).query).get("job", [""])[0]
+if not proposed:
     problems.append("the zip request proposes no job id: " + z["url"])
+else:
+    # The server took the id the page proposed (job=): the job is known by it.
+    req = urllib.request.Request(f"{base}/api/v1/jobs/{proposed}", headers={"Authorization": "Bearer " + token})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            j = json.load(r)
+        if j.get("id") != proposed or j.get("state") != "done":
+            problems.append(f"GET /api/v1/jobs/{proposed}: {j}")
+    except urllib.error.HTTPError as e:
+        problems.append(f"GET /api/v1/jobs/{proposed} (the id the page proposed): HTTP {e.code} {e.read()[:200]!r}; "
+                        "the server must use a valid unused job= id")
 if result["job_state"] != "done" or not result["job_text"].startswith("done"):
     problems.append(f"zip progress ended as {result['job_state']!r}: {result['job_text']!r}")
 else:

@@ -462,31 +462,53 @@ function newJobId() {
   return btoa(String.fromCharCode(...bytes)).replace(/\+/g, '-').replace(/\//g, '_');
 }
 
-function startZip() {
+async function startZip() {
   const view = state.view;
   if (!view || state.job) return;
-  const id = newJobId();
-  const url = backupUrl(view.backup, 'archive', { path: view.path, format: 'zip', job: id });
+  const proposed = newJobId();
+  const url = backupUrl(view.backup, 'archive', { path: view.path, format: 'zip', job: proposed });
+  const folderName = view.path === '/' ? view.backup : view.path.split('/').pop();
+  const job = { id: proposed, proposed, backup: view.backup, path: view.path, frame: null,
+                started: Date.now(), timer: 0, seen: false, known: null };
+  state.job = job;
+  $('zip').disabled = true;
+  $('job').hidden = false;
+  delete $('job').dataset.state;
+  $('job-title').textContent = 'Zip of ' + folderName + ':';
+  $('job-bar').removeAttribute('value');   // indeterminate until the first answer
+  $('job-text').textContent = 'starting…';
+  // The jobs that exist before ours: should the server not take the id we
+  // propose (in use, or an older server), ours is the new one for this folder.
+  try {
+    const before = await api('/jobs');
+    job.known = new Set((before.jobs || []).map((j) => j.id));
+  } catch (e) {
+    job.known = null;
+  }
+  if (state.job !== job) return;
   // A hidden frame: a successful answer is an attachment (the browser saves
   // it, the page stays); an error answer is JSON that loads in the frame,
   // where we read its `error` text.
   const frame = el('iframe', { cls: 'archive-frame', attrs: { title: 'archive download', hidden: '' } });
-  frame.addEventListener('load', () => archiveFrameLoaded(id, frame));
+  frame.addEventListener('load', () => archiveFrameLoaded(proposed, frame));
   document.body.append(frame);
-  const folderName = view.path === '/' ? view.backup : view.path.split('/').pop();
-  state.job = { id, frame, started: Date.now(), timer: 0, seen: false };
-  $('zip').disabled = true;
-  $('job').hidden = false;
-  $('job-title').textContent = 'Zip of ' + folderName + ':';
-  $('job-bar').removeAttribute('value');   // indeterminate until the first answer
-  $('job-text').textContent = 'starting…';
+  job.frame = frame;
   frame.src = url;
-  state.job.timer = setTimeout(pollJob, JOB_POLL_MS);
+  job.timer = setTimeout(pollJob, JOB_POLL_MS);
 }
 
-function archiveFrameLoaded(id, frame) {
+// The job the server made for our request when it did not take our id.
+async function findOurJob(job) {
+  if (!job.known) return null;
+  const now = await api('/jobs');
+  const ours = (now.jobs || []).filter((j) => !job.known.has(j.id) && j.backup_id === job.backup &&
+                                             j.path === job.path && j.format === 'zip');
+  return ours.length === 1 ? ours[0] : null;
+}
+
+function archiveFrameLoaded(proposed, frame) {
   const job = state.job;
-  if (!job || job.id !== id) return;
+  if (!job || job.proposed !== proposed) return;
   let message = '';
   try {
     const doc = frame.contentDocument;
@@ -529,6 +551,13 @@ async function pollJob() {
       return;
     }
     if (e instanceof ApiError && e.status === 404 && !job.seen && Date.now() - job.started < JOB_WAIT_MS) {
+      try {
+        const other = await findOurJob(job);
+        if (state.job !== job) return;
+        if (other) job.id = other.id;
+      } catch (e2) {
+        // keep waiting for our id
+      }
       job.timer = setTimeout(pollJob, JOB_POLL_MS);   // not started yet
       return;
     }
@@ -570,7 +599,7 @@ function finishJob(result, text) {
   }
   $('zip').disabled = state.view === null;
   // The frame has handed the download to the browser; drop it later.
-  setTimeout(() => job.frame.remove(), 60000);
+  if (job.frame) setTimeout(() => job.frame.remove(), 60000);
 }
 
 function stopJob() {
