@@ -24,6 +24,9 @@ packages=(
   # clients on loopback: testparm/smbd/smbclient, ganesha.nfsd (FSAL VFS),
   # nfs-ls/nfs-cat; libnfs-dev and libssl-dev build our own NFSv4 client; ss
   samba smbclient nfs-ganesha nfs-ganesha-vfs libnfs-utils libnfs-dev libssl-dev iproute2
+  # the web page (tests/web/browser-test.sh): headless Chromium, driven over the
+  # DevTools protocol with python3-websocket; python3-yaml checks web/openapi.yaml
+  chromium python3-websocket python3-yaml
 )
 
 if [ "$(id -u)" -ne 0 ]; then
