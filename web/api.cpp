@@ -321,7 +321,8 @@ void Api::install(httplib::Server& server) {
                if (!valid_archive_format(format)) throw bad_request("format must be zip, tar or tar.zst");
                UniqueFd backup = open_backup(c, id);
                auto folder = std::make_shared<UniqueFd>(TreeAccess::open_beneath(backup.get(), rel, O_PATH | O_DIRECTORY));
-               std::shared_ptr<Job> job = jobs_.start(c.audit_tenant(), id, "/" + rel, format);
+               std::shared_ptr<Job> job =
+                   jobs_.start(c.audit_tenant(), id, "/" + rel, format, req.get_param_value("job"));
                if (!job) throw ApiError(429, "too_many_jobs", "too many archive jobs running for this tenant");
                const std::string top = base_name(rel, id);
                auto plan = std::make_shared<ArchivePlan>();

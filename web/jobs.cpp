@@ -3,6 +3,7 @@
 #include <sys/random.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <ctime>
 
@@ -51,14 +52,24 @@ nlohmann::json Job::to_json() const {
           {"ended_at", ended ? nlohmann::json(to_iso8601(ended)) : nlohmann::json(nullptr)}};
 }
 
+bool valid_proposed_job_id(const std::string& id) {
+  if (id.size() < 16 || id.size() > 32) return false;
+  for (char ch : id)
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '_' && ch != '-') return false;
+  return true;
+}
+
 std::shared_ptr<Job> JobTable::start(const std::string& owner, const std::string& backup_id, const std::string& path,
-                                     const std::string& format) {
+                                     const std::string& format, const std::string& proposed_id) {
   std::lock_guard lock(mutex_);
   const int64_t now = ::time(nullptr);
   prune_locked(now);
   if (running_[owner] >= limit_) return nullptr;
   auto job = std::make_shared<Job>();
-  job->id = new_job_id();
+  // A page polls progress before the response headers arrive, so it names
+  // the job itself; an id in use (by anyone: ids are one namespace) or
+  // malformed is replaced, never shared.
+  job->id = valid_proposed_job_id(proposed_id) && !jobs_.contains(proposed_id) ? proposed_id : new_job_id();
   job->owner = owner;
   job->backup_id = backup_id;
   job->path = path;

@@ -14,7 +14,7 @@
 namespace sendense::web {
 
 struct Job {
-  std::string id;            // "job-" + 16 hex
+  std::string id;            // "job-" + 16 hex, or the client's proposal
   std::string owner;         // tenant name, "" for the operator
   std::string backup_id, path, format;
   int64_t started_at = 0;
@@ -32,8 +32,10 @@ class JobTable {
   explicit JobTable(unsigned per_tenant_limit) : limit_(per_tenant_limit) {}
 
   // A new running job of `owner`; nullptr when `owner` already runs the limit.
+  // `proposed_id` (the client's `job=`, 16-32 of [A-Za-z0-9_-]) is the job's
+  // id when valid and unused; else a fresh "job-" + 16 hex.
   std::shared_ptr<Job> start(const std::string& owner, const std::string& backup_id, const std::string& path,
-                             const std::string& format);
+                             const std::string& format, const std::string& proposed_id = {});
   // Ends a running job (state done/failed/cancelled), freeing its slot.
   void finish(Job& job, JobState state);
 

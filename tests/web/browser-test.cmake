@@ -1,6 +1,6 @@
 # The web page in a real browser (issue 13): tests/web/browser-test.sh starts
 # the real daemon on the integration fixtures (make_fixtures), the web service
-# and headless Chromium. include()d by tests/web/CMakeLists.txt; the targets
+# and headless Chromium. include()d by tests/CMakeLists.txt; the targets
 # sendense-restorefs, sendense-restore and sendense-restore-web must exist.
 add_test(NAME web_browser
   COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/browser-test.sh ${CMAKE_BINARY_DIR})

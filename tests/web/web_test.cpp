@@ -347,6 +347,19 @@ TEST_F(WebTest, ArchivesExtractToTheTree) {
     EXPECT_EQ(job["state"], "done") << job.dump();
     EXPECT_EQ(job["files_done"], job["files_total"]);
   }
+  // The page names its job (job=) to poll before the headers come; an id in
+  // use, even another tenant's, or a malformed one is replaced, never shared.
+  const std::string proposed = "page-job_0123456789";
+  Http named = get(api(files_, "archive", "/disk") + "&format=tar&job=" + proposed, acme_, "");
+  ASSERT_EQ(named.status, 200);
+  EXPECT_EQ(named.header("X-Sendense-Job"), proposed);
+  EXPECT_EQ(nlohmann::json::parse(get("/api/v1/jobs/" + proposed, acme_).body)["state"], "done");
+  Http again = get(api(files_, "archive", "/disk") + "&format=tar&job=" + proposed, acme_, "");
+  ASSERT_EQ(again.status, 200);
+  EXPECT_NE(again.header("X-Sendense-Job"), proposed);
+  Http bad = get(api(files_, "archive", "/disk") + "&format=tar&job=short", acme_, "");
+  ASSERT_EQ(bad.status, 200);
+  EXPECT_EQ(bad.header("X-Sendense-Job").rfind("job-", 0), 0u) << bad.header("X-Sendense-Job");
 }
 
 TEST_F(WebTest, TenantsCannotSeeEachOthersBackups) {
