@@ -114,6 +114,10 @@ StreamOutcome stream_archive(const TreeAccess& tree, int folder_fd, const Archiv
   int r = zip ? archive_write_set_format_zip(a.get()) : archive_write_set_format_pax_restricted(a.get());
   if (r == ARCHIVE_OK && format == "tar.zst") r = archive_write_add_filter_zstd(a.get());
   if (r == ARCHIVE_OK && zip) r = archive_write_set_options(a.get(), "zip:hdrcharset=UTF-8");
+  // Deflate level 1: libarchive's default (6) held a zip of random files to
+  // 20 MB/s on one core; level 1 keeps most of the gain on text at several
+  // times the speed (README, Customers' downloads: figures).
+  if (r == ARCHIVE_OK && zip) r = archive_write_set_options(a.get(), "zip:compression-level=1");
   // Large blocks, no padding of the last one beyond the format's own.
   if (r == ARCHIVE_OK) r = archive_write_set_bytes_per_block(a.get(), static_cast<int>(kChunk));
   if (r == ARCHIVE_OK) r = archive_write_set_bytes_in_last_block(a.get(), 1);
