@@ -61,6 +61,7 @@ expected=(
   /usr/lib/systemd/system/sendense-restorefs.service
   /usr/lib/systemd/system/sendense-restore-web.service
   /usr/share/man/man8/sendense-restore-web.8.gz
+  /usr/share/doc/sendense-restore/openapi.yaml
   /etc/sendense-restore/restorefs.conf
   /usr/share/man/man8/sendense-restorefs.8.gz
   /usr/share/man/man8/sendense-restore.8.gz
