@@ -5,7 +5,7 @@
 set -euo pipefail
 build=$1 src=$2
 status=0
-for bin in sendense-restorefs sendense-restore; do
+for bin in sendense-restorefs sendense-restore sendense-restore-web; do
   page="$src/packaging/man/$bin.8"
   # The page as text: roff's \- is a plain hyphen.
   text=$(sed 's/\\-/-/g' "$page")
