@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -55,14 +56,22 @@ UniqueFd TreeAccess::open_scope(const std::optional<std::string>& tenant) const 
   const std::string path = tenant ? "tenants/" + *tenant : ".";
   if (tenant && (tenant->empty() || tenant->find('/') != std::string::npos || *tenant == "." || *tenant == ".."))
     throw not_found();
+  // The tenant comes from an authenticated token: a missing folder means the
+  // daemon has not read the catalog since the tenant was added.
   int fd = openat2_raw(root_.get(), path.c_str(), O_PATH | O_DIRECTORY, kBeneath);
-  if (fd < 0) throw not_found();
+  if (fd < 0) throw ApiError(503, "unavailable", "the tenant's view is not mounted yet");
   UniqueFd scope(fd);
   // The tenant's view must be a FUSE mount of its own, not the empty folder
-  // left when the daemon is gone.
+  // left when the daemon is gone, nor the operator tree's placeholder folder
+  // before the daemon has mounted the view (a tenant just added, a start):
+  // both are "not yet", never "no such backup".
   struct statfs sf {};
   if (::fstatfs(scope.get(), &sf) != 0 || sf.f_type != kFuseSuperMagic)
     throw ApiError(503, "unavailable", "the restore tree is not mounted");
+  struct stat scope_st {}, root_st {};
+  if (tenant && (::fstat(scope.get(), &scope_st) != 0 || ::fstat(root_.get(), &root_st) != 0 ||
+                 scope_st.st_dev == root_st.st_dev))
+    throw ApiError(503, "unavailable", "the tenant's view is not mounted yet");
   return scope;
 }
 

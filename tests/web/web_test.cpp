@@ -362,6 +362,26 @@ TEST_F(WebTest, ArchivesExtractToTheTree) {
   EXPECT_EQ(bad.header("X-Sendense-Job").rfind("job-", 0), 0u) << bad.header("X-Sendense-Job");
 }
 
+TEST_F(WebTest, ATenantAddedWhileRunningIsUnavailableUntilItsViewIsMountedNeverNotFound) {
+  ASSERT_NO_FATAL_FAILURE(start_web());
+  const std::string db = Manifest(fx_ + "/manifest.env")["DB_ID"];
+  for (const char* cmd : {"tenant add gamma", "tenant assign gamma --vm db01"}) ASSERT_EQ(cli(cmd).status, 0) << cmd;
+  const std::string gamma = token("--tenant gamma");
+  // Before the daemon's next refresh mounts tenants/gamma the folder is the
+  // operator tree's empty placeholder: "not yet" (503), never "no such backup".
+  int unavailable = 0;
+  bool served = false;
+  const auto deadline = std::chrono::steady_clock::now() + 15s;
+  while (!served && std::chrono::steady_clock::now() < deadline) {
+    Http h = get("/api/v1/backups/" + db + "/files?path=/", gamma);
+    if (h.status == 200) served = true;
+    else if (h.status == 503) ++unavailable;
+    else FAIL() << "a tenant whose view is being mounted got " << h.status << ": " << h.body;
+  }
+  EXPECT_TRUE(served) << "the new tenant's backup was not served within 15 s";
+  std::cerr << "503 answers before the view was mounted: " << unavailable << "\n";
+}
+
 TEST_F(WebTest, TenantsCannotSeeEachOthersBackups) {
   ASSERT_NO_FATAL_FAILURE(start_web());
   // By id: beta's backup through acme's token, every endpoint.
