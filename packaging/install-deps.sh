@@ -18,7 +18,7 @@ packages=(
   # fixtures and integration tests: the real tools
   qemu-utils qemu-system-common e2fsprogs fdisk util-linux rsync attr acl
   dosfstools ntfs-3g xfsprogs btrfs-progs cryptsetup-bin lvm2 file procps bc fuse2fs
-  curl unzip zstd  # web_test: the HTTP client and the archives' extractors
+  curl unzip zstd openssl  # web_test: the HTTP client, the archives' extractors, a TLS certificate
   python3  # make-journal-fixtures.sh: fsync(2) of one file, logdump parsing
   # re-export (export stanzas, tests/reexport, reexport_test): real servers and
   # clients on loopback: testparm/smbd/smbclient, ganesha.nfsd (FSAL VFS),

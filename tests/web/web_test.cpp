@@ -382,6 +382,32 @@ TEST_F(WebTest, ATenantAddedWhileRunningIsUnavailableUntilItsViewIsMountedNeverN
   std::cerr << "503 answers before the view was mounted: " << unavailable << "\n";
 }
 
+TEST_F(WebTest, TlsWhenGivenACertificate) {
+  SENDENSE_REQUIRE_TOOL("openssl");
+  const std::string cert = tmp_ / "cert.pem", key = tmp_ / "key.pem";
+  run_ok("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 "
+         "-keyout " + q(key) + " -out " + q(cert) + " 2>&1");
+  ASSERT_NO_FATAL_FAILURE(start_web({"--tls-cert", cert, "--tls-key", key}));
+  base_ = "https://127.0.0.1:" + std::to_string(web_->port());
+  // Plain HTTP on the TLS port gets nothing.
+  CommandResult plain = run("curl -sS -o /dev/null -w '%{http_code}' " +
+                            q("http://127.0.0.1:" + std::to_string(web_->port()) + "/api/v1/whoami"));
+  EXPECT_NE(trim(plain.output), "200") << plain.output;
+  Http who = get("/api/v1/whoami", acme_, "--cacert " + q(cert));
+  ASSERT_EQ(who.status, 200) << who.body;
+  EXPECT_EQ(nlohmann::json::parse(who.body)["tenant"], "acme");
+  Http file = get(api(files_, "download", "/disk/README"), acme_, "--cacert " + q(cert));
+  ASSERT_EQ(file.status, 200);
+  EXPECT_EQ(file.body, read_file(acme_tree() + "/disk/README"));
+  // The session cookie is Secure under TLS.
+  Http session = get("/api/v1/session", "",
+                     "--cacert " + q(cert) + " -X POST -H 'Content-Type: application/json' -d " +
+                         q(nlohmann::json{{"token", acme_}}.dump()));
+  EXPECT_EQ(session.status, 204) << session.body;
+  EXPECT_NE(session.header("Set-Cookie").find("; Secure"), std::string::npos) << session.headers;
+  EXPECT_NE(session.header("Set-Cookie").find("HttpOnly"), std::string::npos) << session.headers;
+}
+
 TEST_F(WebTest, TenantsCannotSeeEachOthersBackups) {
   ASSERT_NO_FATAL_FAILURE(start_web());
   // By id: beta's backup through acme's token, every endpoint.
