@@ -34,13 +34,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::string q(const std::string& s) { return shell_quote(s); }
-
-std::string trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  return s;
-}
-
 
 class DaemonTest : public ::testing::Test {
  protected:

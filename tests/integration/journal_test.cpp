@@ -22,8 +22,6 @@
 namespace sendense::test {
 namespace {
 
-std::string q(const std::string& s) { return shell_quote(s); }
-
 // What debugfs's own journal parser finds in the log: committed transactions
 // and the filesystem blocks they leave replayed (a revoke record in
 // transaction R cancels copies in transactions <= R).

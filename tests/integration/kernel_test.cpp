@@ -23,7 +23,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::string q(const std::string& s) { return shell_quote(s); }
 std::string kernel_fixtures() { return SENDENSE_KERNEL_FIXTURES_DIR; }
 
 // Every trace the kernel backend can leave under `base`: mounts (incl. the

@@ -21,8 +21,6 @@
 namespace sendense::test {
 namespace {
 
-std::string q(const std::string& s) { return shell_quote(s); }
-
 std::set<std::string> listing(const std::string& dir) {
   std::set<std::string> out;
   std::istringstream in(run("ls -A " + q(dir)).output);

@@ -27,8 +27,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::string q(const std::string& s) { return shell_quote(s); }
-
 class NbdDaemonTest : public ::testing::Test {
  protected:
   void SetUp() override {

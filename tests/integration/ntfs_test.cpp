@@ -15,12 +15,6 @@ namespace sendense::test {
 namespace {
 
 std::string ntfs_fixtures() { return SENDENSE_NTFS_FIXTURES_DIR; }
-std::string q(const std::string& s) { return shell_quote(s); }
-std::string trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  return s;
-}
-
 class NtfsDaemonTest : public ::testing::Test {
  protected:
   void SetUp() override {

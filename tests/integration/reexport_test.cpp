@@ -48,13 +48,6 @@ using reexport::SmbShare;
 
 namespace fs = std::filesystem;
 
-std::string q(const std::string& s) { return shell_quote(s); }
-
-std::string trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  return s;
-}
-
 
 std::string tail(const std::string& s, int lines) {
   size_t pos = s.size();

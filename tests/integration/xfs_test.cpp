@@ -20,13 +20,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::string q(const std::string& s) { return shell_quote(s); }
-
-std::string trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  return s;
-}
-
 std::string xfs_fixtures() { return SENDENSE_XFS_FIXTURES_DIR; }
 
 // Partition byte offsets of a disk image, from sfdisk.

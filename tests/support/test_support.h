@@ -21,8 +21,15 @@ std::string run_ok(const std::string& command);
 // True if `tool` is on PATH.
 bool have_tool(const std::string& tool);
 
-// Single-quotes `s` for the shell.
+// Single-quotes `s` for the shell; q() is the short name the tests use.
 std::string shell_quote(const std::string& s);
+inline std::string q(const std::string& s) { return shell_quote(s); }
+
+// `s` without trailing newlines and spaces (a command's output).
+inline std::string trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
 
 // A fresh folder under $TMPDIR, removed (recursively) on destruction.
 class TempDir {

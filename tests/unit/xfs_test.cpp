@@ -46,8 +46,6 @@ namespace {
 
 const std::string kFixtures = SENDENSE_XFS_FIXTURES_DIR;
 
-std::string q(const std::string& s) { return shell_quote(s); }
-
 std::string file_bytes(const std::string& p) {
   std::ifstream in(p, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), {});

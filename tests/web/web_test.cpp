@@ -30,11 +30,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::string q(const std::string& s) { return shell_quote(s); }
-std::string trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  return s;
-}
 // The file's bytes, "" when it does not exist (curl writes no body file for a 304).
 std::string slurp(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
