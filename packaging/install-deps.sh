@@ -10,6 +10,7 @@ packages=(
   libgtest-dev googletest
   libsystemd-dev      # sd_notify: Type=notify and the watchdog
   libcpp-httplib-dev  # the --metrics-listen endpoint
+  libseccomp-dev      # the sandboxed worker's system call filter (--isolation worker)
   # the Debian package (packaging/build-deb.sh, tests/package/package-test.sh)
   dpkg-dev lintian adduser man-db systemd
   # run
