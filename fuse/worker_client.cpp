@@ -38,6 +38,9 @@ struct Worker::Pending {
 namespace {
 
 constexpr int kSocketBuffer = 16 * 1024 * 1024;
+// The most one reply may hold (a directory of millions of entries fits): a
+// worker sending more is treated as failed, not buffered without end.
+constexpr size_t kMaxReply = 512u * 1024 * 1024;
 
 // Namespaces we ask for, most first; the host may refuse some (containers).
 constexpr uint64_t kAllNamespaces = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS;
@@ -74,7 +77,7 @@ class WorkerFilesystem final : public Filesystem {
   std::vector<DirEntry> readdir(uint64_t dir) override {
     auto out = call(Op::readdir, [&](worker::Writer& w) { w.u64(dir); });
     worker::Reader r(out);
-    std::vector<DirEntry> entries(r.u32());
+    std::vector<DirEntry> entries(r.count(16));
     for (auto& e : entries) {
       e.name = r.str();
       e.ino = r.u64();
@@ -114,7 +117,7 @@ class WorkerFilesystem final : public Filesystem {
   std::vector<std::string> listxattr(uint64_t ino) override {
     auto out = call(Op::listxattr, [&](worker::Writer& w) { w.u64(ino); });
     worker::Reader r(out);
-    std::vector<std::string> names(r.u32());
+    std::vector<std::string> names(r.count(4));
     for (auto& n : names) n = r.str();
     return names;
   }
@@ -488,6 +491,10 @@ void Worker::reader_loop() {
     } else {
       dest = p ? &p->payload : &scratch;
       if (!p) scratch.clear();
+      if (dest->size() + body > kMaxReply) {
+        fail_locked("protocol=reply larger than " + std::to_string(kMaxReply >> 20) + " MiB", worker::op_name(p ? p->op : Op::setup));
+        break;
+      }
       dest_at = dest->size();
       dest->resize(dest_at + body);
       iov[1] = {dest->data() + dest_at, body};

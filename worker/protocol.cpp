@@ -25,6 +25,8 @@ void Reader::need(size_t n) const {
   if (data_.size() - pos_ < n) throw Error(EPROTO, "worker protocol: message too short");
 }
 
+void Reader::throw_bad_count() { throw Error(EPROTO, "worker protocol: a count larger than the message"); }
+
 std::string Reader::str() {
   const uint32_t n = u32();
   need(n);
@@ -181,8 +183,8 @@ std::vector<std::byte> encode(const Hello& h) {
 Hello decode_hello(Reader& r) {
   Hello h;
   h.readers = r.str();
-  for (uint32_t n = r.u32(), i = 0; i < n; ++i) h.warnings.push_back(r.str());
-  for (uint32_t n = r.u32(), i = 0; i < n; ++i) {
+  for (uint32_t n = r.count(4), i = 0; i < n; ++i) h.warnings.push_back(r.str());
+  for (uint32_t n = r.count(40), i = 0; i < n; ++i) {
     HelloVolume v;
     v.name = r.str();
     v.type = r.str();
@@ -193,7 +195,7 @@ Hello decode_hello(Reader& r) {
     v.journal = get_journal(r);
     h.volumes.push_back(std::move(v));
   }
-  for (uint32_t n = r.u32(), i = 0; i < n; ++i) {
+  for (uint32_t n = r.count(16), i = 0; i < n; ++i) {
     HelloProblem p;
     p.name = r.str();
     p.type = r.str();

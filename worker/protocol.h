@@ -90,6 +90,14 @@ class Reader {
   uint64_t u64() { return pod<uint64_t>(); }
   int64_t i64() { return pod<int64_t>(); }
   std::string str();
+  // A count of items each at least `min_size` bytes long: a count the rest
+  // of the message cannot hold is refused (a hostile worker must not make
+  // the daemon allocate for billions of entries).
+  uint32_t count(size_t min_size) {
+    const uint32_t n = u32();
+    if (n > (data_.size() - pos_) / (min_size ? min_size : 1)) throw_bad_count();
+    return n;
+  }
   bool done() const { return pos_ == data_.size(); }
 
  private:
@@ -102,6 +110,7 @@ class Reader {
     return v;
   }
   void need(size_t n) const;
+  [[noreturn]] static void throw_bad_count();
   std::span<const std::byte> data_;
   size_t pos_ = 0;
 };
