@@ -40,7 +40,8 @@ const AttachedVolume* AttachedBackup::volume_named(std::string_view name) const 
 }
 
 bool AttachedBackup::images_changed() const {
-  return std::any_of(images.begin(), images.end(), [](const BlockDevicePtr& d) { return d->changed(); });
+  return std::any_of(images.begin(), images.end(), [](const BlockDevicePtr& d) { return d->changed(); }) ||
+         std::any_of(image_files.begin(), image_files.end(), [](const ImageFilePtr& f) { return f->changed(); });
 }
 
 void AttachedBackup::touch() { last_access_ms.store(steady_now_ms(), std::memory_order_relaxed); }
@@ -84,16 +85,20 @@ AttachedBackupPtr AttachManager::find(const std::string& backup_id) const {
 AttachedBackupPtr AttachManager::acquire(const std::string& backup_id) {
   bool replacing_changed = false;
   if (auto hit = find(backup_id)) {
-    if (!hit->images_changed()) {
+    if (hit->worker_failed()) {
+      // Its requests got EIO; the next attach waits for the backoff.
+      drop_failed_worker(hit);
+    } else if (!hit->images_changed()) {
       hit->touch();
       return hit;
+    } else {
+      // An image was truncated, rewritten or replaced under this attach:
+      // its readers answer EIO for good. Requests that already hold it
+      // still get EIO; every new one gets a fresh attach of what the
+      // repository holds now (validated again), with the same node ids.
+      detach_if_current(hit, "image_changed");
+      replacing_changed = true;
     }
-    // An image was truncated, rewritten or replaced under this attach: its
-    // readers answer EIO for good. Requests that already hold it still get
-    // EIO; every new one gets a fresh attach of what the repository holds
-    // now (validated again), with the same node ids.
-    detach_if_current(hit, "image_changed");
-    replacing_changed = true;
   }
   auto snap = view_.snapshot();
   const BackupRecord* record = snap->find(backup_id);
@@ -218,88 +223,34 @@ AttachedBackupPtr AttachManager::attach(const BackupRecord& record) {
   try {
     std::vector<DiskSpec> specs;
     for (const BackupDisk& d : record.all_disks()) specs.push_back({d.image_path, image_format_from_string(d.format)});
-    OpenedDisks disks = open_disks(specs);
-    for (const auto& d : disks.devices)
-      if (d->reader() != "qemu-nbd") backup->images.push_back(d);
-    catalog_.set_mount_image_reader(mount_id, disks.readers);
-    const BackupLayout layout = discover_backup(disks.devices);
-    for (const auto& w : layout.warnings) log::warn("volume_layout", {{"backup", record.id}, {"warning", w}});
-
-    EngineOptions engine;
-    engine.fs_open = options_.fs_open;
-    engine.label = record.id;
-    // The kernel backend, set up at the first volume it serves; each of its
-    // volumes keeps it alive (see kernel_backup.h).
-    std::shared_ptr<kernel::KernelBackup> kernel_backup;
-    std::optional<std::string> kernel_unavailable;
-    if (options_.attach_mode != "userspace")
-      engine.kernel = [&](const Volume& v, const std::string& where, bool userspace) -> FilesystemPtr {
-        if (!kernel::kernel_mounts(v.type) || (options_.attach_mode != "kernel" && userspace)) return nullptr;
-        if (!kernel_unavailable) kernel_unavailable = kernel::kernel_backend_unavailable();
-        if (!kernel_unavailable->empty()) {
-          if (!userspace)
-            log::info("kernel_backend_unavailable",
-                      {{"backup", record.id}, {"volume", v.name}, {"reason", *kernel_unavailable}});
-          return nullptr;
-        }
-        if (!kernel_backup) {
-          std::vector<kernel::DiskImage> images;
-          for (const BackupDisk& d : record.all_disks())
-            images.push_back({d.image_path, image_format_from_string(d.format),
-                              std::filesystem::path(d.image_path).parent_path().string()});
-          kernel::KernelOptions kopts;
-          kopts.nbd = options_.nbd_devices;
-          kopts.replay = options_.fs_open.replay_journal;
-          const std::string backup_id = record.id;
-          kopts.claim = [this, backup_id, mount_id](const std::string& device) {
-            return catalog_.claim_kernel_device({device, "nbd", backup_id, mount_id, ::getpid(), 0});
-          };
-          kopts.release = [this](const std::string& device) { catalog_.release_kernel_device(device); };
-          kernel_backup =
-              std::make_shared<kernel::KernelBackup>(mount_id, record.id, std::move(images), std::move(kopts));
-        }
-        // A device pool that is full (every restore-pool nbd device, or
-        // no loop device left) frees a device by evicting the least
-        // recently used idle backup, as --max-mounts does; else EBUSY.
-        for (;;) {
-          try {
-            return kernel_backup->mount_volume(v, where);
-          } catch (const Error& e) {
-            if (e.code() != EBUSY || !evict_one_idle(record.id)) throw;
-          }
-        }
-      };
-    OpenedVolumes opened = open_volumes(layout, engine);
 
     std::vector<std::string> volume_errors;
-    for (const VolumeProblem& p : opened.problems) {
-      const Volume& v = *p.layout;
-      if (!p.failed) {
-        log::info("volume_skipped",
-                  {{"backup", record.id}, {"volume", v.name}, {"type", to_string(v.type)}, {"reason", p.reason}});
-        continue;
+    auto problem = [&](const std::string& name, const std::string& type, bool failed, const std::string& reason) {
+      if (!failed) {
+        log::info("volume_skipped", {{"backup", record.id}, {"volume", name}, {"type", type}, {"reason", reason}});
+        return;
       }
       count_failure("volume_failed");
-      log::error("volume_failed", {{"backup", record.id}, {"volume", v.name}, {"error", p.reason}});
-      volume_errors.push_back(p.reason);
-    }
+      log::error("volume_failed", {{"backup", record.id}, {"volume", name}, {"error", reason}});
+      volume_errors.push_back(reason);
+    };
     bool any_kernel = false;
-    for (OpenedVolume& o : opened.volumes) {
-      const Volume& v = *o.layout;
+    auto add_volume = [&](const std::string& name, uint64_t offset, uint64_t length, FilesystemPtr fs,
+                          const std::string& backend) {
       AttachedVolume av;
-      av.fs = std::move(o.fs);
-      av.backend = o.backend;
+      av.fs = std::move(fs);
+      av.backend = backend;
       any_kernel = any_kernel || av.backend == "kernel";
-      av.name = v.name;
+      av.name = name;
       av.fs_type = av.fs->type_name();
       // A catalog failure here fails the whole attach (retried after the
       // backoff) rather than serving the backup without this volume.
       VolumeRecord row;
       row.backup_id = record.id;
-      row.name = v.name;
+      row.name = name;
       row.fs_type = av.fs_type;
-      row.offset = v.offset;
-      row.length = v.length;
+      row.offset = offset;
+      row.length = length;
       const JournalReport journal = av.fs->journal();
       row.journal_state = journal.state;
       row.journal_transactions = journal.transactions;
@@ -311,6 +262,86 @@ AttachedBackupPtr AttachManager::attach(const BackupRecord& record) {
       if (!types.empty()) types += ",";
       types += av.fs_type;
       backup->volumes.push_back(std::move(av));
+    };
+
+    // --isolation worker: the backup's parsers run in a sandboxed worker;
+    // the kernel backend (--attach kernel) and qemu-nbd images stay here.
+    std::shared_ptr<Worker> worker;
+    if (options_.isolation == "worker" && options_.attach_mode != "kernel") {
+      worker = Worker::start(record.id, record.num, specs, options_.fs_open, options_.worker);
+      if (!worker)
+        log::warn("isolation_unavailable", {{"backup", record.id},
+                                            {"reason", "an image is read by qemu-nbd (VMDK, VHDX): attached in the daemon"}});
+    }
+    if (worker) {
+      const worker::Hello& hello = worker->hello();
+      backup->worker = worker;
+      backup->image_files = worker->images();
+      catalog_.set_mount_image_reader(mount_id, hello.readers);
+      for (const auto& w : hello.warnings) log::warn("volume_layout", {{"backup", record.id}, {"warning", w}});
+      for (const auto& p : hello.problems) problem(p.name, p.type, p.failed, p.reason);
+      for (uint32_t i = 0; i < hello.volumes.size(); ++i) {
+        const worker::HelloVolume& v = hello.volumes[i];
+        add_volume(v.name, v.offset, v.length, Worker::filesystem(worker, i), "userspace");
+      }
+    } else {
+      OpenedDisks disks = open_disks(specs);
+      for (const auto& d : disks.devices)
+        if (d->reader() != "qemu-nbd") backup->images.push_back(d);
+      catalog_.set_mount_image_reader(mount_id, disks.readers);
+      const BackupLayout layout = discover_backup(disks.devices);
+      for (const auto& w : layout.warnings) log::warn("volume_layout", {{"backup", record.id}, {"warning", w}});
+
+      EngineOptions engine;
+      engine.fs_open = options_.fs_open;
+      engine.label = record.id;
+      // The kernel backend, set up at the first volume it serves; each of its
+      // volumes keeps it alive (see kernel_backup.h).
+      std::shared_ptr<kernel::KernelBackup> kernel_backup;
+      std::optional<std::string> kernel_unavailable;
+      if (options_.attach_mode != "userspace")
+        engine.kernel = [&](const Volume& v, const std::string& where, bool userspace) -> FilesystemPtr {
+          if (!kernel::kernel_mounts(v.type) || (options_.attach_mode != "kernel" && userspace)) return nullptr;
+          if (!kernel_unavailable) kernel_unavailable = kernel::kernel_backend_unavailable();
+          if (!kernel_unavailable->empty()) {
+            if (!userspace)
+              log::info("kernel_backend_unavailable",
+                        {{"backup", record.id}, {"volume", v.name}, {"reason", *kernel_unavailable}});
+            return nullptr;
+          }
+          if (!kernel_backup) {
+            std::vector<kernel::DiskImage> images;
+            for (const BackupDisk& d : record.all_disks())
+              images.push_back({d.image_path, image_format_from_string(d.format),
+                                std::filesystem::path(d.image_path).parent_path().string()});
+            kernel::KernelOptions kopts;
+            kopts.nbd = options_.nbd_devices;
+            kopts.replay = options_.fs_open.replay_journal;
+            const std::string backup_id = record.id;
+            kopts.claim = [this, backup_id, mount_id](const std::string& device) {
+              return catalog_.claim_kernel_device({device, "nbd", backup_id, mount_id, ::getpid(), 0});
+            };
+            kopts.release = [this](const std::string& device) { catalog_.release_kernel_device(device); };
+            kernel_backup =
+                std::make_shared<kernel::KernelBackup>(mount_id, record.id, std::move(images), std::move(kopts));
+          }
+          // A device pool that is full (every restore-pool nbd device, or
+          // no loop device left) frees a device by evicting the least
+          // recently used idle backup, as --max-mounts does; else EBUSY.
+          for (;;) {
+            try {
+              return kernel_backup->mount_volume(v, where);
+            } catch (const Error& e) {
+              if (e.code() != EBUSY || !evict_one_idle(record.id)) throw;
+            }
+          }
+        };
+      OpenedVolumes opened = open_volumes(layout, engine);
+
+      for (const VolumeProblem& p : opened.problems)
+        problem(p.layout->name, to_string(p.layout->type), p.failed, p.reason);
+      for (OpenedVolume& o : opened.volumes)
+        add_volume(o.layout->name, o.layout->offset, o.layout->length, std::move(o.fs), o.backend);
     }
     if (backup->volumes.empty() && !volume_errors.empty())
       throw Error(EIO, "no volume could be opened: " + volume_errors.front());
@@ -382,7 +413,27 @@ void AttachManager::detach_if_current(const AttachedBackupPtr& backup, std::stri
   release(backup, reason);
 }
 
+bool AttachManager::drop_failed_worker(const AttachedBackupPtr& backup) {
+  if (!backup->worker_failed()) return false;
+  {
+    std::lock_guard lock(failures_mutex_);
+    auto& f = failures_[backup->backup_id];
+    const auto when = backup->worker->failed_at();
+    if (f.when < when) f = Failure{when, EIO, "worker failed (" + backup->worker->failure() + ")", ""};
+  }
+  count_failure("worker_failed");
+  detach_if_current(backup, "worker_failed");
+  return true;
+}
+
 void AttachManager::detach_idle() {
+  std::vector<AttachedBackupPtr> failed;
+  {
+    std::shared_lock lock(table_mutex_);
+    for (const auto& [id, b] : attached_)
+      if (b->worker_failed()) failed.push_back(b);
+  }
+  for (const auto& b : failed) drop_failed_worker(b);
   const int64_t now = steady_now_ms();
   const int64_t limit = static_cast<int64_t>(options_.idle_timeout.count()) * 1000;
   std::vector<AttachedBackupPtr> idle;

@@ -37,6 +37,7 @@
 #include "catalog/catalog.h"
 #include "fuse/catalog_view.h"
 #include "fuse/metrics.h"
+#include "fuse/worker_client.h"
 #include "readers/fs/filesystem.h"
 #include "readers/kernel/nbd_device.h"
 
@@ -57,6 +58,11 @@ class AttachedBackup {
   std::string mount_id;    // restore_mounts.id
   std::vector<AttachedVolume> volumes;
   std::vector<BlockDevicePtr> images;  // the disks' image devices our readers read (not qemu-nbd's)
+  // --isolation worker: the worker serving every volume (their fs are its
+  // proxies), and the daemon's own descriptors of the images it passed in.
+  std::shared_ptr<Worker> worker;
+  std::vector<ImageFilePtr> image_files;
+  bool worker_failed() const { return worker && worker->failed(); }
 
   // True once a read found one of the images changed in the repository
   // since the attach (block_device.h): the attach is then replaced.
@@ -74,7 +80,9 @@ class AttachedBackup {
   // Set when the manager lets go of this attach (detach, eviction): the
   // handles that read through it attach again at their next request.
   std::atomic<bool> detached{false};
-  bool current() const { return !detached.load(std::memory_order_acquire) && !images_changed(); }
+  bool current() const {
+    return !detached.load(std::memory_order_acquire) && !images_changed() && !worker_failed();
+  }
   std::atomic<int64_t> last_access_ms{0};   // steady clock
   std::atomic<int64_t> last_flushed_ms{0};
 };
@@ -95,6 +103,11 @@ struct AttachOptions {
   // where the nbd module is loaded (else qemu-storage-daemon + loop).
   std::optional<kernel::NbdRange> nbd_devices;
   Metrics* metrics = nullptr;                  // attaches, detaches, failures; outlives the manager
+  // --isolation: "none" (the readers run in the daemon) or "worker" (one
+  // sandboxed worker per attached backup, fuse/worker_client.h; the kernel
+  // backend and qemu-nbd images stay in the daemon).
+  std::string isolation = "none";
+  WorkerOptions worker;
 };
 
 class AttachManager {
@@ -128,6 +141,9 @@ class AttachManager {
  private:
   AttachedBackupPtr attach(const BackupRecord& record);
   void count_failure(std::string_view cause) const;
+  // Detaches `backup` if its worker failed (reason worker_failed) and holds
+  // the next attach back for the failure backoff. True if it did.
+  bool drop_failed_worker(const AttachedBackupPtr& backup);
   void make_room(const std::string& for_backup);
   void release(const AttachedBackupPtr& backup, std::string_view reason);
   std::shared_ptr<std::timed_mutex> attach_lock(const std::string& backup_id);

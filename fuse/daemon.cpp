@@ -409,6 +409,9 @@ int run_daemon(const DaemonOptions& options) {
   attach_options.mount_path = mountpoint;
   attach_options.fs_open = options.fs_open;
   attach_options.attach_mode = options.attach_mode;
+  attach_options.isolation = options.isolation;
+  attach_options.worker.timeout = options.worker_timeout;
+  attach_options.worker.memory_limit = options.worker_memory_mib << 20;
   if (!options.nbd_devices.empty()) attach_options.nbd_devices = kernel::parse_nbd_range(options.nbd_devices);
   attach_options.metrics = &metrics;
   AttachManager manager(*catalog, view, attach_options);

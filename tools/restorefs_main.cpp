@@ -29,6 +29,7 @@ constexpr const char* kUsage =
     "                          [--attach userspace|kernel|auto] [--nbd-devices FIRST-LAST] [--no-replay] [-f]\n"
     "                          [-o FUSE_OPTION]... [--log-level debug|info|warn|error] [--metrics-listen ADDRESS:PORT]\n"
     "                          [--ntfs-uid N] [--ntfs-gid N] [--ntfs-dir-mode OCTAL] [--ntfs-file-mode OCTAL]\n"
+    "                          [--isolation none|worker] [--worker-timeout SECONDS] [--worker-memory MIB]\n"
     "       sendense-restorefs --unmount [MOUNTPOINT] [--config FILE]\n"
     "       sendense-restorefs --check-config [--config FILE] [OPTIONS]\n"
     "       sendense-restorefs --version\n"
@@ -62,7 +63,11 @@ constexpr const char* kUsage =
     "                        (numeric address, e.g. 127.0.0.1:9469; default: off)\n"
     "  --ntfs-uid N, --ntfs-gid N   owner shown for NTFS files and folders (default 0, 0)\n"
     "  --ntfs-dir-mode OCTAL        permissions of NTFS folders (default 755)\n"
-    "  --ntfs-file-mode OCTAL       permissions of NTFS files (default 644; symlinks are 777)\n";
+    "  --ntfs-file-mode OCTAL       permissions of NTFS files (default 644; symlinks are 777)\n"
+    "  --isolation MODE      worker: each attached backup's parsers run in a sandboxed worker process\n"
+    "                        (unprivileged, seccomp, namespaces, rlimits); none (default): in the daemon\n"
+    "  --worker-timeout S    a worker that leaves a request unanswered for S seconds is killed (default 30)\n"
+    "  --worker-memory MIB   address-space limit of each worker (default 1024)\n";
 
 int usage_error(const std::string& message) {
   std::cerr << "sendense-restorefs: " << message << "\n" << kUsage;

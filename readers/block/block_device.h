@@ -12,6 +12,8 @@
 
 namespace sendense {
 
+class ImageFile;
+
 class BlockDevice {
  public:
   virtual ~BlockDevice() = default;
@@ -87,6 +89,22 @@ std::vector<ChainLink> read_qcow2_chain(const std::string& path, const std::stri
 // and VMDK extent names that escape (see vmdk_descriptor.h).
 std::vector<ChainLink> read_image_chain(const std::string& path, ImageFormat format,
                                         const std::string& confine_root = {});
+
+// For the sandboxed worker (issue 10): validates an image like open_image
+// and returns every file of it, opened (image_file.h), with the names the
+// chain's resolution asks for, so the worker can be handed the descriptors
+// and resolve nothing itself. `reader` is what open_image would use.
+struct ValidatedFile {
+  std::string requested;   // the name resolution is given (raw: the path as given)
+  std::string canonical;   // what it resolved to, the name ImageFile::open gets
+  std::shared_ptr<const ImageFile> file;
+};
+struct ValidatedImage {
+  std::vector<ValidatedFile> files;                          // top first
+  std::vector<std::pair<std::string, std::string>> folders;  // confine root as given -> canonical
+  std::string reader;                                        // "raw", "qcow2", "qemu-nbd"
+};
+ValidatedImage validate_image(const std::string& path, ImageFormat format, const std::string& confine_root = {});
 
 // "qcow2" (our reader) when the chain is qcow2 levels over an optional raw
 // base, "raw" for a raw image, "qemu-nbd" when it holds VMDK or VHDX: the

@@ -18,6 +18,13 @@ namespace image_chain {
 namespace {
 
 std::string canonical_or_throw(const std::string& path, const std::string& referenced_by, const std::string& stored) {
+  if (const PassedImageFiles* passed = passed_image_files()) {
+    // Worker mode: the daemon resolved every name of the chain already.
+    auto it = passed->canonical.find(path);
+    if (it != passed->canonical.end()) return it->second;
+    throw Error(EACCES, "'" + path + "' was not passed in by the daemon (the worker resolves no name)",
+                referenced_by.empty() ? path : referenced_by);
+  }
   char* resolved = ::realpath(path.c_str(), nullptr);
   if (resolved == nullptr) {
     const int saved = errno;
@@ -85,7 +92,9 @@ ImageFormat backing_format(const std::string& declared, const ImageFile& file, c
 
 std::vector<Link> resolve(const std::string& path, ImageFormat top_format, const std::string& confine_root) {
   std::string root;
-  if (!confine_root.empty()) {
+  if (!confine_root.empty() && passed_image_files()) {
+    root = canonical_or_throw(confine_root, {}, {});
+  } else if (!confine_root.empty()) {
     char* r = ::realpath(confine_root.c_str(), nullptr);
     if (r == nullptr) throw sys_error("cannot resolve repository folder", confine_root);
     root = r;
@@ -100,6 +109,7 @@ std::vector<Link> resolve(const std::string& path, ImageFormat top_format, const
   std::string stored;               // its backing name as stored
   while (true) {
     Link link;
+    link.requested = next;
     link.info.path = canonical_or_throw(next, referenced_by, stored);
     link.display = referenced_by.empty() ? path : link.info.path;
     if (!referenced_by.empty()) {
@@ -172,6 +182,28 @@ std::vector<Link> resolve(const std::string& path, ImageFormat top_format, const
 std::vector<ChainLink> read_image_chain(const std::string& path, ImageFormat format, const std::string& confine_root) {
   std::vector<ChainLink> out;
   for (auto& link : image_chain::resolve(path, format, confine_root)) out.push_back(std::move(link.info));
+  return out;
+}
+
+ValidatedImage validate_image(const std::string& path, ImageFormat format, const std::string& confine_root) {
+  ValidatedImage out;
+  if (format == ImageFormat::raw) {
+    out.reader = "raw";
+    out.files.push_back({path, path, ImageFile::open(path, path)});
+    return out;
+  }
+  if (!confine_root.empty()) {
+    char* r = ::realpath(confine_root.c_str(), nullptr);
+    if (r == nullptr) throw sys_error("cannot resolve repository folder", confine_root);
+    out.folders.emplace_back(confine_root, r);
+    std::free(r);
+  }
+  std::vector<ChainLink> chain;
+  for (auto& link : image_chain::resolve(path, format, confine_root)) {
+    chain.push_back(link.info);
+    out.files.push_back({link.requested, link.info.path, link.file});
+  }
+  out.reader = choose_reader(chain);
   return out;
 }
 

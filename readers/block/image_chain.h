@@ -19,6 +19,7 @@ inline constexpr size_t kMaxDepth = 64;
 
 struct Link {
   ChainLink info;        // public description (canonical path, format, ...)
+  std::string requested; // the name resolved to info.path (the top's path as given; backing: folder + stored name)
   std::string display;   // what errors name: the path as given for the top, canonical below
   qcow2::Header header;  // qcow2 links only
   ImageFilePtr file;     // opened once here; readers read through it, never by name

@@ -17,12 +17,34 @@ bool same_time(const struct timespec& a, const struct timespec& b) {
   return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec;
 }
 
+const PassedImageFiles* g_passed = nullptr;  // set once at worker start, before any thread reads
+
 }  // namespace
+
+void install_passed_image_files(PassedImageFiles table) {
+  static PassedImageFiles installed;
+  installed = std::move(table);
+  g_passed = &installed;
+}
+
+const PassedImageFiles* passed_image_files() { return g_passed; }
 
 ImageFile::ImageFile(UniqueFd fd, const struct stat& identity, std::string display, std::string opened_path)
     : fd_(std::move(fd)), identity_(identity), display_(std::move(display)), opened_path_(std::move(opened_path)) {}
 
 ImageFilePtr ImageFile::open(const std::string& path, const std::string& display) {
+  if (g_passed) {
+    // Worker mode: only what the daemon opened and passed in.
+    auto it = g_passed->fds.find(path);
+    if (it == g_passed->fds.end())
+      throw Error(EACCES, "'" + path + "' was not passed in by the daemon (the worker opens no file by name)", display);
+    UniqueFd fd(::fcntl(it->second, F_DUPFD_CLOEXEC, 0));
+    if (!fd) throw sys_error("cannot duplicate passed descriptor", display);
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) throw sys_error("cannot stat image", display);
+    if (!S_ISREG(st.st_mode)) throw Error(EIO, "not a regular file", display);
+    return std::make_shared<const ImageFile>(std::move(fd), st, display, path);
+  }
   // O_PATH opens nothing: no FIFO rendezvous, no device open routine.
   UniqueFd probe(::open(path.c_str(), O_PATH | O_CLOEXEC));
   if (!probe) throw sys_error("cannot open image", display);

@@ -24,6 +24,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -74,5 +75,19 @@ class ImageFile {
 };
 
 using ImageFilePtr = std::shared_ptr<const ImageFile>;
+
+// Worker mode (worker/, issue 10): the sandboxed worker opens no file by
+// name. The daemon validates every chain and opens its files itself, then
+// passes the descriptors in; the worker installs this table once, before
+// it reads anything. From then on ImageFile::open(path) answers a dup of
+// the descriptor passed for `path`, and the chain's name resolution
+// (image_chain.cpp) answers the canonical name the daemon resolved; a name
+// not in the table is EACCES naming it. Never installed in the daemon.
+struct PassedImageFiles {
+  std::map<std::string, int> fds;                // path as ImageFile::open is given it -> descriptor
+  std::map<std::string, std::string> canonical;  // name as requested (files and folders) -> canonical path
+};
+void install_passed_image_files(PassedImageFiles table);
+const PassedImageFiles* passed_image_files();  // nullptr unless installed
 
 }  // namespace sendense

@@ -17,7 +17,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <fstream>
 #include <functional>
@@ -188,6 +190,14 @@ class RestoreDaemon {
     std::vector<std::string> args = {restorefs_binary(), mount_point_, "--config", "/dev/null", "--catalog", catalog_,
                                      "-f", "--log-level", "debug"};
     args.insert(args.end(), extra_args.begin(), extra_args.end());
+    // SENDENSE_TEST_ISOLATION=worker runs any integration test with every
+    // backup in a sandboxed worker (a test that asks for --isolation itself
+    // keeps its own).
+    if (const char* iso = std::getenv("SENDENSE_TEST_ISOLATION"); iso && *iso &&
+        std::find(args.begin(), args.end(), "--isolation") == args.end()) {
+      args.push_back("--isolation");
+      args.push_back(iso);
+    }
     std::string cmdline;
     for (const auto& a : args) cmdline += (cmdline.empty() ? "" : " ") + a;
     {

@@ -33,6 +33,9 @@ TEST(ConfigTest, DefaultsMatchTheDocumentedOnes) {
   EXPECT_EQ(o.fs_open.ntfs_file_mode, 0644u);
   EXPECT_EQ(o.metrics_listen, "");
   EXPECT_EQ(o.mountpoint, "");
+  EXPECT_EQ(o.isolation, "none");  // until phase 2 of issue 10
+  EXPECT_EQ(o.worker_timeout.count(), 30);
+  EXPECT_EQ(o.worker_memory_mib, 1024u);
 }
 
 TEST(ConfigTest, FileSetsEveryKeyAndCommentsAndBlanksAreIgnored) {
@@ -52,7 +55,10 @@ TEST(ConfigTest, FileSetsEveryKeyAndCommentsAndBlanksAreIgnored) {
              "ntfs-gid = 100\n"
              "ntfs-dir-mode = 750\n"
              "ntfs-file-mode = 640\n"
-             "metrics-listen = 127.0.0.1:9469\n");
+             "metrics-listen = 127.0.0.1:9469\n"
+             "isolation = worker\n"
+             "worker-timeout = 5\n"
+             "worker-memory = 2048\n");
   DaemonConfig c;
   c.load_file(tmp / "a.conf");
   DaemonOptions o = c.options();
@@ -70,6 +76,9 @@ TEST(ConfigTest, FileSetsEveryKeyAndCommentsAndBlanksAreIgnored) {
   EXPECT_EQ(o.fs_open.ntfs_dir_mode, 0750u);
   EXPECT_EQ(o.fs_open.ntfs_file_mode, 0640u);
   EXPECT_EQ(o.metrics_listen, "127.0.0.1:9469");
+  EXPECT_EQ(o.isolation, "worker");
+  EXPECT_EQ(o.worker_timeout.count(), 5);
+  EXPECT_EQ(o.worker_memory_mib, 2048u);
   for (const auto& [key, setting] : c.effective())
     EXPECT_TRUE(setting.origin.starts_with(tmp / "a.conf:")) << key << " from " << setting.origin;
 }

@@ -105,6 +105,9 @@ const std::vector<Key>& table() {
       {"ntfs-dir-mode", "755", [](const std::string& k, const std::string& v) { parse_number(k, v, 0, 07777, 8); }},
       {"ntfs-file-mode", "644", [](const std::string& k, const std::string& v) { parse_number(k, v, 0, 07777, 8); }},
       {"metrics-listen", "", check_listen},
+      {"isolation", "none", [](const std::string& k, const std::string& v) { check_one_of(k, v, {"none", "worker"}); }},
+      {"worker-timeout", "30", [](const std::string& k, const std::string& v) { parse_number(k, v, 1, 3600); }},
+      {"worker-memory", "1024", [](const std::string& k, const std::string& v) { parse_number(k, v, 64, 1 << 20); }},
   };
   return keys;
 }
@@ -194,6 +197,9 @@ DaemonOptions DaemonConfig::options() const {
   o.fs_open.ntfs_dir_mode = static_cast<uint32_t>(parse_number("ntfs-dir-mode", get("ntfs-dir-mode"), 0, 07777, 8));
   o.fs_open.ntfs_file_mode = static_cast<uint32_t>(parse_number("ntfs-file-mode", get("ntfs-file-mode"), 0, 07777, 8));
   o.metrics_listen = get("metrics-listen");
+  o.isolation = get("isolation");
+  o.worker_timeout = std::chrono::seconds(parse_number("worker-timeout", get("worker-timeout"), 1, 3600));
+  o.worker_memory_mib = static_cast<uint64_t>(parse_number("worker-memory", get("worker-memory"), 64, 1 << 20));
   return o;
 }
 

@@ -1,0 +1,565 @@
+#include "fuse/worker_client.h"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+
+#include "readers/common/error.h"
+#include "readers/common/log.h"
+
+namespace sendense {
+
+using worker::Header;
+using worker::Op;
+
+struct Worker::Pending {
+  uint64_t id = 0;
+  Op op = Op::getattr;
+  std::chrono::steady_clock::time_point started;
+  std::span<std::byte> into;  // a read's destination
+  std::condition_variable cv;
+  bool done = false;
+  int err = 0;
+  std::string message;
+  std::vector<std::byte> payload;
+  size_t read_n = 0;
+};
+
+namespace {
+
+constexpr int kSocketBuffer = 16 * 1024 * 1024;
+// The most one reply may hold (a directory of millions of entries fits): a
+// worker sending more is treated as failed, not buffered without end.
+constexpr size_t kMaxReply = 512u * 1024 * 1024;
+
+// Namespaces we ask for, most first; the host may refuse some (containers).
+constexpr uint64_t kAllNamespaces = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS;
+
+std::string describe_status(int st) {
+  if (WIFSIGNALED(st)) return "signal=" + std::to_string(WTERMSIG(st));
+  if (WIFEXITED(st)) return "exit=" + std::to_string(WEXITSTATUS(st));
+  return "status=" + std::to_string(st);
+}
+
+class WorkerFilesystem final : public Filesystem {
+ public:
+  WorkerFilesystem(std::shared_ptr<Worker> worker, uint32_t index)
+      : worker_(std::move(worker)), index_(index), volume_(worker_->hello().volumes.at(index)) {}
+
+  uint64_t root_ino() const override { return volume_.root_ino; }
+  std::string type_name() const override { return volume_.fs_type; }
+  JournalReport journal() const override { return volume_.journal; }
+
+  Attr getattr(uint64_t ino) override {
+    auto out = call(Op::getattr, [&](worker::Writer& w) { w.u64(ino); });
+    worker::Reader r(out);
+    return worker::get_attr(r);
+  }
+  std::optional<Attr> lookup(uint64_t dir, std::string_view name) override {
+    auto out = call(Op::lookup, [&](worker::Writer& w) {
+      w.u64(dir);
+      w.str(name);
+    });
+    worker::Reader r(out);
+    if (r.u32() == 0) return std::nullopt;
+    return worker::get_attr(r);
+  }
+  std::vector<DirEntry> readdir(uint64_t dir) override {
+    auto out = call(Op::readdir, [&](worker::Writer& w) { w.u64(dir); });
+    worker::Reader r(out);
+    std::vector<DirEntry> entries(r.count(16));
+    for (auto& e : entries) {
+      e.name = r.str();
+      e.ino = r.u64();
+      e.type = r.u32();
+    }
+    return entries;
+  }
+  std::string readlink(uint64_t ino) override {
+    auto out = call(Op::readlink, [&](worker::Writer& w) { w.u64(ino); });
+    worker::Reader r(out);
+    return r.str();
+  }
+  uint64_t open(uint64_t ino) override {
+    auto out = call(Op::open, [&](worker::Writer& w) { w.u64(ino); });
+    worker::Reader r(out);
+    return r.u64();
+  }
+  size_t read(uint64_t handle, uint64_t offset, std::span<std::byte> buf) override {
+    size_t done = 0;
+    while (done < buf.size()) {
+      const size_t want = std::min(buf.size() - done, worker_->max_read());
+      size_t n;
+      try {
+        n = worker_->read(index_, handle, offset + done, buf.subspan(done, want));
+      } catch (const Error& e) {
+        if (e.code() == EIO) worker_->check_images();
+        throw;
+      }
+      done += n;
+      if (n < want) break;  // end of file
+    }
+    return done;
+  }
+  void release(uint64_t handle) override {
+    call(Op::release, [&](worker::Writer& w) { w.u64(handle); });
+  }
+  std::vector<std::string> listxattr(uint64_t ino) override {
+    auto out = call(Op::listxattr, [&](worker::Writer& w) { w.u64(ino); });
+    worker::Reader r(out);
+    std::vector<std::string> names(r.count(4));
+    for (auto& n : names) n = r.str();
+    return names;
+  }
+  std::optional<std::string> getxattr(uint64_t ino, std::string_view name) override {
+    auto out = call(Op::getxattr, [&](worker::Writer& w) {
+      w.u64(ino);
+      w.str(name);
+    });
+    worker::Reader r(out);
+    if (r.u32() == 0) return std::nullopt;
+    return r.str();
+  }
+  FsStat statfs() override {
+    auto out = call(Op::statfs, [](worker::Writer&) {});
+    worker::Reader r(out);
+    FsStat s;
+    s.block_size = r.u64();
+    s.blocks = r.u64();
+    s.blocks_free = r.u64();
+    s.files = r.u64();
+    s.files_free = r.u64();
+    s.name_max = r.u64();
+    return s;
+  }
+
+ private:
+  template <typename F>
+  std::vector<std::byte> call(Op op, F&& args) {
+    worker::Writer w;
+    args(w);
+    try {
+      return worker_->call(op, index_, w.buf);
+    } catch (const Error& e) {
+      if (e.code() == EIO) worker_->check_images();
+      throw;
+    }
+  }
+
+  std::shared_ptr<Worker> worker_;
+  uint32_t index_;
+  worker::HelloVolume volume_;
+};
+
+}  // namespace
+
+std::string find_worker_binary() {
+  std::error_code ec;
+  const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    const auto beside = self.parent_path() / "sendense-restore-worker";
+    if (::access(beside.c_str(), X_OK) == 0) return beside.string();
+  }
+  return SENDENSE_WORKER_PATH;
+}
+
+Worker::Worker(std::string backup_id, WorkerOptions options)
+    : backup_id_(std::move(backup_id)), options_(std::move(options)) {}
+
+std::shared_ptr<Worker> Worker::start(const std::string& backup_id, int64_t num, const std::vector<DiskSpec>& disks,
+                                      const FsOpenOptions& fs_open, const WorkerOptions& options) {
+  // The chain is validated and opened here, by the daemon, with the rules
+  // of an in-process attach (open_disks: confined to the image's folder).
+  worker::Setup setup;
+  setup.backup_id = backup_id;
+  setup.fs_open = fs_open;
+  std::vector<ImageFilePtr> images;
+  for (const DiskSpec& d : disks) {
+    const std::string path = std::filesystem::absolute(d.image_path).string();
+    const std::string folder = std::filesystem::path(path).parent_path().string();
+    ValidatedImage v;
+    try {
+      v = validate_image(path, d.format, folder);
+    } catch (const Error& e) {
+      if (std::string(e.what()).find(d.image_path) == std::string::npos) rethrow_with_context(e, d.image_path);
+      throw;
+    }
+    if (v.reader == "qemu-nbd") return nullptr;
+    setup.disks.emplace_back(path, static_cast<uint32_t>(d.format));
+    for (auto& [from, to] : v.folders) setup.canonical.emplace_back(from, to);
+    for (auto& f : v.files) {
+      setup.canonical.emplace_back(f.requested, f.canonical);
+      setup.files.push_back({f.canonical, worker::kFirstImageFd + static_cast<int>(images.size())});
+      images.push_back(f.file);
+    }
+  }
+
+  if (::geteuid() == 0) {
+    const uint64_t id = options.id_base + static_cast<uint64_t>(num);
+    if (num <= 0 || id >= 0xfffffffeull) throw Error(EINVAL, "no worker id for backup #" + std::to_string(num), backup_id);
+    setup.uid = setup.gid = static_cast<uint32_t>(id);
+  }
+  std::shared_ptr<Worker> w(new Worker(backup_id, options));
+  w->images_ = std::move(images);
+  if (w->options_.binary.empty()) w->options_.binary = find_worker_binary();
+  std::vector<int> fds;
+  for (const auto& f : w->images_) fds.push_back(f->fd());
+  uint64_t namespaces = 0;
+  w->spawn(fds, namespaces);
+  setup.memory_limit = options.memory_limit;
+  setup.threads = options.threads;
+  setup.namespaces = namespaces;
+
+  Pending p;
+  p.id = 0;
+  p.op = Op::setup;
+  p.started = std::chrono::steady_clock::now();
+  {
+    std::lock_guard lock(w->mutex_);
+    w->pending_[0] = &p;
+  }
+  const std::vector<std::byte> body = worker::encode(setup);
+  Header h{0, static_cast<uint32_t>(Op::setup), 0};
+  iovec iov[2] = {{&h, sizeof h}, {const_cast<std::byte*>(body.data()), body.size()}};
+  msghdr m{};
+  m.msg_iov = iov;
+  m.msg_iovlen = 2;
+  if (::sendmsg(w->sock_.get(), &m, MSG_NOSIGNAL) < 0) {
+    const Error e = sys_error("cannot send the setup to the worker", backup_id);
+    std::lock_guard lock(w->mutex_);
+    w->pending_.erase(0);
+    throw e;
+  }
+  const std::vector<std::byte> hello = w->wait(p);
+  worker::Reader r(hello);
+  w->hello_ = worker::decode_hello(r);
+  {
+    std::lock_guard lock(w->mutex_);
+    w->serving_ = true;
+  }
+  log::debug("worker_started", {{"backup", backup_id}, {"pid", std::to_string(w->pid_)},
+                                {"namespaces", std::to_string(namespaces)}});
+  return w;
+}
+
+void Worker::spawn(const std::vector<int>& fds, uint64_t& namespaces) {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) throw sys_error("socketpair", backup_id_);
+  sock_.reset(sv[0]);
+  UniqueFd child_end(sv[1]);
+  // A 1 MiB read must fit one datagram: raise both buffers (root may force
+  // past net.core.wmem_max; otherwise reads are cut smaller).
+  for (int fd : {sv[0], sv[1]})
+    for (auto [force, plain] : {std::pair{SO_SNDBUFFORCE, SO_SNDBUF}, std::pair{SO_RCVBUFFORCE, SO_RCVBUF}})
+      if (::setsockopt(fd, SOL_SOCKET, force, &kSocketBuffer, sizeof kSocketBuffer) != 0)
+        ::setsockopt(fd, SOL_SOCKET, plain, &kSocketBuffer, sizeof kSocketBuffer);
+  int sndbuf = 0;
+  socklen_t len = sizeof sndbuf;
+  if (::getsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &sndbuf, &len) == 0) max_read_ = worker::max_part_for(sndbuf);
+
+  // Everything the child needs is made before the fork: between fork and
+  // exec only system calls (async-signal-safe).
+  std::string arg0 = options_.binary, arg1 = backup_id_;
+  std::vector<char*> argv = {arg0.data(), arg1.data(), nullptr};
+  std::vector<std::string> env_strings = {"MALLOC_ARENA_MAX=2"};
+  for (const char* name : {"ASAN_OPTIONS", "UBSAN_OPTIONS"})
+    if (const char* v = std::getenv(name)) {
+      std::string s = std::string(name) + "=" + v;
+      // LeakSanitizer stops the world with ptrace at exit: the filter kills that.
+      if (std::string_view(name) == "ASAN_OPTIONS") s += ":detect_leaks=0";
+      env_strings.push_back(std::move(s));
+    }
+  std::vector<char*> envp;
+  for (auto& s : env_strings) envp.push_back(s.data());
+  envp.push_back(nullptr);
+  std::vector<int> sources = {child_end.get()};
+  sources.insert(sources.end(), fds.begin(), fds.end());
+  const int high = worker::kControlFd + static_cast<int>(sources.size());  // first descriptor past the targets
+  const rlimit nofile{static_cast<rlim_t>(2 * fds.size() + 64), static_cast<rlim_t>(2 * fds.size() + 64)};
+  const rlimit no_core{0, 0};
+  // CPU seconds over the worker's life: a backup read for hours uses many;
+  // a spin in one request is the watchdog's to catch.
+  const rlimit cpu{6 * 3600, 6 * 3600};
+
+  auto child = [&]() -> void {
+    for (size_t i = 0; i < sources.size(); ++i) {
+      const long tmp = ::syscall(SYS_fcntl, sources[i], F_DUPFD, high + static_cast<int>(i));
+      if (tmp < 0) ::syscall(SYS_exit_group, 126);
+      sources[i] = static_cast<int>(tmp);
+    }
+    for (size_t i = 0; i < sources.size(); ++i)
+      if (::syscall(SYS_dup2, sources[i], worker::kControlFd + static_cast<int>(i)) < 0) ::syscall(SYS_exit_group, 126);
+    ::syscall(SYS_close_range, high, ~0u, 0);
+    ::syscall(SYS_setsid);
+    ::syscall(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    ::syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, &nofile, nullptr);
+    ::syscall(SYS_prlimit64, 0, RLIMIT_CORE, &no_core, nullptr);
+    ::syscall(SYS_prlimit64, 0, RLIMIT_CPU, &cpu, nullptr);
+    ::syscall(SYS_execve, argv[0], argv.data(), envp.data());
+    ::syscall(SYS_exit_group, 127);
+  };
+
+  long pid = -1;
+  namespaces = 0;
+  for (uint64_t flags : {kAllNamespaces, kAllNamespaces & ~static_cast<uint64_t>(CLONE_NEWPID), uint64_t{0}}) {
+    // clone(2) as fork(2) (no new stack): the child runs child() and execs.
+    pid = ::syscall(SYS_clone, flags | SIGCHLD, nullptr, nullptr, nullptr, 0);
+    if (pid == 0) {
+      child();
+    }
+    if (pid > 0) {
+      namespaces = flags;
+      break;
+    }
+    if (errno != EPERM && errno != EINVAL && errno != ENOSPC && errno != EUSERS) break;
+  }
+  if (pid < 0) throw sys_error("cannot start the worker", backup_id_);
+  pid_ = static_cast<pid_t>(pid);
+  child_end.reset();
+  static std::atomic<bool> told{false};
+  if (namespaces != kAllNamespaces && !told.exchange(true))
+    log::warn("worker_namespaces", {{"asked", std::to_string(kAllNamespaces)}, {"got", std::to_string(namespaces)},
+                                    {"reason", "the host refused new namespaces"}});
+  reader_ = std::thread([this] { reader_loop(); });
+  watchdog_ = std::thread([this] { watchdog_loop(); });
+}
+
+Worker::~Worker() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+    if (pid_ > 0 && !exited_) ::kill(pid_, SIGKILL);  // nothing in it to keep
+  }
+  watchdog_cv_.notify_all();
+  if (sock_) ::shutdown(sock_.get(), SHUT_RDWR);
+  if (watchdog_.joinable()) watchdog_.join();
+  if (reader_.joinable()) reader_.join();  // it reaps the worker
+}
+
+std::chrono::steady_clock::time_point Worker::failed_at() const {
+  std::lock_guard lock(mutex_);
+  return failed_at_;
+}
+
+std::string Worker::failure() const {
+  std::lock_guard lock(mutex_);
+  return failure_;
+}
+
+void Worker::check_images() const {
+  for (const auto& f : images_) {
+    try {
+      f->check_unchanged();
+    } catch (const Error&) {
+      // logged once by ImageFile (image_changed); the attach is replaced
+    }
+  }
+}
+
+void Worker::fail_locked(const std::string& why, const std::string& op) {
+  if (!failed_.load() && !stopping_ && serving_) {
+    failure_ = why;
+    failed_at_ = std::chrono::steady_clock::now();
+    log::error("worker_failed", {{"backup", backup_id_}, {"pid", std::to_string(pid_)}, {why.substr(0, why.find('=')),
+                                 why.substr(why.find('=') + 1)}, {"op", op}});
+  }
+  failed_.store(true, std::memory_order_release);
+  if (pid_ > 0 && !exited_) ::kill(pid_, SIGKILL);
+  for (auto& [id, p] : pending_) {
+    p->done = true;
+    p->err = EIO;
+    p->message = "worker for backup " + backup_id_ + " failed (" + why + ")";
+    p->cv.notify_all();
+  }
+  pending_.clear();
+}
+
+std::vector<std::byte> Worker::wait(Pending& p) {
+  std::unique_lock lock(mutex_);
+  p.cv.wait(lock, [&] { return p.done; });
+  if (p.err != 0) {
+    worker::Reader r(p.payload);
+    std::string message = p.message;
+    if (message.empty()) {
+      try {
+        message = r.str();
+      } catch (const Error&) {
+        message = std::strerror(p.err);
+      }
+    }
+    throw Error(p.err, message);
+  }
+  return std::move(p.payload);
+}
+
+std::vector<std::byte> Worker::call(Op op, uint32_t volume, std::span<const std::byte> args) {
+  Pending p;
+  p.op = op;
+  Header h{0, static_cast<uint32_t>(op), volume};
+  {
+    std::lock_guard lock(mutex_);
+    if (failed_.load() || stopping_)
+      throw Error(EIO, "worker for backup " + backup_id_ + " failed (" + failure_ + ")");
+    p.id = h.id = next_id_++;
+    p.started = std::chrono::steady_clock::now();
+    pending_[p.id] = &p;
+  }
+  iovec iov[2] = {{&h, sizeof h}, {const_cast<std::byte*>(args.data()), args.size()}};
+  msghdr m{};
+  m.msg_iov = iov;
+  m.msg_iovlen = args.empty() ? 1 : 2;
+  ssize_t sent;
+  do sent = ::sendmsg(sock_.get(), &m, MSG_NOSIGNAL);
+  while (sent < 0 && errno == EINTR);
+  if (sent < 0) {
+    const int saved = errno;
+    std::lock_guard lock(mutex_);
+    if (!p.done) {
+      pending_.erase(p.id);
+      p.done = true;
+      p.err = EIO;
+      p.message = std::string("cannot send to the worker of backup ") + backup_id_ + ": " + std::strerror(saved);
+    }
+  }
+  return wait(p);
+}
+
+size_t Worker::read(uint32_t volume, uint64_t handle, uint64_t offset, std::span<std::byte> into) {
+  Pending p;
+  p.op = Op::read;
+  p.into = into.subspan(0, std::min(into.size(), max_read_));
+  worker::Writer w;
+  w.u64(handle);
+  w.u64(offset);
+  w.u64(p.into.size());
+  Header h{0, static_cast<uint32_t>(Op::read), volume};
+  {
+    std::lock_guard lock(mutex_);
+    if (failed_.load() || stopping_)
+      throw Error(EIO, "worker for backup " + backup_id_ + " failed (" + failure_ + ")");
+    p.id = h.id = next_id_++;
+    p.started = std::chrono::steady_clock::now();
+    pending_[p.id] = &p;
+  }
+  iovec iov[2] = {{&h, sizeof h}, {w.buf.data(), w.buf.size()}};
+  msghdr m{};
+  m.msg_iov = iov;
+  m.msg_iovlen = 2;
+  ssize_t sent;
+  do sent = ::sendmsg(sock_.get(), &m, MSG_NOSIGNAL);
+  while (sent < 0 && errno == EINTR);
+  if (sent < 0) {
+    const int saved = errno;
+    std::lock_guard lock(mutex_);
+    if (!p.done) {
+      pending_.erase(p.id);
+      p.done = true;
+      p.err = EIO;
+      p.message = std::string("cannot send to the worker of backup ") + backup_id_ + ": " + std::strerror(saved);
+    }
+  }
+  wait(p);
+  return p.read_n;
+}
+
+void Worker::reader_loop() {
+  std::vector<std::byte> scratch;
+  for (;;) {
+    Header h;
+    const ssize_t n = ::recv(sock_.get(), &h, sizeof h, MSG_PEEK | MSG_TRUNC);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < static_cast<ssize_t>(sizeof h)) break;  // EOF: the worker ended (or we shut the socket)
+    const size_t body = static_cast<size_t>(n) - sizeof h;
+    std::unique_lock lock(mutex_);
+    auto it = pending_.find(h.id);
+    Pending* p = it == pending_.end() ? nullptr : it->second;
+    iovec iov[2] = {{&h, sizeof h}, {nullptr, 0}};
+    std::vector<std::byte>* dest = nullptr;
+    size_t dest_at = 0;
+    if (p && p->op == Op::read && h.a == 0 && body <= p->into.size()) {
+      iov[1] = {p->into.data(), body};
+    } else {
+      dest = p ? &p->payload : &scratch;
+      if (!p) scratch.clear();
+      if (dest->size() + body > kMaxReply) {
+        fail_locked("protocol=reply larger than " + std::to_string(kMaxReply >> 20) + " MiB", worker::op_name(p ? p->op : Op::setup));
+        break;
+      }
+      dest_at = dest->size();
+      dest->resize(dest_at + body);
+      iov[1] = {dest->data() + dest_at, body};
+    }
+    msghdr m{};
+    m.msg_iov = iov;
+    m.msg_iovlen = 2;
+    ssize_t got;
+    do got = ::recvmsg(sock_.get(), &m, 0);
+    while (got < 0 && errno == EINTR);
+    if (got != n) break;
+    if (!p) continue;  // its caller gave up (the worker failed meanwhile)
+    if (h.b & worker::kMore) continue;
+    p->err = static_cast<int>(h.a);
+    if (p->op == Op::read && h.a == 0) {
+      if (dest) {
+        p->err = EPROTO;
+        p->message = "worker protocol: a read reply larger than asked";
+      } else {
+        p->read_n = body;
+      }
+    }
+    p->done = true;
+    pending_.erase(it);
+    p->cv.notify_all();
+  }
+  // The worker ended (or we stopped it): wait until it is a zombie, note
+  // that its pid must not be signalled any more, then reap it.
+  siginfo_t info{};
+  while (::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOWAIT) != 0 && errno == EINTR) {
+  }
+  std::string oldest_op = "none";
+  {
+    std::lock_guard lock(mutex_);
+    exited_ = true;
+    auto oldest = std::chrono::steady_clock::time_point::max();
+    for (auto& [id, p] : pending_)
+      if (p->started < oldest) {
+        oldest = p->started;
+        oldest_op = worker::op_name(p->op);
+      }
+  }
+  int st = 0;
+  while (::waitpid(pid_, &st, 0) < 0 && errno == EINTR) {
+  }
+  std::lock_guard lock(mutex_);
+  fail_locked(describe_status(st), oldest_op);
+}
+
+void Worker::watchdog_loop() {
+  std::unique_lock lock(mutex_);
+  while (!stopping_ && !failed_.load()) {
+    watchdog_cv_.wait_for(lock, std::chrono::milliseconds(500));
+    if (stopping_ || failed_.load()) break;
+    const auto now = std::chrono::steady_clock::now();
+    const Pending* oldest = nullptr;
+    for (auto& [id, p] : pending_)
+      if (!oldest || p->started < oldest->started) oldest = p;
+    if (oldest && now - oldest->started > options_.timeout)
+      fail_locked("timeout=" + std::to_string(options_.timeout.count()), worker::op_name(oldest->op));
+  }
+}
+
+FilesystemPtr Worker::filesystem(const std::shared_ptr<Worker>& worker, uint32_t index) {
+  return std::make_shared<WorkerFilesystem>(worker, index);
+}
+
+}  // namespace sendense

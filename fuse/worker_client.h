@@ -1,0 +1,127 @@
+// The daemon's side of a sandboxed worker (issue 10; worker/ is the other).
+//
+// Worker::start validates every disk's image chain exactly as an
+// in-process attach does (confined to the image's folder), opens every
+// file of it O_RDONLY itself, and starts `sendense-restore-worker
+// BACKUP_ID` as its child with only the control socket and those
+// descriptors; the worker sandboxes itself, opens the backup and answers
+// with its volumes (Hello). Each volume is then served through a
+// WorkerFilesystem, a Filesystem whose every call is one request.
+//
+// Concurrency: any number of threads call at once; each request has an id
+// and waits for its own reply; one reader thread dispatches replies, one
+// watchdog thread kills a worker whose oldest request is older than the
+// timeout. Failure: when the worker dies (any signal, any exit) or the
+// watchdog kills it, every request in flight and every later one gets EIO
+// at once, one `worker_failed` line is logged, and failed() turns true (the
+// AttachManager then drops the attach; the next access after the backoff
+// starts a new worker). The destructor kills the worker if it still runs,
+// reaps it, joins both threads and closes every descriptor.
+//
+// Lock order: mutex_ is a leaf (held around the map of requests in flight,
+// and while the reader thread receives a read's data into the caller's
+// buffer, so the caller cannot return meanwhile).
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "readers/block/image_file.h"
+#include "readers/common/unique_fd.h"
+#include "readers/engine/open_backup.h"
+#include "readers/fs/filesystem.h"
+#include "worker/protocol.h"
+
+namespace sendense {
+
+struct WorkerOptions {
+  std::string binary;                      // "": find_worker_binary()
+  std::chrono::seconds timeout{30};        // --worker-timeout: a request older than this kills the worker
+  uint64_t memory_limit = 1ull << 30;      // --worker-memory: RLIMIT_AS (not in sanitizer builds)
+  uint32_t id_base = 2147000000;           // the worker of backup #N runs as uid/gid id_base + N
+  unsigned threads = 8;                    // request threads in the worker
+};
+
+// `sendense-restore-worker` next to the running program (the build folder),
+// else the installed one (SENDENSE_WORKER_PATH).
+std::string find_worker_binary();
+
+class Worker {
+ public:
+  // See above. Returns nullptr when a disk needs qemu-nbd (VMDK, VHDX):
+  // workers do not serve those yet (the caller attaches in-process).
+  // Throws Error: the chain's error (naming the image), or the worker's
+  // (EIO and its message; a sandbox failure, a damaged image).
+  static std::shared_ptr<Worker> start(const std::string& backup_id, int64_t num, const std::vector<DiskSpec>& disks,
+                                       const FsOpenOptions& fs_open, const WorkerOptions& options);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  const worker::Hello& hello() const { return hello_; }
+  pid_t pid() const { return pid_; }
+  // The daemon's own descriptors of the images (image change checks).
+  const std::vector<ImageFilePtr>& images() const { return images_; }
+  bool failed() const { return failed_.load(std::memory_order_acquire); }
+  std::chrono::steady_clock::time_point failed_at() const;
+  std::string failure() const;
+
+  // One request; returns the reply's payload. Throws Error with the
+  // worker's errno and message, or EIO once the worker failed.
+  std::vector<std::byte> call(worker::Op op, uint32_t volume, std::span<const std::byte> args);
+  // A read, its data received straight into `into` (cut to max_read()).
+  size_t read(uint32_t volume, uint64_t handle, uint64_t offset, std::span<std::byte> into);
+  size_t max_read() const { return max_read_; }
+
+  // The proxy of volume `index` of the Hello (keeps this worker alive).
+  static FilesystemPtr filesystem(const std::shared_ptr<Worker>& worker, uint32_t index);
+
+  // After an EIO: fstat the images, so a changed image is seen (and
+  // logged) as on the in-process path.
+  void check_images() const;
+
+  struct Pending;
+
+ private:
+  Worker(std::string backup_id, WorkerOptions options);
+  void spawn(const std::vector<int>& fds, uint64_t& namespaces);
+  std::vector<std::byte> wait(Pending& p);
+  void reader_loop();
+  void watchdog_loop();
+  // mutex_ held: marks the worker failed, kills it, completes every request.
+  void fail_locked(const std::string& why, const std::string& op);
+
+  std::string backup_id_;
+  WorkerOptions options_;
+  worker::Hello hello_;
+  std::vector<ImageFilePtr> images_;
+  UniqueFd sock_;
+  pid_t pid_ = -1;
+  size_t max_read_ = 64 * 1024;
+
+  mutable std::mutex mutex_;
+  std::unordered_map<uint64_t, Pending*> pending_;
+  uint64_t next_id_ = 1;
+  bool exited_ = false;          // the child is a zombie or reaped: never signal its pid again
+  bool stopping_ = false;        // the destructor runs: the end is no failure
+  bool serving_ = false;         // the Hello came: an end from now on is logged as worker_failed
+  std::atomic<bool> failed_{false};
+  std::string failure_;
+  std::chrono::steady_clock::time_point failed_at_{};
+  std::condition_variable watchdog_cv_;
+  std::thread reader_;
+  std::thread watchdog_;
+};
+
+}  // namespace sendense

@@ -1,0 +1,346 @@
+// Isolation (issue 10): the real daemon with --isolation worker on a real
+// FUSE mount. Every attached backup is served by a sandboxed
+// `sendense-restore-worker BACKUP_ID`, a child of the daemon; this checks
+// the data through workers, the sandbox from outside (/proc), and that a
+// worker killed or hung fails only its own backup, which then attaches
+// again, without leaking processes or descriptors.
+#include <dirent.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/integration/daemon_harness.h"
+#include "tests/support/test_support.h"
+
+namespace sendense::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Children of `parent` (from /proc/*/stat), with their state letter.
+std::map<pid_t, char> children_of(pid_t parent) {
+  std::map<pid_t, char> out;
+  DIR* d = ::opendir("/proc");
+  if (!d) return out;
+  while (dirent* e = ::readdir(d)) {
+    const pid_t pid = static_cast<pid_t>(std::atoi(e->d_name));
+    if (pid <= 0) continue;
+    const std::string stat = read_text("/proc/" + std::string(e->d_name) + "/stat");
+    const auto close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(stat.substr(close + 2));
+    char state = 0;
+    pid_t ppid = 0;
+    rest >> state >> ppid;
+    if (ppid == parent) out[pid] = state;
+  }
+  ::closedir(d);
+  return out;
+}
+
+// The worker child of `daemon` serving `backup` (its cmdline), or -1.
+pid_t worker_of(pid_t daemon, const std::string& backup) {
+  for (const auto& [pid, state] : children_of(daemon)) {
+    const std::string cmdline = read_text("/proc/" + std::to_string(pid) + "/cmdline");
+    const auto nul = cmdline.find('\0');
+    if (nul == std::string::npos) continue;
+    const std::string arg0 = cmdline.substr(0, nul);
+    if (arg0.size() >= 23 && arg0.ends_with("sendense-restore-worker") && cmdline.substr(nul + 1) == backup + '\0')
+      return pid;
+  }
+  return -1;
+}
+
+std::string status_field(pid_t pid, const std::string& key) {
+  std::istringstream in(read_text("/proc/" + std::to_string(pid) + "/status"));
+  std::string line;
+  while (std::getline(in, line))
+    if (line.starts_with(key + ":")) {
+      std::string v = line.substr(key.size() + 1);
+      const auto first = v.find_first_not_of(" \t");
+      return first == std::string::npos ? "" : v.substr(first);
+    }
+  return "";
+}
+
+int fd_count(pid_t pid) {
+  int n = 0;
+  DIR* d = ::opendir(("/proc/" + std::to_string(pid) + "/fd").c_str());
+  if (!d) return -1;
+  while (dirent* e = ::readdir(d))
+    if (e->d_name[0] != '.') ++n;
+  ::closedir(d);
+  return n;
+}
+
+// Reads `path` in 1 MiB pieces (the page cache dropped first, so the reads
+// reach the daemon), pausing `pause` between pieces; counts progress.
+struct ReadResult {
+  int error = 0;
+  std::string data;
+};
+ReadResult read_file_slowly(const std::string& path, std::chrono::milliseconds pause, std::atomic<size_t>* progress) {
+  ReadResult r;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    r.error = errno;
+    return r;
+  }
+  ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  std::vector<char> buf(1 << 20);
+  for (;;) {
+    const ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n < 0) {
+      r.error = errno;
+      break;
+    }
+    if (n == 0) break;
+    r.data.append(buf.data(), static_cast<size_t>(n));
+    if (progress) progress->store(r.data.size());
+    if (pause.count() > 0) std::this_thread::sleep_for(pause);
+  }
+  ::close(fd);
+  return r;
+}
+
+class IsolationTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    fx_ = fixtures_dir();
+    if (file_exists(fx_ + "/SKIPPED")) SENDENSE_SKIP("fixtures were not built: " << read_text(fx_ + "/SKIPPED"));
+    ASSERT_TRUE(file_exists(fx_ + "/manifest.env")) << "no fixtures in " << fx_;
+    if (!file_exists("/dev/fuse")) SENDENSE_SKIP("no /dev/fuse");
+    if (::geteuid() != 0) SENDENSE_SKIP("the worker sandbox needs root");
+    Manifest manifest(fx_ + "/manifest.env");
+    full_ = manifest["FULL_ID"];
+    mnt_ = tmp_ / "mnt";
+    catalog_ = tmp_ / "catalog.db";
+    ASSERT_EQ(::mkdir(mnt_.c_str(), 0755), 0);
+    CommandResult r = cli("catalog import " + q(fx_ + "/repo"));
+    ASSERT_EQ(r.status, 0) << r.output;
+    // A backup with one large file (a whole-disk ext4): reads long enough
+    // to kill its worker in the middle.
+    const std::string src = tmp_ / "big-src";
+    run_ok("mkdir -p " + q(src) + " " + q(tmp_ / "big-repo") + " && head -c 64M /dev/urandom >" + q(src + "/big.bin"));
+    big_data_ = read_text(src + "/big.bin");
+    run_ok("mkfs.ext4 -q -F -d " + q(src) + " " + q(tmp_ / "big-repo" + "/" + big_ + ".raw") + " 96M");
+    r = cli("catalog import " + q(tmp_ / "big-repo"));
+    ASSERT_EQ(r.status, 0) << r.output;
+    daemon_ = std::make_unique<RestoreDaemon>(mnt_, catalog_, tmp_ / "daemon.log");
+  }
+
+  void TearDown() override {
+    if (!daemon_) return;
+    const pid_t pid = daemon_->pid();
+    EXPECT_EQ(daemon_->stop(), "") << "stopping the daemon with SIGTERM";
+    EXPECT_FALSE(is_mounted(mnt_)) << "mount left behind";
+    if (pid > 0) {
+      EXPECT_TRUE(children_of(pid).empty()) << "a worker outlived the daemon";
+    }
+    const std::string log = daemon_->log();
+    for (const char* bad : {"AddressSanitizer", "runtime error:", "LeakSanitizer", "seccomp: system call"})
+      EXPECT_EQ(log.find(bad), std::string::npos) << "daemon log holds \"" << bad << "\"";
+    CommandResult sums = run("cd " + q(fx_ + "/repo") + " && sha256sum --quiet -c ../repo.sha256");
+    EXPECT_EQ(sums.status, 0) << "an image changed:\n" << sums.output;
+    if (HasFailure()) std::cerr << "---- daemon log (" << daemon_->log_path() << ") ----\n" << log.substr(log.size() > 20000 ? log.size() - 20000 : 0);
+  }
+
+  CommandResult cli(const std::string& args) { return run(q(cli_binary()) + " " + args + " --catalog " + q(catalog_)); }
+
+  void start(const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> args = {"--isolation", "worker"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    ASSERT_EQ(daemon_->start(args), "") << "starting the daemon";
+  }
+
+  std::string vol(const std::string& id, const std::string& volume) const { return mnt_ + "/" + id + "/" + volume; }
+  std::string big_file() const { return vol(big_, "disk") + "/big.bin"; }
+
+  // Attaches `backup` (a lookup inside it) and returns its worker's pid.
+  pid_t attach(const std::string& backup, const std::string& volume) {
+    struct stat st {};
+    pid_t pid = -1;
+    wait_for(
+        [&] {
+          if (::stat(vol(backup, volume).c_str(), &st) != 0) return false;
+          pid = worker_of(daemon_->pid(), backup);
+          return pid > 0;
+        },
+        10s);
+    return pid;
+  }
+
+  TempDir tmp_;
+  std::string fx_, full_, mnt_, catalog_;
+  const std::string big_ = "backup-big-20260105000000";
+  std::string big_data_;
+  std::unique_ptr<RestoreDaemon> daemon_;
+};
+
+TEST_F(IsolationTest, FilesReadThroughWorkersMatchTheirSource) {
+  start();
+  CommandResult mine = run(checksums_command(vol(full_, "part1"), true));
+  CommandResult want = run(checksums_command(fx_ + "/src", true));
+  ASSERT_EQ(mine.status, 0) << mine.output;
+  EXPECT_EQ(mine.output, want.output);
+  EXPECT_EQ(run(tree_listing_command(vol(full_, "part1"), true)).output,
+            run(tree_listing_command(fx_ + "/src", true)).output);
+  EXPECT_EQ(run_ok("readlink " + q(vol(full_, "part1") + "/links/absolute")), "/etc/hostname\n");
+  EXPECT_EQ(run_ok("getfattr --absolute-names --only-values -n user.x " + q(vol(full_, "part1") + "/attrs/xattr-file")),
+            "hello");
+  ReadResult big = read_file_slowly(big_file(), 0ms, nullptr);
+  EXPECT_EQ(big.error, 0);
+  EXPECT_TRUE(big.data == big_data_) << "the large file differs (" << big.data.size() << " bytes read)";
+  EXPECT_EQ(daemon_->log().find("isolation_unavailable"), std::string::npos);
+}
+
+TEST_F(IsolationTest, WorkerIsSandboxedAndNamesItsBackup) {
+  start();
+  const pid_t w = attach(full_, "part1");
+  ASSERT_GT(w, 0) << "no worker child for " << full_;
+  EXPECT_EQ(read_text("/proc/" + std::to_string(w) + "/cmdline").substr(read_text("/proc/" + std::to_string(w) + "/cmdline").find('\0') + 1),
+            full_ + '\0');
+  std::istringstream uids(status_field(w, "Uid"));
+  for (int i = 0; i < 4; ++i) {
+    long uid = -1;
+    uids >> uid;
+    EXPECT_GE(uid, 2147000000L) << "Uid: " << status_field(w, "Uid");
+  }
+  std::istringstream gids(status_field(w, "Gid"));
+  long gid = 0;
+  gids >> gid;
+  EXPECT_GE(gid, 2147000000L);
+  EXPECT_EQ(status_field(w, "Groups"), "");
+  EXPECT_EQ(status_field(w, "NoNewPrivs"), "1");
+  EXPECT_EQ(status_field(w, "Seccomp"), "2");
+  EXPECT_EQ(status_field(w, "CapEff"), "0000000000000000");
+  EXPECT_EQ(status_field(w, "CapPrm"), "0000000000000000");
+  EXPECT_EQ(status_field(w, "CapBnd"), "0000000000000000");
+  // Its own namespaces (the host allowing): pid 1 inside its pid namespace.
+  for (const char* ns : {"mnt", "net", "ipc", "uts", "pid"}) {
+    std::error_code ec;
+    const auto mine = std::filesystem::read_symlink("/proc/self/ns/" + std::string(ns), ec);
+    const auto its = std::filesystem::read_symlink("/proc/" + std::to_string(w) + "/ns/" + ns, ec);
+    EXPECT_NE(mine, its) << ns << " namespace shared with the host";
+  }
+  EXPECT_EQ(status_field(w, "NSpid").substr(status_field(w, "NSpid").rfind('\t') + 1), "1");
+  // Its root is empty; it holds only the socket and the images (and their dups).
+  EXPECT_EQ(run_ok("ls -A /proc/" + std::to_string(w) + "/root/ | wc -l"), "0\n");
+  const std::string fds = run_ok("ls -l /proc/" + std::to_string(w) + "/fd/");
+  EXPECT_EQ(fds.find("/dev/"), fds.find("/dev/null")) << fds;  // no device but stdio
+  EXPECT_NE(fds.find("socket:"), std::string::npos) << fds;
+  EXPECT_NE(fds.find(".qcow2"), std::string::npos) << fds;
+  // Two backups: two workers with different ids.
+  const pid_t w2 = attach(big_, "disk");
+  ASSERT_GT(w2, 0);
+  EXPECT_NE(status_field(w, "Uid"), status_field(w2, "Uid"));
+}
+
+TEST_F(IsolationTest, KilledWorkerFailsOnlyItsBackupAndReattaches) {
+  start();
+  int reps = 20;
+  if (const char* r = std::getenv("SENDENSE_ISOLATION_REPS")) reps = std::atoi(r);
+  const std::string other = vol(full_, "part1") + "/data/random-3M.bin";
+  const std::string other_want = read_text(fx_ + "/src/data/random-3M.bin");
+  int baseline_fds = -1;
+  for (int rep = 0; rep < reps; ++rep) {
+    SCOPED_TRACE("repetition " + std::to_string(rep));
+    const pid_t w = attach(big_, "disk");
+    ASSERT_GT(w, 0);
+    ASSERT_GT(attach(full_, "part1"), 0);
+    if (baseline_fds < 0) baseline_fds = fd_count(daemon_->pid());
+    std::atomic<size_t> progress{0};
+    std::atomic<bool> stop_other{false};
+    ReadResult victim;
+    std::chrono::steady_clock::time_point ended;
+    std::thread reader([&] {
+      victim = read_file_slowly(big_file(), 5ms, &progress);
+      ended = std::chrono::steady_clock::now();
+    });
+    bool other_ok = true;
+    int other_reads = 0;
+    std::thread bystander([&] {
+      while (!stop_other.load()) {
+        ReadResult r = read_file_slowly(other, 0ms, nullptr);
+        other_ok = other_ok && r.error == 0 && r.data == other_want;
+        ++other_reads;
+      }
+    });
+    ASSERT_TRUE(wait_for([&] { return progress.load() >= (4u << 20); }, 20s));
+    const auto killed = std::chrono::steady_clock::now();
+    daemon_->note("kill -9 worker " + std::to_string(w));
+    ASSERT_EQ(::kill(w, SIGKILL), 0);
+    reader.join();
+    std::this_thread::sleep_for(200ms);
+    stop_other = true;
+    bystander.join();
+    EXPECT_EQ(victim.error, EIO) << "read " << victim.data.size() << " bytes";
+    EXPECT_LT(victim.data.size(), big_data_.size());
+    EXPECT_LT(ended - killed, 2s) << "EIO came late";
+    EXPECT_TRUE(big_data_.compare(0, victim.data.size(), victim.data) == 0) << "bytes before the EIO differ";
+    EXPECT_TRUE(other_ok) << "the other backup's read was disturbed";
+    EXPECT_GT(other_reads, 0);
+    // The failed worker is reaped (no zombie) and its attach dropped.
+    EXPECT_TRUE(wait_for([&] { return children_of(daemon_->pid()).count(w) == 0; }, 5s)) << "worker not reaped";
+    EXPECT_TRUE(wait_for([&] { return cli("status").output.find(big_) == std::string::npos; }, 10s))
+        << "restore_mounts row of the failed attach still there:\n" << cli("status").output;
+    // After the backoff (3 s) the next access attaches a new worker.
+    std::this_thread::sleep_for(3200ms);
+    ReadResult again = read_file_slowly(big_file(), 0ms, nullptr);
+    EXPECT_EQ(again.error, 0);
+    EXPECT_TRUE(again.data == big_data_) << "re-attached read differs";
+    const pid_t w_new = worker_of(daemon_->pid(), big_);
+    EXPECT_GT(w_new, 0);
+    EXPECT_NE(w_new, w);
+    for (const auto& [pid, state] : children_of(daemon_->pid())) EXPECT_NE(state, 'Z') << "zombie " << pid;
+    EXPECT_LE(children_of(daemon_->pid()).size(), 2u);
+    EXPECT_LE(fd_count(daemon_->pid()), baseline_fds) << run_ok("ls -l /proc/" + std::to_string(daemon_->pid()) + "/fd");
+    if (HasFatalFailure() || HasFailure()) break;
+  }
+  EXPECT_EQ(count_events(daemon_->log(), "worker_failed", {{"backup", big_}, {"signal", "9"}}), reps);
+  EXPECT_EQ(count_events(daemon_->log(), "detach", {{"backup", big_}, {"reason", "worker_failed"}}), reps);
+}
+
+TEST_F(IsolationTest, HungWorkerIsKilledByTheWatchdog) {
+  start({"--worker-timeout", "2"});
+  const pid_t w = attach(big_, "disk");
+  ASSERT_GT(w, 0);
+  ASSERT_EQ(::kill(w, SIGSTOP), 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  ReadResult r = read_file_slowly(big_file(), 0ms, nullptr);
+  const auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(r.error, EIO);
+  EXPECT_LT(took, 5s) << "the watchdog (2 s) took too long";
+  EXPECT_GE(took, 1500ms);
+  EXPECT_TRUE(wait_for([&] { return children_of(daemon_->pid()).count(w) == 0; }, 5s)) << "stopped worker not reaped";
+  EXPECT_EQ(count_events(daemon_->log(), "worker_failed", {{"backup", big_}, {"timeout", "2"}}), 1);
+  std::this_thread::sleep_for(3200ms);
+  ReadResult again = read_file_slowly(big_file(), 0ms, nullptr);
+  EXPECT_EQ(again.error, 0);
+  EXPECT_TRUE(again.data == big_data_);
+}
+
+}  // namespace
+}  // namespace sendense::test

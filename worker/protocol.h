@@ -1,0 +1,163 @@
+// The daemon <-> worker protocol (issue 10): one SOCK_SEQPACKET socketpair
+// per worker, one datagram per message, both sides built from this file.
+//
+// Every message starts with a 16-byte header:
+//   request: id (u64), op (u32), volume index (u32), then the op's arguments
+//   reply:   id (u64), errno (i32, 0 = ok), flags (u32), then the result, or
+//            on error the message (a string)
+// A reply larger than one datagram (a big directory) comes in parts with
+// kMore set on all but the last; a read's data is the whole payload of its
+// reply (never split: reads are cut to fit one datagram by the caller).
+// Requests carry ids so many can be in flight at once; replies come in any
+// order. Values are little-endian host order (both ends are one host).
+//
+// The first exchange: the daemon sends kSetup (id 0) with everything the
+// worker needs (the backup, the passed descriptors, the sandbox); the
+// worker sandboxes itself, opens the backup through the engine and answers
+// with a Hello (the volumes), or an error.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "readers/fs/filesystem.h"
+
+namespace sendense::worker {
+
+// The descriptor numbers a worker starts with.
+inline constexpr int kControlFd = 3;      // the SOCK_SEQPACKET socket to the daemon
+inline constexpr int kFirstImageFd = 4;   // image files, in the order of Setup::files
+
+enum class Op : uint32_t {
+  setup = 1,
+  getattr,
+  lookup,
+  readdir,
+  readlink,
+  open,
+  read,
+  release,
+  listxattr,
+  getxattr,
+  statfs,
+};
+const char* op_name(Op op);
+
+inline constexpr uint32_t kMore = 1;
+
+// The largest reply part (and read) a socket with this SO_SNDBUF (as
+// getsockopt reports it) carries in one datagram; both ends use it.
+inline size_t max_part_for(int sndbuf) {
+  if (sndbuf <= 256 * 1024) return 64 * 1024;
+  const size_t n = static_cast<size_t>(sndbuf) / 2 - 64 * 1024;
+  return n < 8u * 1024 * 1024 ? n : 8u * 1024 * 1024;
+}  // reply flag: more parts of this reply follow
+
+struct Header {
+  uint64_t id = 0;
+  uint32_t a = 0;  // request: op; reply: errno
+  uint32_t b = 0;  // request: volume; reply: flags
+};
+static_assert(sizeof(Header) == 16);
+
+// Appends values to a byte buffer.
+class Writer {
+ public:
+  void u32(uint32_t v) { raw(&v, sizeof v); }
+  void u64(uint64_t v) { raw(&v, sizeof v); }
+  void i64(int64_t v) { raw(&v, sizeof v); }
+  void str(std::string_view s) {
+    u32(static_cast<uint32_t>(s.size()));
+    raw(s.data(), s.size());
+  }
+  void raw(const void* p, size_t n) {
+    const auto* b = static_cast<const std::byte*>(p);
+    buf.insert(buf.end(), b, b + n);
+  }
+  std::vector<std::byte> buf;
+};
+
+// Reads values back; throws Error(EPROTO) past the end.
+class Reader {
+ public:
+  explicit Reader(std::span<const std::byte> data) : data_(data) {}
+  uint32_t u32() { return pod<uint32_t>(); }
+  uint64_t u64() { return pod<uint64_t>(); }
+  int64_t i64() { return pod<int64_t>(); }
+  std::string str();
+  // A count of items each at least `min_size` bytes long: a count the rest
+  // of the message cannot hold is refused (a hostile worker must not make
+  // the daemon allocate for billions of entries).
+  uint32_t count(size_t min_size) {
+    const uint32_t n = u32();
+    if (n > (data_.size() - pos_) / (min_size ? min_size : 1)) throw_bad_count();
+    return n;
+  }
+  bool done() const { return pos_ == data_.size(); }
+
+ private:
+  template <typename T>
+  T pod() {
+    need(sizeof(T));
+    T v;
+    std::memcpy(&v, data_.data() + pos_, sizeof v);
+    pos_ += sizeof v;
+    return v;
+  }
+  void need(size_t n) const;
+  [[noreturn]] static void throw_bad_count();
+  std::span<const std::byte> data_;
+  size_t pos_ = 0;
+};
+
+void put_attr(Writer& w, const Attr& a);
+Attr get_attr(Reader& r);
+
+// kSetup: everything a worker is told.
+struct PassedFile {
+  std::string name;      // what ImageFile::open is given
+  int fd = -1;           // in the worker: kFirstImageFd + its index
+};
+struct Setup {
+  std::string backup_id;
+  FsOpenOptions fs_open;
+  std::vector<std::pair<std::string, uint32_t>> disks;        // image path, ImageFormat
+  std::vector<PassedFile> files;
+  std::vector<std::pair<std::string, std::string>> canonical;  // name as requested -> canonical
+  uint32_t uid = 0, gid = 0;    // 0: do not change (tests without root)
+  uint64_t memory_limit = 0;    // RLIMIT_AS bytes; 0: none
+  uint32_t threads = 8;
+  uint64_t namespaces = 0;      // CLONE_NEW* flags the worker was started with
+};
+std::vector<std::byte> encode(const Setup& s);
+Setup decode_setup(Reader& r);
+
+// The worker's answer to kSetup.
+struct HelloVolume {
+  std::string name;
+  std::string type;      // the layout's type (to_string(VolumeType))
+  std::string fs_type;   // Filesystem::type_name()
+  uint64_t offset = 0, length = 0;
+  uint64_t root_ino = 0;
+  JournalReport journal;
+};
+struct HelloProblem {
+  std::string name, type;
+  bool failed = false;
+  std::string reason;
+};
+struct Hello {
+  std::string readers;                  // OpenedDisks::readers
+  std::vector<std::string> warnings;    // layout warnings
+  std::vector<HelloVolume> volumes;     // volume index = position here
+  std::vector<HelloProblem> problems;
+};
+std::vector<std::byte> encode(const Hello& h);
+Hello decode_hello(Reader& r);
+
+}  // namespace sendense::worker

@@ -1,0 +1,297 @@
+// sendense-restore-worker BACKUP_ID: one backup's parsers in a sandbox
+// (issue 10). Started by the daemon only (fuse/worker_client.h), with the
+// control socket as fd 3 and the image files it opened as fd 4.. ; the
+// backup id on the command line names it in ps and /proc/PID/cmdline.
+//
+// It reads the setup (worker/protocol.h), enters the sandbox
+// (worker/sandbox.h), opens the backup through the engine with the
+// userspace readers only, answers a Hello, then serves Filesystem requests
+// with a small pool of threads until the socket closes (the daemon let go
+// or died): then it ends at once.
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <iostream>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "readers/block/image_file.h"
+#include "readers/common/error.h"
+#include "readers/common/log.h"
+#include "readers/engine/open_backup.h"
+#include "readers/volume/volume.h"
+#include "worker/protocol.h"
+#include "worker/sandbox.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+// Leak checking runs ptrace at exit, which the filter forbids; the daemon
+// also starts us with detect_leaks=0.
+extern "C" const char* __asan_default_options() { return "detect_leaks=0"; }
+#endif
+
+namespace sendense::worker {
+namespace {
+
+constexpr size_t kMaxRequest = 64 * 1024;
+// The largest datagram the socket takes is about half its send buffer
+// (which the daemon raised); replies bigger than this go in parts, reads
+// are cut to it.
+size_t g_max_part = 64 * 1024;
+
+void size_parts() {
+  int sndbuf = 0;
+  socklen_t len = sizeof sndbuf;
+  if (::getsockopt(kControlFd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &len) == 0) g_max_part = max_part_for(sndbuf);
+}
+
+[[noreturn]] void quit(int code) { ::syscall(SYS_exit_group, code); __builtin_unreachable(); }
+
+void send_all(const Header& h, std::span<const std::byte> payload) {
+  iovec iov[2] = {{const_cast<Header*>(&h), sizeof h},
+                  {const_cast<std::byte*>(payload.data()), payload.size()}};
+  msghdr m{};
+  m.msg_iov = iov;
+  m.msg_iovlen = payload.empty() ? 1 : 2;
+  for (;;) {
+    if (::sendmsg(kControlFd, &m, MSG_NOSIGNAL) >= 0) return;
+    if (errno == EINTR) continue;
+    quit(0);  // the daemon is gone
+  }
+}
+
+// A reply: in parts of g_max_part when larger (flag kMore on all but the last).
+void reply(uint64_t id, std::span<const std::byte> payload) {
+  size_t pos = 0;
+  do {
+    const size_t n = std::min(g_max_part, payload.size() - pos);
+    const bool last = pos + n == payload.size();
+    send_all(Header{id, 0, last ? 0u : kMore}, payload.subspan(pos, n));
+    pos += n;
+  } while (pos < payload.size());
+}
+
+void reply_error(uint64_t id, int code, const std::string& message) {
+  Writer w;
+  w.str(message.substr(0, 4000));
+  send_all(Header{id, static_cast<uint32_t>(code > 0 ? code : EIO), 0}, w.buf);
+}
+
+class Server {
+ public:
+  explicit Server(std::vector<FilesystemPtr> volumes) : volumes_(std::move(volumes)) {}
+
+  void run(unsigned threads) {
+    for (unsigned i = 0; i < threads; ++i) pool_.emplace_back([this] { work(); });
+    std::vector<std::byte> buf(kMaxRequest);
+    for (;;) {
+      const ssize_t n = ::recv(kControlFd, buf.data(), buf.size(), 0);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) quit(0);  // the daemon closed the socket (detach, shutdown, crash)
+      if (static_cast<size_t>(n) < sizeof(Header)) quit(2);
+      {
+        std::lock_guard lock(mutex_);
+        queue_.emplace_back(buf.begin(), buf.begin() + n);
+      }
+      cv_.notify_one();
+    }
+  }
+
+ private:
+  void work() {
+    std::vector<std::byte> data;
+    for (;;) {
+      std::vector<std::byte> msg;
+      {
+        std::unique_lock lock(mutex_);
+        cv_.wait(lock, [&] { return !queue_.empty(); });
+        msg = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      Header h;
+      std::memcpy(&h, msg.data(), sizeof h);
+      try {
+        handle(h, Reader(std::span(msg).subspan(sizeof h)), data);
+      } catch (const Error& e) {
+        reply_error(h.id, e.code(), e.what());
+      } catch (const std::bad_alloc&) {
+        reply_error(h.id, ENOMEM, "worker out of memory");
+      } catch (const std::exception& e) {
+        reply_error(h.id, EIO, e.what());
+      }
+    }
+  }
+
+  void handle(const Header& h, Reader r, std::vector<std::byte>& data) {
+    if (h.b >= volumes_.size()) throw Error(EINVAL, "worker protocol: no volume " + std::to_string(h.b));
+    Filesystem& fs = *volumes_[h.b];
+    Writer w;
+    switch (static_cast<Op>(h.a)) {
+      case Op::getattr:
+        put_attr(w, fs.getattr(r.u64()));
+        break;
+      case Op::lookup: {
+        const uint64_t dir = r.u64();
+        const std::string name = r.str();
+        auto a = fs.lookup(dir, name);
+        w.u32(a ? 1 : 0);
+        if (a) put_attr(w, *a);
+        break;
+      }
+      case Op::readdir: {
+        auto entries = fs.readdir(r.u64());
+        w.u32(static_cast<uint32_t>(entries.size()));
+        for (const auto& e : entries) {
+          w.str(e.name);
+          w.u64(e.ino);
+          w.u32(e.type);
+        }
+        break;
+      }
+      case Op::readlink:
+        w.str(fs.readlink(r.u64()));
+        break;
+      case Op::open:
+        w.u64(fs.open(r.u64()));
+        break;
+      case Op::read: {
+        const uint64_t handle = r.u64();
+        const uint64_t offset = r.u64();
+        const uint64_t size = std::min<uint64_t>(r.u64(), g_max_part);
+        if (data.size() < size) data.resize(size);
+        const size_t n = fs.read(handle, offset, std::span(data.data(), size));
+        send_all(Header{h.id, 0, 0}, std::span<const std::byte>(data.data(), n));
+        return;
+      }
+      case Op::release:
+        fs.release(r.u64());
+        break;
+      case Op::listxattr: {
+        auto names = fs.listxattr(r.u64());
+        w.u32(static_cast<uint32_t>(names.size()));
+        for (const auto& n : names) w.str(n);
+        break;
+      }
+      case Op::getxattr: {
+        const uint64_t ino = r.u64();
+        const std::string name = r.str();
+        auto v = fs.getxattr(ino, name);
+        w.u32(v ? 1 : 0);
+        if (v) w.str(*v);
+        break;
+      }
+      case Op::statfs: {
+        const FsStat s = fs.statfs();
+        for (uint64_t v : {s.block_size, s.blocks, s.blocks_free, s.files, s.files_free, s.name_max}) w.u64(v);
+        break;
+      }
+      default:
+        throw Error(EINVAL, "worker protocol: unknown op " + std::to_string(h.a));
+    }
+    reply(h.id, w.buf);
+  }
+
+  std::vector<FilesystemPtr> volumes_;
+  std::vector<std::thread> pool_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<std::vector<std::byte>> queue_;
+};
+
+int run(const std::string& backup_id) {
+  // The setup, then the sandbox, then the first byte of the backup.
+  size_parts();
+  std::vector<std::byte> buf(4 * 1024 * 1024);
+  ssize_t n;
+  do n = ::recv(kControlFd, buf.data(), buf.size(), 0);
+  while (n < 0 && errno == EINTR);
+  if (n < static_cast<ssize_t>(sizeof(Header))) return 2;
+  Header h;
+  std::memcpy(&h, buf.data(), sizeof h);
+  if (static_cast<Op>(h.a) != Op::setup) return 2;
+  Setup setup;
+  try {
+    Reader r(std::span(buf.data(), static_cast<size_t>(n)).subspan(sizeof h));
+    setup = decode_setup(r);
+    if (setup.backup_id != backup_id) throw Error(EINVAL, "setup for " + setup.backup_id + ", started for " + backup_id);
+
+    PassedImageFiles table;
+    for (const auto& f : setup.files) table.fds[f.name] = f.fd;
+    for (const auto& [from, to] : setup.canonical) table.canonical[from] = to;
+    install_passed_image_files(std::move(table));
+
+    SandboxOptions sandbox;
+    sandbox.uid = setup.uid;
+    sandbox.gid = setup.gid;
+    sandbox.memory_limit = setup.memory_limit;
+    sandbox.mount_namespace = (setup.namespaces & CLONE_NEWNS) != 0;
+    for (const auto& m : enter_sandbox(sandbox))
+      log::info("worker_sandbox_missing", {{"backup", backup_id}, {"what", m}});
+  } catch (const std::exception& e) {
+    const Error* err = dynamic_cast<const Error*>(&e);
+    reply_error(0, err ? err->code() : EIO, std::string("worker sandbox: ") + e.what());
+    return 1;
+  }
+
+  std::vector<FilesystemPtr> volumes;
+  Hello hello;
+  try {
+    std::vector<DiskSpec> specs;
+    for (const auto& [path, format] : setup.disks) specs.push_back({path, static_cast<ImageFormat>(format)});
+    OpenedDisks disks = open_disks(specs);
+    hello.readers = disks.readers;
+    const BackupLayout layout = discover_backup(disks.devices);
+    hello.warnings = layout.warnings;
+    EngineOptions engine;
+    engine.fs_open = setup.fs_open;
+    engine.label = backup_id;
+    OpenedVolumes opened = open_volumes(layout, engine);
+    for (OpenedVolume& o : opened.volumes) {
+      HelloVolume v;
+      v.name = o.layout->name;
+      v.type = to_string(o.layout->type);
+      v.fs_type = o.fs->type_name();
+      v.offset = o.layout->offset;
+      v.length = o.layout->length;
+      v.root_ino = o.fs->root_ino();
+      v.journal = o.fs->journal();
+      hello.volumes.push_back(std::move(v));
+      volumes.push_back(std::move(o.fs));
+    }
+    for (const VolumeProblem& p : opened.problems)
+      hello.problems.push_back({p.layout->name, to_string(p.layout->type), p.failed, p.reason});
+  } catch (const std::exception& e) {
+    const Error* err = dynamic_cast<const Error*>(&e);
+    reply_error(0, err ? err->code() : EIO, e.what());
+    return 1;
+  }
+  reply(0, encode(hello));
+  Server server(std::move(volumes));
+  server.run(setup.threads == 0 ? 1 : std::min(setup.threads, 64u));
+  return 0;
+}
+
+}  // namespace
+}  // namespace sendense::worker
+
+int main(int argc, char** argv) {
+  if (argc != 2 || ::fcntl(sendense::worker::kControlFd, F_GETFD) < 0) {
+    std::cerr << "usage: sendense-restore-worker BACKUP_ID\n"
+                 "Started by sendense-restorefs (--isolation worker) only: it serves one backup's\n"
+                 "filesystems over the socket it is given as descriptor 3.\n";
+    return 2;
+  }
+  // pid 1 of its namespace: SIGTERM would be ignored without a handler.
+  ::signal(SIGTERM, [](int) { ::syscall(SYS_exit_group, 0); });
+  ::signal(SIGPIPE, SIG_IGN);
+  const int rc = sendense::worker::run(argv[1]);
+  ::syscall(SYS_exit_group, rc);
+}
