@@ -39,6 +39,7 @@ using sendense::Filesystem;
 using sendense::FilesystemPtr;
 using sendense::test::run;
 using sendense::test::run_ok;
+using sendense::test::q;
 using sendense::test::shell_quote;
 using sendense::test::TempDir;
 
