@@ -42,6 +42,7 @@ cache=${CACHE:-/var/tmp/sendense-bench-cache}
 source "$top/tests/benchmark/lib.sh"
 bench_need qemu-img qemu-storage-daemon mkfs.ext4 losetup bc python3 curl
 bench_init sendense-compare-bench
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 kinds=(plain zlib zstd l2)
 log() { echo "$(date +%T) $*" >&2; }
 has() { [[ " $sections " == *" $1 "* ]]; }
@@ -140,7 +141,7 @@ span_s() {
 
 out=$work/table.md
 {
-  echo "# compare-benchmark $(date -u +%F\ %H:%MZ), $(nproc) cores, load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "# compare-benchmark $(date -u +%F\ %H:%MZ), $(nproc) cores, load at the start: $load_start"
   echo "# RUNS=$runs SMALL_FILES=$small ($small_count files, $(du -sm "$src/small" | cut -f1) MiB from /usr/share) FILE_MIB=$file_mib PAR_FILES=$par_files PAR_MIB=$par_mib BACKUPS=$backups VMS=$vms DIR_ENTRIES=$entries"
 } >"$out"
 
