@@ -172,19 +172,21 @@ if has parallel; then
   par_cmd() { echo "for f in '$1'/par/p*; do cat \"\$f\" >/dev/null & done; wait"; }
   for f in "$src"/par/p*; do cmp -s "$f" "$work/m-sendense/bench-plain/disk/par/${f##*/}" || { echo "par file ${f##*/} differs" >&2; exit 1; }; done
   log "parallel readers"
+  k1=$(bench_times "cat '$work/m-kernel/par/p0'")
+  s1=$(bench_times "cat '$work/m-sendense/bench-plain/disk/par/p0'")
   pk=$(bench_times "$(par_cmd "$work/m-kernel")")
   ps_=$(bench_times "$(par_cmd "$work/m-sendense/bench-plain/disk")")
   pz=$(bench_times "$(par_cmd "$work/m-sendense/bench-zlib/disk")")
   mib=$((par_files * par_mib))
   {
     echo
-    echo "$par_files processes each reading its own $par_mib MiB file of one backup at once (cold): aggregate MB/s, min-max of $runs."
+    echo "$par_files processes each reading its own $par_mib MiB file of one backup at once (cold): aggregate MB/s, min-max of $runs; one process reading one of them for scale."
     echo
-    echo "| reader | aggregate MB/s | ratio to kernel |"
-    echo "|---|---|---|"
-    echo "| kernel (raw) | $(span_mbs "$mib" "$pk") | 1.00 |"
-    echo "| sendense (plain qcow2) | $(span_mbs "$mib" "$ps_") | $(ratio "$ps_" "$pk") |"
-    echo "| sendense (zlib qcow2) | $(span_mbs "$mib" "$pz") | $(ratio "$pz" "$pk") |"
+    echo "| reader | one reader MB/s | $par_files readers, aggregate MB/s | ratio to kernel | scaling (aggregate / one) |"
+    echo "|---|---|---|---|---|"
+    echo "| kernel (raw) | $(span_mbs "$par_mib" "$k1") | $(span_mbs "$mib" "$pk") | 1.00 | $(ratio "$pk" "$k1" | awk -v n="$par_files" '{ printf "%.2f", $1 * n }') |"
+    echo "| sendense (plain qcow2) | $(span_mbs "$par_mib" "$s1") | $(span_mbs "$mib" "$ps_") | $(ratio "$ps_" "$pk") | $(ratio "$ps_" "$s1" | awk -v n="$par_files" '{ printf "%.2f", $1 * n }') |"
+    echo "| sendense (zlib qcow2) | | $(span_mbs "$mib" "$pz") | $(ratio "$pz" "$pk") | |"
   } >>"$out"
 fi
 if has readers || has parallel; then
