@@ -32,6 +32,9 @@ packages=(
   # the web page (tests/web/browser-test.sh): headless Chromium, driven over the
   # DevTools protocol with python3-websocket; python3-yaml checks web/openapi.yaml
   chromium python3-websocket python3-yaml
+  # benchmarks (tests/benchmark/compare-benchmark.sh): libqcow's qcowmount
+  # (curl, listed above, reads the daemon's metrics)
+  libqcow-utils
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -13,7 +13,8 @@ top=$(cd "$(dirname "$0")/../.." && pwd)
 build=${1:-$top/build}
 file_mib=${2:-512}
 small=${3:-4000}
-runs=${RUNS:-3}
+# shellcheck source=lib.sh
+source "$top/tests/benchmark/lib.sh"  # bench_measure; RUNS (default 3)
 work=$(mktemp -d /var/tmp/sendense-bench-XXXXXX)
 
 pids=()
@@ -63,16 +64,6 @@ root_of() {
   esac
 }
 
-# Median wall time of $runs cold runs of a command.
-measure() {
-  local times=() t0 t1
-  for _ in $(seq "$runs"); do
-    sync; echo 3 > /proc/sys/vm/drop_caches
-    t0=$(date +%s.%N); eval "$1" >/dev/null; t1=$(date +%s.%N)
-    times+=("$(echo "$t1 - $t0" | bc -l)")
-  done
-  printf '%s\n' "${times[@]}" | sort -g | sed -n "$(((runs + 1) / 2))p"
-}
 
 targets=(kernel sendense qemu)
 [ "$have_fuse2fs" = 1 ] && targets+=(fuse2fs)
@@ -82,8 +73,8 @@ declare -A big tree
 for t in "${targets[@]}"; do
   r=$(root_of "$t")
   cmp -s "$r/big.bin" "$work/src/big.bin" || { echo "$t: big.bin differs from the source" >&2; exit 1; }
-  big[$t]=$(measure "cat '$r/big.bin'")
-  tree[$t]=$(measure "tar -cf - -C '$r' small | cat")
+  big[$t]=$(bench_measure "cat '$r/big.bin'")
+  tree[$t]=$(bench_measure "tar -cf - -C '$r' small | cat")
 done
 for t in "${targets[@]}"; do
   mbs=$(echo "$file_mib * 1.048576 / ${big[$t]}" | bc -l)

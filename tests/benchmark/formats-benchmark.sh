@@ -14,7 +14,8 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 build=${1:-$top/build}
 file_mib=${2:-512}
-runs=${RUNS:-3}
+# shellcheck source=lib.sh
+source "$top/tests/benchmark/lib.sh"  # bench_measure; RUNS (default 3)
 work=$(mktemp -d /var/tmp/sendense-nbd-bench-XXXXXX)
 pid=
 cleanup() {
@@ -40,23 +41,13 @@ qemu-img convert -f raw -O vmdk "$work/disk.raw" "$work/repo/vmdk/backup-vmdk-20
 pid=$!
 for _ in $(seq 50); do mountpoint -q "$work/mnt" && break; sleep 0.1; done
 
-measure() {  # median seconds of $runs cold reads of $1
-  local times=() t0 t1
-  for _ in $(seq "$runs"); do
-    sync; echo 3 >/proc/sys/vm/drop_caches
-    t0=$(date +%s.%N); cat "$1" >/dev/null; t1=$(date +%s.%N)
-    times+=("$(echo "$t1 - $t0" | bc -l)")
-  done
-  printf '%s\n' "${times[@]}" | sort -g | sed -n "$(((runs + 1) / 2))p"
-}
-
 echo "## Cold read of one ${file_mib} MiB file (cat) through sendense-restorefs; median of ${runs}"
 printf '| image | reader | MB/s | ratio to plain qcow2 |\n|---|---|---|---|\n'
 base=
 for name in plain zlib zstd l2 vmdk; do
   f="$work/mnt/backup-$name-20260101000000/disk/big.bin"
   cmp -s "$f" "$work/src/big.bin" || { echo "$name: content differs" >&2; exit 1; }
-  t=$(measure "$f")
+  t=$(bench_measure "cat '$f'")
   mbs=$(echo "$file_mib * 1.048576 / $t" | bc -l)
   [ -z "$base" ] && base=$mbs
   reader=$("$build/sendense-restore" status --json --catalog "$work/catalog.db" |

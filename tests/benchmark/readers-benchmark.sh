@@ -19,7 +19,8 @@ build=${1:-$top/build}
 build=$(cd "$build" && pwd)
 file_mib=${2:-512}
 small=${3:-4000}
-runs=${RUNS:-3}
+# shellcheck source=lib.sh
+source "$top/tests/benchmark/lib.sh"  # bench_measure; RUNS (default 3)
 work=$(mktemp -d /var/tmp/sendense-readers-bench-XXXXXX)
 
 pids=()
@@ -102,16 +103,6 @@ mount -t xfs -o ro,norecovery "$loop" "$work/m-kernel"; mounts+=("$work/m-kernel
 for _ in $(seq 50); do mountpoint -q "$work/m-sendense" && break; sleep 0.1; done
 mountpoint -q "$work/m-sendense" || { echo "sendense-restorefs did not mount" >&2; cat "$work/daemon.log" >&2; exit 1; }
 
-# Median wall time of $runs cold runs of a command.
-measure() {
-  local times=() t0 t1
-  for _ in $(seq "$runs"); do
-    sync; echo 3 >/proc/sys/vm/drop_caches
-    t0=$(date +%s.%N); eval "$1" >/dev/null; t1=$(date +%s.%N)
-    times+=("$(echo "$t1 - $t0" | bc -l)")
-  done
-  printf '%s\n' "${times[@]}" | sort -g | sed -n "$(((runs + 1) / 2))p"
-}
 
 # table TITLE REF_LABEL LABEL=ROOT...: the first LABEL is the reference.
 table() {
@@ -123,8 +114,8 @@ table() {
     label=${t%%=*}; root=${t#*=}; labels+=("$label")
     cmp -s "$root/big.bin" "$work/src/big.bin" || { echo "$label: big.bin differs from the source" >&2; exit 1; }
     [ "$(find "$root/small" -type f | wc -l)" = "$small" ] || { echo "$label: not $small small files" >&2; exit 1; }
-    big[$label]=$(measure "cat '$root/big.bin'")
-    tree[$label]=$(measure "tar -cf - -C '$root' small | cat")
+    big[$label]=$(bench_measure "cat '$root/big.bin'")
+    tree[$label]=$(bench_measure "tar -cf - -C '$root' small | cat")
     [ -z "$ref" ] && ref=$label
   done
   echo
