@@ -413,11 +413,7 @@ std::vector<std::string> RestoreTree::listxattr(uint64_t node) {
 }
 
 std::optional<std::string> RestoreTree::getxattr(uint64_t node, std::string_view name) {
-  // "Not supported" rather than "no such attribute": ls -l asks for the
-  // SELinux label and both POSIX ACLs of every entry, each a FUSE round trip
-  // (30,000 for a root of 10,000 backups), but stops asking on a device once
-  // it is told the filesystem does not support them.
-  if (!node::is_volume_node(node)) throw Error(EOPNOTSUPP, "the catalog's folders and links have no xattrs");
+  if (!node::is_volume_node(node)) return std::nullopt;
   Resolved r = resolve(node);
   return r.volume->fs->getxattr(r.ino, name);
 }

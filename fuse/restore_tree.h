@@ -87,9 +87,6 @@ class RestoreTree {
   size_t read(OpenFile& file, uint64_t offset, std::span<std::byte> buf);
   void close(OpenFile& file);
 
-  // The folders and links the tree makes up (root, by-vm, backup folders)
-  // list no xattrs and answer getxattr with EOPNOTSUPP; inside a backup,
-  // nullopt is "no such attribute" (ENODATA).
   std::vector<std::string> listxattr(uint64_t node);
   std::optional<std::string> getxattr(uint64_t node, std::string_view name);
   FsStat statfs(uint64_t node);

@@ -335,33 +335,6 @@ TEST_F(DaemonTest, RootListingAttachesNothing) {
   EXPECT_EQ(trim(run_ok("TZ=UTC stat -c %y " + q(path(full_)) + " | cut -c1-19")), "2026-01-01 00:00:00");
 }
 
-// The catalog's folders and links have no xattrs and say so (EOPNOTSUPP,
-// not ENODATA): ls -l then stops asking for the SELinux label and the ACLs
-// after the first entry, instead of three FUSE round trips per backup.
-// Inside a backup xattrs are read as before.
-TEST_F(DaemonTest, CatalogFoldersAnswerXattrsNotSupported) {
-  START_DAEMON();
-  for (const std::string& p : {mnt_, path(full_), path("by-vm"), path("by-vm/web01"), path("by-vm/web01/latest")}) {
-    CommandResult r = run("getfattr -h -n security.selinux " + q(p));
-    EXPECT_NE(r.status, 0) << p;
-    EXPECT_NE(r.output.find("Operation not supported"), std::string::npos) << p << ": " << r.output;
-    EXPECT_EQ(run_ok("getfattr -h -d -m - " + q(p)), "") << p;  // lists none
-  }
-  const std::string file = vol(full_, "part1") + "/attrs/xattr-file";
-  EXPECT_EQ(run_ok("getfattr --absolute-names --only-values -n user.x " + q(file)), "hello");
-  CommandResult none = run("getfattr -n user.none " + q(file));
-  EXPECT_NE(none.output.find("No such attribute"), std::string::npos) << none.output;
-  if (have_tool("strace")) {
-    const std::string counts = tmp_ / "ls-xattr-calls";
-    run_ok("strace -f -c -e trace=getxattr,lgetxattr -o " + q(counts) + " ls -l " + q(mnt_) + " >/dev/null");
-    // The summary's last line: "100.00 <seconds> <usecs/call> <calls> <errors> total".
-    const std::string total = run_ok("awk '$NF == \"total\" { print $4 }' " + q(counts));
-    const size_t entries = manifest_->list("BACKUP_IDS").size() + 1;
-    EXPECT_LE(std::stoul(total.empty() ? "0" : total), 3u) << "getxattr calls of ls -l over " << entries
-                                                           << " entries:\n" << run_ok("cat " + q(counts));
-  }
-}
-
 TEST_F(DaemonTest, FirstLookupInsideAttachesAndStatusShowsIt) {
   START_DAEMON();
   EXPECT_EQ(sha(vol(full_, "part1") + "/docs/readme.txt"), sha(fx_ + "/src/docs/readme.txt"));
