@@ -58,6 +58,7 @@ expected=(
   /usr/bin/sendense-restorefs
   /usr/bin/sendense-restore
   /usr/bin/sendense-restore-web
+  /usr/libexec/sendense-restore/sendense-restore-worker
   /usr/lib/systemd/system/sendense-restorefs.service
   /usr/lib/systemd/system/sendense-restore-web.service
   /usr/share/man/man8/sendense-restore-web.8.gz
