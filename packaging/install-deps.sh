@@ -9,13 +9,9 @@ packages=(
   libfuse3-dev libnbd-dev libzstd-dev zlib1g-dev libext2fs-dev ntfs-3g-dev libsqlite3-dev nlohmann-json3-dev
   libgtest-dev googletest
   libsystemd-dev      # sd_notify: Type=notify and the watchdog
-<<<<<<< HEAD
   libcpp-httplib-dev  # the --metrics-listen endpoint and sendense-restore-web
-  libarchive-dev libseccomp-dev libcap-dev  # sendense-restore-web: archives, its server's confinement
-=======
-  libcpp-httplib-dev  # the --metrics-listen endpoint
-  libseccomp-dev      # the sandboxed worker's system call filter (--isolation worker)
->>>>>>> isolation-10
+  libarchive-dev libcap-dev  # sendense-restore-web: archives, its server's capabilities
+  libseccomp-dev      # system call filters: the web server and the sandboxed worker (--isolation worker)
   # the Debian package (packaging/build-deb.sh, tests/package/package-test.sh)
   dpkg-dev lintian adduser man-db systemd
   # run
