@@ -405,7 +405,11 @@ std::vector<std::byte> Worker::wait(Pending& p) {
 std::vector<std::byte> Worker::call(Op op, uint32_t volume, std::span<const std::byte> args) {
   Pending p;
   p.op = op;
-  Header h{0, static_cast<uint32_t>(op), volume};
+  return submit(p, volume, args);
+}
+
+std::vector<std::byte> Worker::submit(Pending& p, uint32_t volume, std::span<const std::byte> args) {
+  Header h{0, static_cast<uint32_t>(p.op), volume};
   {
     std::lock_guard lock(mutex_);
     if (failed_.load() || stopping_)
@@ -435,6 +439,7 @@ std::vector<std::byte> Worker::call(Op op, uint32_t volume, std::span<const std:
 }
 
 size_t Worker::read(uint32_t volume, uint64_t handle, uint64_t offset, std::span<std::byte> into) {
+  // The reader thread writes the data straight into `into` (p.into).
   Pending p;
   p.op = Op::read;
   p.into = into.subspan(0, std::min(into.size(), max_read_));
@@ -442,33 +447,7 @@ size_t Worker::read(uint32_t volume, uint64_t handle, uint64_t offset, std::span
   w.u64(handle);
   w.u64(offset);
   w.u64(p.into.size());
-  Header h{0, static_cast<uint32_t>(Op::read), volume};
-  {
-    std::lock_guard lock(mutex_);
-    if (failed_.load() || stopping_)
-      throw Error(EIO, "worker for backup " + backup_id_ + " failed (" + failure_ + ")");
-    p.id = h.id = next_id_++;
-    p.started = std::chrono::steady_clock::now();
-    pending_[p.id] = &p;
-  }
-  iovec iov[2] = {{&h, sizeof h}, {w.buf.data(), w.buf.size()}};
-  msghdr m{};
-  m.msg_iov = iov;
-  m.msg_iovlen = 2;
-  ssize_t sent;
-  do sent = ::sendmsg(sock_.get(), &m, MSG_NOSIGNAL);
-  while (sent < 0 && errno == EINTR);
-  if (sent < 0) {
-    const int saved = errno;
-    std::lock_guard lock(mutex_);
-    if (!p.done) {
-      pending_.erase(p.id);
-      p.done = true;
-      p.err = EIO;
-      p.message = std::string("cannot send to the worker of backup ") + backup_id_ + ": " + std::strerror(saved);
-    }
-  }
-  wait(p);
+  submit(p, volume, w.buf);
   return p.read_n;
 }
 

@@ -96,6 +96,9 @@ class Worker {
  private:
   Worker(std::string backup_id, WorkerOptions options);
   void spawn(const std::vector<int>& fds, uint64_t& namespaces);
+  // Registers `p` under a new request id, sends it with `args`, waits for
+  // its reply (call() and read() differ only in how the reply is taken).
+  std::vector<std::byte> submit(Pending& p, uint32_t volume, std::span<const std::byte> args);
   std::vector<std::byte> wait(Pending& p);
   void reader_loop();
   void watchdog_loop();
