@@ -22,6 +22,7 @@ namespace sendense {
 namespace {
 
 using sqlite::Statement;
+using sqlite::time_column;
 using sqlite::Transaction;
 
 void random_bytes(unsigned char* out, size_t n) {
@@ -72,11 +73,6 @@ std::string sha256_hex(const std::string& text) {
   return hex(md.data(), len);
 }
 
-int64_t time_or_zero(const Statement& st, int col) {
-  if (st.column_is_null(col)) return 0;
-  return parse_iso8601(st.column_text(col)).value_or(0);
-}
-
 std::string iso_or_empty(int64_t t) { return t == 0 ? std::string() : to_iso8601(t); }
 
 constexpr const char* kTokenColumns =
@@ -89,9 +85,9 @@ ApiTokenRecord token_row(const Statement& st) {
   r.tenant = st.column_text(1);
   r.tenant_num = st.column_int(2);
   r.label = st.column_text(3);
-  r.created_at = time_or_zero(st, 4);
-  r.expires_at = time_or_zero(st, 5);
-  r.revoked_at = time_or_zero(st, 6);
+  r.created_at = time_column(st, 4);
+  r.expires_at = time_column(st, 5);
+  r.revoked_at = time_column(st, 6);
   return r;
 }
 
@@ -159,8 +155,7 @@ std::optional<ApiTokenRecord> Catalog::authenticate_api_token(const std::string&
   st.bind(1, hash);
   if (!st.step()) return std::nullopt;
   ApiTokenRecord r = token_row(st);
-  if (r.revoked_at != 0) return std::nullopt;
-  if (r.expires_at != 0 && now >= r.expires_at) return std::nullopt;
+  if (r.revoked() || r.expired_at(now)) return std::nullopt;
   return r;
 }
 
@@ -182,7 +177,7 @@ std::vector<AuditRecord> Catalog::list_audit(size_t limit) {
   st.bind(1, static_cast<int64_t>(limit));
   while (st.step()) {
     AuditRecord r;
-    r.at = time_or_zero(st, 0);
+    r.at = time_column(st, 0);
     r.tenant = st.column_text(1);
     r.token_id = st.column_text(2);
     r.action = st.column_text(3);

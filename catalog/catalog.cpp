@@ -18,6 +18,7 @@ namespace sendense {
 namespace {
 
 using sqlite::Statement;
+using sqlite::time_column;
 using sqlite::Transaction;
 
 // Numbered migrations, applied in order, each once, in one transaction at
@@ -184,12 +185,6 @@ CREATE TABLE detach_requests (
 constexpr int64_t kMaxVolumeId = (1LL << 23) - 1;
 
 int64_t now_seconds() { return static_cast<int64_t>(::time(nullptr)); }
-
-// Times are stored as text; a row written by hand with a bad time reads as 0.
-int64_t time_column(const Statement& st, int col) {
-  if (st.column_is_null(col)) return 0;
-  return parse_iso8601(st.column_text(col)).value_or(0);
-}
 
 std::string new_uuid_v4() {
   std::random_device rd;  // /dev/urandom (getrandom) on Linux

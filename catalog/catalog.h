@@ -119,6 +119,9 @@ struct ApiTokenRecord {
   int64_t created_at = 0;
   int64_t expires_at = 0;     // 0 = never
   int64_t revoked_at = 0;     // 0 = not revoked
+
+  bool revoked() const { return revoked_at != 0; }
+  bool expired_at(int64_t now) const { return expires_at != 0 && now >= expires_at; }
 };
 
 struct NewApiToken {

@@ -1,5 +1,6 @@
 #include "catalog/sqlite_handle.h"
 
+#include "catalog/catalog.h"
 #include "readers/common/error.h"
 
 namespace sendense::sqlite {
@@ -87,6 +88,11 @@ Transaction::~Transaction() {
 void Transaction::commit() {
   exec(db_, db_path_, "COMMIT");
   done_ = true;
+}
+
+int64_t time_column(const Statement& st, int col) {
+  if (st.column_is_null(col)) return 0;
+  return parse_iso8601(st.column_text(col)).value_or(0);
 }
 
 }  // namespace sendense::sqlite

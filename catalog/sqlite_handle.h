@@ -56,6 +56,10 @@ class Statement {
   std::unique_ptr<sqlite3_stmt, StmtFinalizer> stmt_;
 };
 
+// Times are stored as ISO-8601 text: column `col` as Unix seconds, 0 for
+// NULL or for a bad time in a row written by hand.
+int64_t time_column(const Statement& st, int col);
+
 // BEGIN IMMEDIATE on construction (a writer takes the lock up front, so the
 // busy timeout applies there, not at a later upgrade); ROLLBACK on
 // destruction unless commit() succeeded.

@@ -39,8 +39,8 @@ int64_t expires_option(const Args& args, int64_t now) {
 std::string time_or_dash(int64_t t) { return t == 0 ? "-" : to_iso8601(t); }
 
 std::string state(const ApiTokenRecord& t, int64_t now) {
-  if (t.revoked_at != 0) return "revoked";
-  if (t.expires_at != 0 && now >= t.expires_at) return "expired";
+  if (t.revoked()) return "revoked";
+  if (t.expired_at(now)) return "expired";
   return "valid";
 }
 
