@@ -206,7 +206,7 @@ std::shared_ptr<Worker> Worker::start(const std::string& backup_id, int64_t num,
 
   if (::geteuid() == 0) {
     const uint64_t id = options.id_base + static_cast<uint64_t>(num);
-    if (num <= 0 || id >= 0xfffffffeull) throw Error(EINVAL, "no worker id for backup #" + std::to_string(num), backup_id);
+    if (num < 0 || id >= 0xfffffffeull) throw Error(EINVAL, "no worker id for backup #" + std::to_string(num), backup_id);
     setup.uid = setup.gid = static_cast<uint32_t>(id);
   }
   std::shared_ptr<Worker> w(new Worker(backup_id, options));
@@ -282,6 +282,12 @@ void Worker::spawn(const std::vector<int>& fds, uint64_t& namespaces) {
   std::vector<char*> envp;
   for (auto& s : env_strings) envp.push_back(s.data());
   envp.push_back(nullptr);
+  UniqueFd devnull;
+  if (options_.quiet) {
+    devnull.reset(::open("/dev/null", O_WRONLY | O_CLOEXEC));
+    if (!devnull) throw sys_error("/dev/null", backup_id_);
+  }
+  const int quiet_fd = devnull ? devnull.get() : -1;
   std::vector<int> sources = {child_end.get()};
   sources.insert(sources.end(), fds.begin(), fds.end());
   const int high = worker::kControlFd + static_cast<int>(sources.size());  // first descriptor past the targets
@@ -292,6 +298,8 @@ void Worker::spawn(const std::vector<int>& fds, uint64_t& namespaces) {
   const rlimit cpu{6 * 3600, 6 * 3600};
 
   auto child = [&]() -> void {
+    // First: the descriptor shuffle below may reuse quiet_fd's number.
+    if (quiet_fd >= 0) ::syscall(SYS_dup2, quiet_fd, 2);
     for (size_t i = 0; i < sources.size(); ++i) {
       const long tmp = ::syscall(SYS_fcntl, sources[i], F_DUPFD, high + static_cast<int>(i));
       if (tmp < 0) ::syscall(SYS_exit_group, 126);
@@ -370,7 +378,8 @@ void Worker::fail_locked(const std::string& why, const std::string& op) {
   if (!failed_.load() && !stopping_ && serving_) {
     failure_ = why;
     failed_at_ = std::chrono::steady_clock::now();
-    log::error("worker_failed", {{"backup", backup_id_}, {"pid", std::to_string(pid_)}, {why.substr(0, why.find('=')),
+    if (!options_.quiet)
+      log::error("worker_failed", {{"backup", backup_id_}, {"pid", std::to_string(pid_)}, {why.substr(0, why.find('=')),
                                  why.substr(why.find('=') + 1)}, {"op", op}});
   }
   failed_.store(true, std::memory_order_release);

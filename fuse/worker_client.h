@@ -51,6 +51,9 @@ struct WorkerOptions {
   uint64_t memory_limit = 1ull << 30;      // --worker-memory: RLIMIT_AS (not in sanitizer builds)
   uint32_t id_base = 2147000000;           // the worker of backup #N runs as uid/gid id_base + N
   unsigned threads = 8;                    // request threads in the worker
+  // sandbox-check: a worker ended by its probe is the expected outcome: no
+  // worker_failed line, and the worker's stderr goes to /dev/null.
+  bool quiet = false;
 };
 
 // `sendense-restore-worker` next to the running program (the build folder),
@@ -59,7 +62,8 @@ std::string find_worker_binary();
 
 class Worker {
  public:
-  // See above. Returns nullptr when a disk needs qemu-nbd (VMDK, VHDX):
+  // See above. `num` is the backup's catalog number (its worker's ids);
+  // 0, never a backup's, is sandbox-check's. Returns nullptr when a disk needs qemu-nbd (VMDK, VHDX):
   // workers do not serve those yet (the caller attaches in-process).
   // Throws Error: the chain's error (naming the image), or the worker's
   // (EIO and its message; a sandbox failure, a damaged image).

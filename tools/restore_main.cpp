@@ -73,6 +73,13 @@ constexpr const char* kUsage = R"(usage: sendense-restore COMMAND [ARGS]
       print its mount id, folder and volumes.
   detach ID [--catalog DB]
       Ask the daemon to detach backup ID and wait (10 s at most) until it has.
+  sandbox-check [--worker-memory MIB] [--config FILE] [--json]
+      Start backup workers as the daemon does (--isolation worker), check
+      from outside that each is confined (ids, capabilities, seccomp,
+      namespaces, empty root, descriptors, limits), and have fresh workers
+      try each forbidden action (open a file, run a program, open a socket,
+      trace, mount, write the image, exceed the limits, ...). Prints what
+      stopped each; exit status 1 when anything was allowed. Needs root.
 
   --version
       Print the version and exit.
@@ -127,6 +134,7 @@ int dispatch(int argc, char** argv) {
   }
   if (cmd == "attach") return attach(argc, argv, 2);
   if (cmd == "detach") return detach(argc, argv, 2);
+  if (cmd == "sandbox-check") return sandbox_check(argc, argv, 2);
   if (cmd == "status") return status(argc, argv, 2);
   if (cmd == "inspect") return inspect(argc, argv, 2);
   throw UsageError(cmd.empty() ? "missing command" : "unknown command '" + cmd + "'");

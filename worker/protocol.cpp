@@ -17,6 +17,7 @@ const char* op_name(Op op) {
     case Op::listxattr: return "listxattr";
     case Op::getxattr: return "getxattr";
     case Op::statfs: return "statfs";
+    case Op::probe: return "probe";
   }
   return "unknown";
 }

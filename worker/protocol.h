@@ -45,9 +45,11 @@ enum class Op : uint32_t {
   listxattr,
   getxattr,
   statfs,
+  probe,     // sandbox-check only: try one forbidden action (worker/probes.h)
 };
 const char* op_name(Op op);
 
+// Reply flag: more parts of this reply follow.
 inline constexpr uint32_t kMore = 1;
 
 // The largest reply part (and read) a socket with this SO_SNDBUF (as
@@ -56,7 +58,7 @@ inline size_t max_part_for(int sndbuf) {
   if (sndbuf <= 256 * 1024) return 64 * 1024;
   const size_t n = static_cast<size_t>(sndbuf) / 2 - 64 * 1024;
   return n < 8u * 1024 * 1024 ? n : 8u * 1024 * 1024;
-}  // reply flag: more parts of this reply follow
+}
 
 struct Header {
   uint64_t id = 0;

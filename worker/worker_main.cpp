@@ -29,6 +29,8 @@
 #include "readers/common/log.h"
 #include "readers/engine/open_backup.h"
 #include "readers/volume/volume.h"
+#include "worker/crash_report.h"
+#include "worker/probes.h"
 #include "worker/protocol.h"
 #include "worker/sandbox.h"
 
@@ -131,6 +133,12 @@ class Server {
   }
 
   void handle(const Header& h, Reader r, std::vector<std::byte>& data) {
+    if (static_cast<Op>(h.a) == Op::probe) {
+      Writer w;
+      put_probe_result(w, try_probe(r.str()));
+      reply(h.id, w.buf);
+      return;
+    }
     if (h.b >= volumes_.size()) throw Error(EINVAL, "worker protocol: no volume " + std::to_string(h.b));
     Filesystem& fs = *volumes_[h.b];
     Writer w;
@@ -292,6 +300,7 @@ int main(int argc, char** argv) {
   // pid 1 of its namespace: SIGTERM would be ignored without a handler.
   ::signal(SIGTERM, [](int) { ::syscall(SYS_exit_group, 0); });
   ::signal(SIGPIPE, SIG_IGN);
+  sendense::worker::install_crash_report(argv[1]);
   const int rc = sendense::worker::run(argv[1]);
   ::syscall(SYS_exit_group, rc);
 }

@@ -32,6 +32,7 @@ int token_list(int argc, char** argv, int first);      // token list [--json]
 int token_revoke(int argc, char** argv, int first);    // token revoke ID
 int attach(int argc, char** argv, int first);          // attach ID [--mountpoint DIR] [--json]
 int detach(int argc, char** argv, int first);          // detach ID
+int sandbox_check(int argc, char** argv, int first);   // sandbox-check [--worker-memory MIB] [--json]
 
 // Shared by the commands.
 // Commands that only read or change existing rows refuse a catalog that does
@@ -46,6 +47,10 @@ TenantRecord require_tenant(Catalog& catalog, const std::string& name);
 // --mountpoint, else the daemon's `mountpoint` from --config FILE (default
 // /etc/sendense-restore/restorefs.conf, when it exists), else the packaged default.
 std::string mountpoint_of(const Args& args);
+// The daemon's setting `key` from --config FILE (default
+// /etc/sendense-restore/restorefs.conf, when it exists): its effective
+// value, "" when unset.
+std::string daemon_setting(const Args& args, const std::string& key);
 std::vector<std::string> assign_vms(Catalog& catalog, const std::string& tenant, const std::vector<std::string>& vms);
 
 }  // namespace sendense::cli

@@ -71,21 +71,26 @@ ExportTarget target_of(const Args& args, bool samba) {
 
 }  // namespace
 
-std::string mountpoint_of(const Args& args) {
-  if (auto m = args.value("--mountpoint")) return *m;
+std::string daemon_setting(const Args& args, const std::string& key) {
   const auto given = args.value("--config");
   const std::string file = given.value_or(config::kDefaultConfigPath);
   std::error_code ec;
-  if (!given && !std::filesystem::exists(file, ec)) return kDefaultMountpoint;
+  if (!given && !std::filesystem::exists(file, ec)) return "";
   config::DaemonConfig conf;
   try {
     conf.load_file(file);
   } catch (const config::ConfigError& e) {
     throw Error(EINVAL, e.what());
   }
-  for (const auto& [key, setting] : conf.effective())
-    if (key == "mountpoint" && !setting.value.empty()) return setting.value;
-  return kDefaultMountpoint;
+  for (const auto& [k, setting] : conf.effective())
+    if (k == key) return setting.value;
+  return "";
+}
+
+std::string mountpoint_of(const Args& args) {
+  if (auto m = args.value("--mountpoint")) return *m;
+  const std::string m = daemon_setting(args, "mountpoint");
+  return m.empty() ? kDefaultMountpoint : m;
 }
 
 int export_samba(int argc, char** argv, int first) {
