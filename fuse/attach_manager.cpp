@@ -264,8 +264,52 @@ AttachedBackupPtr AttachManager::attach(const BackupRecord& record) {
       backup->volumes.push_back(std::move(av));
     };
 
+    // The kernel backend, set up at the first volume it serves; each of its
+    // volumes keeps it alive (see kernel_backup.h).
+    std::shared_ptr<kernel::KernelBackup> kernel_backup;
+    std::optional<std::string> kernel_unavailable;
+    KernelMount kernel;
+    if (options_.attach_mode != "userspace")
+      kernel = [&](const Volume& v, const std::string& where, bool userspace) -> FilesystemPtr {
+        if (!kernel::kernel_mounts(v.type) || (options_.attach_mode != "kernel" && userspace)) return nullptr;
+        if (!kernel_unavailable) kernel_unavailable = kernel::kernel_backend_unavailable();
+        if (!kernel_unavailable->empty()) {
+          if (!userspace)
+            log::info("kernel_backend_unavailable",
+                      {{"backup", record.id}, {"volume", v.name}, {"reason", *kernel_unavailable}});
+          return nullptr;
+        }
+        if (!kernel_backup) {
+          std::vector<kernel::DiskImage> images;
+          for (const BackupDisk& d : record.all_disks())
+            images.push_back({d.image_path, image_format_from_string(d.format),
+                              std::filesystem::path(d.image_path).parent_path().string()});
+          kernel::KernelOptions kopts;
+          kopts.nbd = options_.nbd_devices;
+          kopts.replay = options_.fs_open.replay_journal;
+          const std::string backup_id = record.id;
+          kopts.claim = [this, backup_id, mount_id](const std::string& device) {
+            return catalog_.claim_kernel_device({device, "nbd", backup_id, mount_id, ::getpid(), 0});
+          };
+          kopts.release = [this](const std::string& device) { catalog_.release_kernel_device(device); };
+          kernel_backup =
+              std::make_shared<kernel::KernelBackup>(mount_id, record.id, std::move(images), std::move(kopts));
+        }
+        // A device pool that is full (every restore-pool nbd device, or
+        // no loop device left) frees a device by evicting the least
+        // recently used idle backup, as --max-mounts does; else EBUSY.
+        for (;;) {
+          try {
+            return kernel_backup->mount_volume(v, where);
+          } catch (const Error& e) {
+            if (e.code() != EBUSY || !evict_one_idle(record.id)) throw;
+          }
+        }
+      };
+
     // --isolation worker: the backup's parsers run in a sandboxed worker;
-    // the kernel backend (--attach kernel) and qemu-nbd images stay here.
+    // --attach kernel and qemu-nbd images stay here. With --attach auto a
+    // volume no userspace reader reads (btrfs) is still the kernel's.
     std::shared_ptr<Worker> worker;
     if (options_.isolation == "worker" && options_.attach_mode != "kernel") {
       worker = Worker::start(record.id, record.num, specs, options_.fs_open, options_.worker);
@@ -279,10 +323,28 @@ AttachedBackupPtr AttachManager::attach(const BackupRecord& record) {
       backup->image_files = worker->images();
       catalog_.set_mount_image_reader(mount_id, hello.readers);
       for (const auto& w : hello.warnings) log::warn("volume_layout", {{"backup", record.id}, {"warning", w}});
-      for (const auto& p : hello.problems) problem(p.name, p.type, p.failed, p.reason);
       for (uint32_t i = 0; i < hello.volumes.size(); ++i) {
         const worker::HelloVolume& v = hello.volumes[i];
         add_volume(v.name, v.offset, v.length, Worker::filesystem(worker, i), "userspace");
+      }
+      for (const auto& p : hello.problems) {
+        FilesystemPtr fs;
+        if (kernel && !p.failed && p.readable) {
+          Volume v;
+          v.name = p.name;
+          v.type = static_cast<FsType>(p.fs);
+          v.disk = p.disk;
+          v.offset = p.offset;
+          v.length = p.length;
+          try {
+            fs = kernel(v, record.id + "/" + v.name, false);
+          } catch (const Error& e) {
+            problem(p.name, p.type, true, e.what());
+            continue;
+          }
+        }
+        if (fs) add_volume(p.name, p.offset, p.length, std::move(fs), "kernel");
+        else problem(p.name, p.type, p.failed, p.reason);
       }
     } else {
       OpenedDisks disks = open_disks(specs);
@@ -295,47 +357,7 @@ AttachedBackupPtr AttachManager::attach(const BackupRecord& record) {
       EngineOptions engine;
       engine.fs_open = options_.fs_open;
       engine.label = record.id;
-      // The kernel backend, set up at the first volume it serves; each of its
-      // volumes keeps it alive (see kernel_backup.h).
-      std::shared_ptr<kernel::KernelBackup> kernel_backup;
-      std::optional<std::string> kernel_unavailable;
-      if (options_.attach_mode != "userspace")
-        engine.kernel = [&](const Volume& v, const std::string& where, bool userspace) -> FilesystemPtr {
-          if (!kernel::kernel_mounts(v.type) || (options_.attach_mode != "kernel" && userspace)) return nullptr;
-          if (!kernel_unavailable) kernel_unavailable = kernel::kernel_backend_unavailable();
-          if (!kernel_unavailable->empty()) {
-            if (!userspace)
-              log::info("kernel_backend_unavailable",
-                        {{"backup", record.id}, {"volume", v.name}, {"reason", *kernel_unavailable}});
-            return nullptr;
-          }
-          if (!kernel_backup) {
-            std::vector<kernel::DiskImage> images;
-            for (const BackupDisk& d : record.all_disks())
-              images.push_back({d.image_path, image_format_from_string(d.format),
-                                std::filesystem::path(d.image_path).parent_path().string()});
-            kernel::KernelOptions kopts;
-            kopts.nbd = options_.nbd_devices;
-            kopts.replay = options_.fs_open.replay_journal;
-            const std::string backup_id = record.id;
-            kopts.claim = [this, backup_id, mount_id](const std::string& device) {
-              return catalog_.claim_kernel_device({device, "nbd", backup_id, mount_id, ::getpid(), 0});
-            };
-            kopts.release = [this](const std::string& device) { catalog_.release_kernel_device(device); };
-            kernel_backup =
-                std::make_shared<kernel::KernelBackup>(mount_id, record.id, std::move(images), std::move(kopts));
-          }
-          // A device pool that is full (every restore-pool nbd device, or
-          // no loop device left) frees a device by evicting the least
-          // recently used idle backup, as --max-mounts does; else EBUSY.
-          for (;;) {
-            try {
-              return kernel_backup->mount_volume(v, where);
-            } catch (const Error& e) {
-              if (e.code() != EBUSY || !evict_one_idle(record.id)) throw;
-            }
-          }
-        };
+      engine.kernel = kernel;
       OpenedVolumes opened = open_volumes(layout, engine);
 
       for (const VolumeProblem& p : opened.problems)

@@ -45,6 +45,15 @@ constexpr size_t kMaxReply = 512u * 1024 * 1024;
 // Namespaces we ask for, most first; the host may refuse some (containers).
 constexpr uint64_t kAllNamespaces = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS;
 
+// What the engine names volumes: part1, disk, disk0-part1, lvm-<vg>-<lv>
+// (LVM names are [A-Za-z0-9+_.-]).
+void check_volume_name(const std::string& name, const std::string& backup_id) {
+  const bool ok = !name.empty() && name.size() <= 1024 && name != "." && name != ".." &&
+                  name.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+_.-") ==
+                      std::string::npos;
+  if (!ok) throw Error(EPROTO, "worker protocol: the worker named a volume '" + name.substr(0, 64) + "'; refused", backup_id);
+}
+
 std::string describe_status(int st) {
   if (WIFSIGNALED(st)) return "signal=" + std::to_string(WTERMSIG(st));
   if (WIFEXITED(st)) return "exit=" + std::to_string(WEXITSTATUS(st));
@@ -243,6 +252,10 @@ std::shared_ptr<Worker> Worker::start(const std::string& backup_id, int64_t num,
   const std::vector<std::byte> hello = w->wait(p);
   worker::Reader r(hello);
   w->hello_ = worker::decode_hello(r);
+  // Volume names become folder names in the tree and, for the kernel
+  // backend, mount points: a worker is not trusted to make them safe.
+  for (const auto& v : w->hello_.volumes) check_volume_name(v.name, backup_id);
+  for (const auto& problem : w->hello_.problems) check_volume_name(problem.name, backup_id);
   {
     std::lock_guard lock(w->mutex_);
     w->serving_ = true;

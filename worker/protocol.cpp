@@ -177,6 +177,11 @@ std::vector<std::byte> encode(const Hello& h) {
     w.str(p.type);
     w.u32(p.failed ? 1 : 0);
     w.str(p.reason);
+    w.u32(p.fs);
+    w.u32(p.disk);
+    w.u64(p.offset);
+    w.u64(p.length);
+    w.u32(p.readable ? 1 : 0);
   }
   return std::move(w.buf);
 }
@@ -196,12 +201,17 @@ Hello decode_hello(Reader& r) {
     v.journal = get_journal(r);
     h.volumes.push_back(std::move(v));
   }
-  for (uint32_t n = r.count(16), i = 0; i < n; ++i) {
+  for (uint32_t n = r.count(44), i = 0; i < n; ++i) {
     HelloProblem p;
     p.name = r.str();
     p.type = r.str();
     p.failed = r.u32() != 0;
     p.reason = r.str();
+    p.fs = r.u32();
+    p.disk = r.u32();
+    p.offset = r.u64();
+    p.length = r.u64();
+    p.readable = r.u32() != 0;
     h.problems.push_back(std::move(p));
   }
   return h;

@@ -152,6 +152,12 @@ struct HelloProblem {
   std::string name, type;
   bool failed = false;
   std::string reason;
+  // Where it lies, for the daemon's kernel backend (--attach auto serves
+  // a volume no userspace reader reads, btrfs, with the kernel).
+  uint32_t fs = 0;         // FsType
+  uint32_t disk = 0;
+  uint64_t offset = 0, length = 0;
+  bool readable = false;   // the layout has a device for it
 };
 struct Hello {
   std::string readers;                  // OpenedDisks::readers

@@ -274,8 +274,11 @@ int run(const std::string& backup_id) {
       hello.volumes.push_back(std::move(v));
       volumes.push_back(std::move(o.fs));
     }
-    for (const VolumeProblem& p : opened.problems)
-      hello.problems.push_back({p.layout->name, to_string(p.layout->type), p.failed, p.reason});
+    for (const VolumeProblem& p : opened.problems) {
+      const Volume& v = *p.layout;
+      hello.problems.push_back({v.name, to_string(v.type), p.failed, p.reason, static_cast<uint32_t>(v.type), v.disk,
+                                v.offset, v.length, v.device != nullptr});
+    }
   } catch (const std::exception& e) {
     const Error* err = dynamic_cast<const Error*>(&e);
     reply_error(0, err ? err->code() : EIO, e.what());

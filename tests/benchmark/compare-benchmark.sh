@@ -9,7 +9,11 @@
 #   qemu        qemu-storage-daemon (qcow2 driver, FUSE export) + loop + kernel ext4
 #   qcowmount   libqcow's qcowmount (FUSE) + loop + kernel ext4, where it reads the image
 #   fuse2fs     e2fsprogs' fuse2fs on the raw image
-#   sendense    sendense-restorefs (our qcow2 reader, our ext4 data path)
+#   sendense    sendense-restorefs (our qcow2 reader, our ext4 data path), each
+#               backup's readers in their sandboxed worker (the default)
+#   in-process  the same with --isolation none (the readers in the daemon):
+#               the isolation's cost, with the first listing of a backup
+#               right after it is attached, in a table of its own
 # Cold caches before every run (drop_caches; the host may still cache the
 # image files). Prints one table: large file MB/s and tar of the small files
 # (s) as min-max over RUNS, and the ratio (median; >1 = faster) to the kernel
@@ -77,12 +81,16 @@ small_count=$(find "$src/small" -type f | wc -l)
 
 # ---- the readers ----------------------------------------------------------
 if has readers || has parallel; then
-  "$build/sendense-restore" catalog add --id bench-plain --vm bench --format qcow2 --path "$tree/plain.qcow2" --catalog "$work/main.db" >/dev/null
-  for k in zlib zstd l2; do
-    "$build/sendense-restore" catalog add --id "bench-$k" --vm "bench-$k" --format qcow2 --path "$tree/$k.qcow2" \
-      --catalog "$work/main.db" >/dev/null
+  for db in main inproc; do
+    "$build/sendense-restore" catalog add --id bench-plain --vm bench --format qcow2 --path "$tree/plain.qcow2" \
+      --catalog "$work/$db.db" >/dev/null
+    for k in zlib zstd l2; do
+      "$build/sendense-restore" catalog add --id "bench-$k" --vm "bench-$k" --format qcow2 --path "$tree/$k.qcow2" \
+        --catalog "$work/$db.db" >/dev/null
+    done
   done
-  bench_start_restorefs "$build" "$work/m-sendense" "$work/main.db" --idle-timeout 100000
+  bench_start_restorefs "$build" "$work/m-sendense" "$work/main.db" --idle-timeout 100000 --isolation worker
+  has readers && bench_start_restorefs "$build" "$work/m-inproc" "$work/inproc.db" --idle-timeout 100000 --isolation none
   bench_loop_mount "$tree/disk.raw" "$work/m-kernel"
 fi
 
@@ -112,6 +120,7 @@ if has readers; then
       note["$k qcowmount"]="not installed (libqcow-utils)"
     fi
     add_reader "$k sendense" "$work/m-sendense/bench-$k/disk"
+    add_reader "$k in-process" "$work/m-inproc/bench-$k/disk"
   done
 
   for r in "${readers[@]}"; do
@@ -121,6 +130,24 @@ if has readers; then
     log "reading through $r"
     big_t[$r]=$(bench_times "cat '$root/big.bin'")
     tar_t[$r]=$(bench_times "tar -cf - -C '$root' small | cat")
+  done
+
+  # The first listing of a backup's volume right after it is attached
+  # (detached first, caches dropped): attach + one folder.
+  declare -A attach_t
+  for mode in sendense in-process; do
+    if [ "$mode" = sendense ]; then m=$work/m-sendense db=$work/main.db; else m=$work/m-inproc db=$work/inproc.db; fi
+    for k in plain zlib; do
+      times=()
+      for ((i = 0; i < runs; i++)); do
+        ls "$m/bench-$k/disk" >/dev/null  # attached, so that detach has something to do
+        "$build/sendense-restore" detach "bench-$k" --catalog "$db" >/dev/null
+        bench_cold
+        t0=$(date +%s.%N); ls -l "$m/bench-$k/disk" >/dev/null; t1=$(date +%s.%N)
+        times+=("$(echo "$t1 - $t0" | bc -l)")
+      done
+      attach_t["$k $mode"]=$(printf '%s\n' "${times[@]}" | sort -g | tr '\n' ' ')
+    done
   done
 fi
 
@@ -153,7 +180,7 @@ if has readers; then
     echo "| image | reader | large file MB/s | tar small files s | large: ratio to kernel | to qemu | tar: ratio to kernel | to qemu |"
     echo "|---|---|---|---|---|---|---|---|"
     for k in raw "${kinds[@]}"; do
-      for r in "$k kernel" "$k fuse2fs" "$k qemu" "$k qcowmount" "$k sendense"; do
+      for r in "$k kernel" "$k fuse2fs" "$k qemu" "$k qcowmount" "$k sendense" "$k in-process"; do
         if [ -n "${big_t[$r]:-}" ]; then
           printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$k" "${r#* }" "$(span_mbs "$file_mib" "${big_t[$r]}")" \
             "$(span_s "${tar_t[$r]}")" \
@@ -163,6 +190,29 @@ if has readers; then
           printf '| %s | %s | %s | | | | | |\n' "$k" "${r#* }" "${note[$r]}"
         fi
       done
+    done
+  } >>"$out"
+fi
+
+if has readers; then
+  span_ms() {
+    # shellcheck disable=SC2086
+    printf '%.0f-%.0f' "$(echo "$(bench_min $1) * 1000" | bc -l)" "$(echo "$(bench_max $1) * 1000" | bc -l)"
+  }
+  {
+    echo
+    echo "The isolation's cost: each backup's readers in their sandboxed worker (the default) against the same readers in the daemon (\`--isolation none\`), same run; min-max of $runs; ratio of the medians (worker time / in-process time: 1.00 = no cost, >1 = slower)."
+    echo
+    echo "| image | large file MB/s in-process | worker | ratio | tar small files s in-process | worker | ratio | first listing after attach ms in-process | worker | ratio |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
+    for k in "${kinds[@]}"; do
+      i="$k in-process" w="$k sendense"
+      [ -n "${big_t[$i]:-}" ] && [ -n "${big_t[$w]:-}" ] || continue
+      a_i=${attach_t[$i]:-} a_w=${attach_t[$w]:-}
+      printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$k" \
+        "$(span_mbs "$file_mib" "${big_t[$i]}")" "$(span_mbs "$file_mib" "${big_t[$w]}")" "$(ratio "${big_t[$i]}" "${big_t[$w]}")" \
+        "$(span_s "${tar_t[$i]}")" "$(span_s "${tar_t[$w]}")" "$(ratio "${tar_t[$i]}" "${tar_t[$w]}")" \
+        "${a_i:+$(span_ms "$a_i")}" "${a_w:+$(span_ms "$a_w")}" "$( [ -n "$a_i" ] && ratio "$a_i" "$a_w")"
     done
   } >>"$out"
 fi
@@ -191,6 +241,7 @@ if has parallel; then
 fi
 if has readers || has parallel; then
   bench_stop_restorefs "$build" "$work/m-sendense"
+  has readers && bench_stop_restorefs "$build" "$work/m-inproc"
 fi
 bench_release  # nothing of the sections above runs on during the next ones
 

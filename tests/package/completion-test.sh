@@ -47,11 +47,12 @@ expect "--tenant --catalog" sendense-restore catalog import --
 expect "--vm" sendense-restore tenant assign acme --v
 expect "qcow2 raw vmdk vhdx" sendense-restore inspect x.img --format ""
 expect "--json --catalog" sendense-restore status --
+expect "--worker-memory --config --json" sendense-restore sandbox-check --
 expect "--version" sendense-restore --v
 for opt in $("$build/sendense-restore" --help | grep -oE '(^|[][ ,|])--[a-z][a-z-]*' | sed 's/^[][ ,|]*//' | LC_ALL=C sort -u); do
   found=0
   for line in "catalog add" "catalog list" "catalog import" "tenant add" "tenant assign" "tenant list" \
-              "export samba" "export ganesha" "token create" "token list" "attach" "status" "inspect" ""; do
+              "export samba" "export ganesha" "token create" "token list" "attach" "sandbox-check" "status" "inspect" ""; do
     # shellcheck disable=SC2086
     offered=$(complete_line sendense-restore $line "--")
     grep -qw -- "$opt" <<<"$offered" && found=1
