@@ -106,7 +106,7 @@ struct AttachOptions {
   // --isolation: "none" (the readers run in the daemon) or "worker" (one
   // sandboxed worker per attached backup, fuse/worker_client.h; the kernel
   // backend and qemu-nbd images stay in the daemon).
-  std::string isolation = "none";
+  std::string isolation = "worker";
   WorkerOptions worker;
 };
 

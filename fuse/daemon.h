@@ -26,7 +26,7 @@ struct DaemonOptions {
   std::string attach_mode = "auto";             // --attach userspace|kernel|auto
   std::string nbd_devices;                      // --nbd-devices FIRST-LAST ("" = qemu-storage-daemon + loop)
   std::string metrics_listen;                   // --metrics-listen ADDRESS:PORT ("" = no endpoint)
-  std::string isolation = "none";               // --isolation worker|none
+  std::string isolation = "worker";             // --isolation worker|none
   std::chrono::seconds worker_timeout{30};      // --worker-timeout SECONDS
   uint64_t worker_memory_mib = 1024;            // --worker-memory MIB
 };

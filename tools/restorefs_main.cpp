@@ -64,8 +64,8 @@ constexpr const char* kUsage =
     "  --ntfs-uid N, --ntfs-gid N   owner shown for NTFS files and folders (default 0, 0)\n"
     "  --ntfs-dir-mode OCTAL        permissions of NTFS folders (default 755)\n"
     "  --ntfs-file-mode OCTAL       permissions of NTFS files (default 644; symlinks are 777)\n"
-    "  --isolation MODE      worker: each attached backup's parsers run in a sandboxed worker\n"
-    "                        process (unprivileged, seccomp, namespaces, rlimits); none (default): in the daemon\n"
+    "  --isolation MODE      worker (default): each attached backup's parsers run in a sandboxed worker\n"
+    "                        process (unprivileged, seccomp, namespaces, rlimits); none: in the daemon\n"
     "  --worker-timeout S    a worker that leaves a request unanswered for S seconds is killed (default 30)\n"
     "  --worker-memory MIB   address-space limit of each worker (default 1024)\n";
 

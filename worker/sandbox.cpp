@@ -3,6 +3,7 @@
 #include <execinfo.h>
 #include <fcntl.h>
 #include <linux/capability.h>
+#include <malloc.h>
 #include <seccomp.h>
 #include <signal.h>
 #include <sys/mount.h>
@@ -141,6 +142,12 @@ std::vector<std::string> enter_sandbox(const SandboxOptions& options) {
   struct tm parts {};
   ::gmtime_r(&now, &parts);
   ::localtime_r(&now, &parts);
+  // glibc gives each thread's allocations their own arena, and the first
+  // time such an arena shrinks it reads /proc/sys/vm/overcommit_memory: an
+  // open the filter kills for, seen as SIGSYS in the middle of a large read
+  // of a compressed qcow2 (sanitizer builds use their own allocator and
+  // never showed it). One arena, the main one, shrinks with brk only.
+  if (::mallopt(M_ARENA_MAX, 1) != 1) throw Error(EINVAL, "mallopt(M_ARENA_MAX, 1) failed");
   if (options.mount_namespace) {
     try {
       empty_root();

@@ -33,7 +33,7 @@ TEST(ConfigTest, DefaultsMatchTheDocumentedOnes) {
   EXPECT_EQ(o.fs_open.ntfs_file_mode, 0644u);
   EXPECT_EQ(o.metrics_listen, "");
   EXPECT_EQ(o.mountpoint, "");
-  EXPECT_EQ(o.isolation, "none");  // worker once compressed qcow2 reads pass its filter (release builds)
+  EXPECT_EQ(o.isolation, "worker");
   EXPECT_EQ(o.worker_timeout.count(), 30);
   EXPECT_EQ(o.worker_memory_mib, 1024u);
 }

@@ -105,7 +105,7 @@ const std::vector<Key>& table() {
       {"ntfs-dir-mode", "755", [](const std::string& k, const std::string& v) { parse_number(k, v, 0, 07777, 8); }},
       {"ntfs-file-mode", "644", [](const std::string& k, const std::string& v) { parse_number(k, v, 0, 07777, 8); }},
       {"metrics-listen", "", check_listen},
-      {"isolation", "none", [](const std::string& k, const std::string& v) { check_one_of(k, v, {"none", "worker"}); }},
+      {"isolation", "worker", [](const std::string& k, const std::string& v) { check_one_of(k, v, {"none", "worker"}); }},
       {"worker-timeout", "30", [](const std::string& k, const std::string& v) { parse_number(k, v, 1, 3600); }},
       {"worker-memory", "1024", [](const std::string& k, const std::string& v) { parse_number(k, v, 64, 1 << 20); }},
   };
