@@ -14,8 +14,10 @@
 #include <cstring>
 #include <filesystem>
 
+#include "fuse/handle_table.h"
 #include "readers/common/error.h"
 #include "readers/common/log.h"
+#include "readers/common/shared_lru.h"
 
 namespace sendense {
 
@@ -60,19 +62,24 @@ std::string describe_status(int st) {
   return "status=" + std::to_string(st);
 }
 
+// Attributes are immutable (so is the image): those a listing or a lookup
+// brought are kept, so the per-entry getattr of readdirplus, ls -l or a
+// walk costs no request.
 class WorkerFilesystem final : public Filesystem {
  public:
   WorkerFilesystem(std::shared_ptr<Worker> worker, uint32_t index)
-      : worker_(std::move(worker)), index_(index), volume_(worker_->hello().volumes.at(index)) {}
+      : worker_(std::move(worker)), index_(index), volume_(worker_->hello().volumes.at(index)),
+        attrs_(worker::kListingAttrsMax, worker::kListingAttrsMax) {}
 
   uint64_t root_ino() const override { return volume_.root_ino; }
   std::string type_name() const override { return volume_.fs_type; }
   JournalReport journal() const override { return volume_.journal; }
 
   Attr getattr(uint64_t ino) override {
+    if (auto known = attrs_.find(ino)) return *known;
     auto out = call(Op::getattr, [&](worker::Writer& w) { w.u64(ino); });
     worker::Reader r(out);
-    return worker::get_attr(r);
+    return keep(worker::get_attr(r), ino);
   }
   std::optional<Attr> lookup(uint64_t dir, std::string_view name) override {
     auto out = call(Op::lookup, [&](worker::Writer& w) {
@@ -81,16 +88,18 @@ class WorkerFilesystem final : public Filesystem {
     });
     worker::Reader r(out);
     if (r.u32() == 0) return std::nullopt;
-    return worker::get_attr(r);
+    Attr a = worker::get_attr(r);
+    return keep(a, a.ino);
   }
   std::vector<DirEntry> readdir(uint64_t dir) override {
     auto out = call(Op::readdir, [&](worker::Writer& w) { w.u64(dir); });
     worker::Reader r(out);
-    std::vector<DirEntry> entries(r.count(16));
+    std::vector<DirEntry> entries(r.count(20));
     for (auto& e : entries) {
       e.name = r.str();
       e.ino = r.u64();
       e.type = r.u32();
+      if (r.u32() != 0) keep(worker::get_attr(r), e.ino);
     }
     return entries;
   }
@@ -99,18 +108,17 @@ class WorkerFilesystem final : public Filesystem {
     worker::Reader r(out);
     return r.str();
   }
-  uint64_t open(uint64_t ino) override {
-    auto out = call(Op::open, [&](worker::Writer& w) { w.u64(ino); });
-    worker::Reader r(out);
-    return r.u64();
-  }
+  // No request: the worker opens the inode on the handle's first read.
+  uint64_t open(uint64_t ino) override { return files_.add(std::make_shared<const uint64_t>(ino)); }
   size_t read(uint64_t handle, uint64_t offset, std::span<std::byte> buf) override {
+    const auto ino = files_.find(handle);
+    if (!ino) throw Error(EBADF, "no open file " + std::to_string(handle));
     size_t done = 0;
     while (done < buf.size()) {
       const size_t want = std::min(buf.size() - done, worker_->max_read());
       size_t n;
       try {
-        n = worker_->read(index_, handle, offset + done, buf.subspan(done, want));
+        n = worker_->read(index_, handle, *ino, offset + done, buf.subspan(done, want));
       } catch (const Error& e) {
         if (e.code() == EIO) worker_->check_images();
         throw;
@@ -121,7 +129,10 @@ class WorkerFilesystem final : public Filesystem {
     return done;
   }
   void release(uint64_t handle) override {
-    call(Op::release, [&](worker::Writer& w) { w.u64(handle); });
+    if (!files_.take(handle)) return;
+    worker::Writer w;
+    w.u64(handle);
+    worker_->post(Op::release, index_, w.buf);
   }
   std::vector<std::string> listxattr(uint64_t ino) override {
     auto out = call(Op::listxattr, [&](worker::Writer& w) { w.u64(ino); });
@@ -165,9 +176,19 @@ class WorkerFilesystem final : public Filesystem {
     }
   }
 
+  // Keeps the attributes the worker gave for `ino` (those it names another
+  // inode in are not kept: the cache is keyed by the inode asked for).
+  const Attr& keep(const Attr& a, uint64_t ino) {
+    if (a.ino == ino && ino != 0) attrs_.insert(ino, std::make_shared<const Attr>(a), 1);
+    return a;
+  }
+
   std::shared_ptr<Worker> worker_;
   uint32_t index_;
   worker::HelloVolume volume_;
+  ext::SharedLru<Attr> attrs_;
+  // Open files: the handle number (sent with each read) -> the inode.
+  HandleTable<const uint64_t> files_;
 };
 
 }  // namespace
@@ -284,7 +305,7 @@ void Worker::spawn(const std::vector<int>& fds, uint64_t& namespaces) {
   // exec only system calls (async-signal-safe).
   std::string arg0 = options_.binary, arg1 = backup_id_;
   std::vector<char*> argv = {arg0.data(), arg1.data(), nullptr};
-  std::vector<std::string> env_strings = {"MALLOC_ARENA_MAX=2"};
+  std::vector<std::string> env_strings;  // (the worker limits its own malloc arenas: worker/sandbox.cpp)
   for (const char* name : {"ASAN_OPTIONS", "UBSAN_OPTIONS"})
     if (const char* v = std::getenv(name)) {
       std::string s = std::string(name) + "=" + v;
@@ -430,6 +451,29 @@ std::vector<std::byte> Worker::call(Op op, uint32_t volume, std::span<const std:
   return submit(p, volume, args);
 }
 
+namespace {
+// One request datagram; false (errno set) when it could not be sent.
+bool send_request(int sock, const Header& h, std::span<const std::byte> args) {
+  iovec iov[2] = {{const_cast<Header*>(&h), sizeof h}, {const_cast<std::byte*>(args.data()), args.size()}};
+  msghdr m{};
+  m.msg_iov = iov;
+  m.msg_iovlen = args.empty() ? 1 : 2;
+  ssize_t sent;
+  do sent = ::sendmsg(sock, &m, MSG_NOSIGNAL);
+  while (sent < 0 && errno == EINTR);
+  return sent >= 0;
+}
+}  // namespace
+
+void Worker::post(Op op, uint32_t volume, std::span<const std::byte> args) {
+  {
+    std::lock_guard lock(mutex_);
+    if (failed_.load() || stopping_) return;  // a failed worker holds nothing to let go
+  }
+  // Not sent (the worker just ended): the reader thread reports the end.
+  send_request(sock_.get(), Header{worker::kNoReply, static_cast<uint32_t>(op), volume}, args);
+}
+
 std::vector<std::byte> Worker::submit(Pending& p, uint32_t volume, std::span<const std::byte> args) {
   Header h{0, static_cast<uint32_t>(p.op), volume};
   {
@@ -440,14 +484,7 @@ std::vector<std::byte> Worker::submit(Pending& p, uint32_t volume, std::span<con
     p.started = std::chrono::steady_clock::now();
     pending_[p.id] = &p;
   }
-  iovec iov[2] = {{&h, sizeof h}, {const_cast<std::byte*>(args.data()), args.size()}};
-  msghdr m{};
-  m.msg_iov = iov;
-  m.msg_iovlen = args.empty() ? 1 : 2;
-  ssize_t sent;
-  do sent = ::sendmsg(sock_.get(), &m, MSG_NOSIGNAL);
-  while (sent < 0 && errno == EINTR);
-  if (sent < 0) {
+  if (!send_request(sock_.get(), h, args)) {
     const int saved = errno;
     std::lock_guard lock(mutex_);
     if (!p.done) {
@@ -460,13 +497,14 @@ std::vector<std::byte> Worker::submit(Pending& p, uint32_t volume, std::span<con
   return wait(p);
 }
 
-size_t Worker::read(uint32_t volume, uint64_t handle, uint64_t offset, std::span<std::byte> into) {
+size_t Worker::read(uint32_t volume, uint64_t handle, uint64_t ino, uint64_t offset, std::span<std::byte> into) {
   // The reader thread writes the data straight into `into` (p.into).
   Pending p;
   p.op = Op::read;
   p.into = into.subspan(0, std::min(into.size(), max_read_));
   worker::Writer w;
   w.u64(handle);
+  w.u64(ino);
   w.u64(offset);
   w.u64(p.into.size());
   submit(p, volume, w.buf);

@@ -84,8 +84,12 @@ class Worker {
   // One request; returns the reply's payload. Throws Error with the
   // worker's errno and message, or EIO once the worker failed.
   std::vector<std::byte> call(worker::Op op, uint32_t volume, std::span<const std::byte> args);
-  // A read, its data received straight into `into` (cut to max_read()).
-  size_t read(uint32_t volume, uint64_t handle, uint64_t offset, std::span<std::byte> into);
+  // A read of the file the daemon numbered `handle` (inode `ino`, opened by
+  // the worker on its first read), its data received straight into `into`
+  // (cut to max_read()).
+  size_t read(uint32_t volume, uint64_t handle, uint64_t ino, uint64_t offset, std::span<std::byte> into);
+  // A request that wants no reply (worker::kNoReply): sent, not waited for.
+  void post(worker::Op op, uint32_t volume, std::span<const std::byte> args);
   size_t max_read() const { return max_read_; }
 
   // The proxy of volume `index` of the Hello (keeps this worker alive).

@@ -11,7 +11,6 @@ const char* op_name(Op op) {
     case Op::lookup: return "lookup";
     case Op::readdir: return "readdir";
     case Op::readlink: return "readlink";
-    case Op::open: return "open";
     case Op::read: return "read";
     case Op::release: return "release";
     case Op::listxattr: return "listxattr";

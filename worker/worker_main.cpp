@@ -15,13 +15,13 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include <condition_variable>
 #include <cstring>
-#include <deque>
 #include <iostream>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "readers/block/image_file.h"
@@ -89,47 +89,51 @@ void reply_error(uint64_t id, int code, const std::string& message) {
 
 class Server {
  public:
-  explicit Server(std::vector<FilesystemPtr> volumes) : volumes_(std::move(volumes)) {}
+  explicit Server(std::vector<FilesystemPtr> volumes) : volumes_(std::move(volumes)), open_(volumes_.size()) {}
 
-  void run(unsigned threads) {
-    for (unsigned i = 0; i < threads; ++i) pool_.emplace_back([this] { work(); });
-    std::vector<std::byte> buf(kMaxRequest);
-    for (;;) {
-      const ssize_t n = ::recv(kControlFd, buf.data(), buf.size(), 0);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) quit(0);  // the daemon closed the socket (detach, shutdown, crash)
-      if (static_cast<size_t>(n) < sizeof(Header)) quit(2);
-      {
-        std::lock_guard lock(mutex_);
-        queue_.emplace_back(buf.begin(), buf.begin() + n);
-      }
-      cv_.notify_one();
-    }
+  // Every thread receives its own requests: a SOCK_SEQPACKET socket hands
+  // each datagram to exactly one receiver, and no thread hands work to
+  // another (each hand-off is a wake-up on the path of every request).
+  [[noreturn]] void run(unsigned threads) {
+    for (unsigned i = 1; i < threads; ++i) pool_.emplace_back([this] { work(); });
+    work();
   }
 
  private:
-  void work() {
+  [[noreturn]] void work() {
+    std::vector<std::byte> msg(kMaxRequest);
     std::vector<std::byte> data;
     for (;;) {
-      std::vector<std::byte> msg;
-      {
-        std::unique_lock lock(mutex_);
-        cv_.wait(lock, [&] { return !queue_.empty(); });
-        msg = std::move(queue_.front());
-        queue_.pop_front();
-      }
+      const ssize_t n = ::recv(kControlFd, msg.data(), msg.size(), 0);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) quit(0);  // the daemon closed the socket (detach, shutdown, crash)
+      if (static_cast<size_t>(n) < sizeof(Header)) quit(2);
       Header h;
       std::memcpy(&h, msg.data(), sizeof h);
       try {
-        handle(h, Reader(std::span(msg).subspan(sizeof h)), data);
+        handle(h, Reader(std::span(msg.data(), static_cast<size_t>(n)).subspan(sizeof h)), data);
       } catch (const Error& e) {
-        reply_error(h.id, e.code(), e.what());
+        if (h.id != kNoReply) reply_error(h.id, e.code(), e.what());
       } catch (const std::bad_alloc&) {
-        reply_error(h.id, ENOMEM, "worker out of memory");
+        if (h.id != kNoReply) reply_error(h.id, ENOMEM, "worker out of memory");
       } catch (const std::exception& e) {
-        reply_error(h.id, EIO, e.what());
+        if (h.id != kNoReply) reply_error(h.id, EIO, e.what());
       }
     }
+  }
+
+  // The filesystem handle behind the daemon's handle `handle` of volume
+  // `volume`, opening inode `ino` the first time the handle is seen.
+  uint64_t file(uint32_t volume, Filesystem& fs, uint64_t handle, uint64_t ino) {
+    {
+      std::lock_guard lock(mutex_);
+      if (auto it = open_[volume].find(handle); it != open_[volume].end()) return it->second;
+    }
+    const uint64_t mine = fs.open(ino);  // outside the lock: an open reads the inode
+    std::lock_guard lock(mutex_);
+    auto [it, added] = open_[volume].emplace(handle, mine);
+    if (!added) fs.release(mine);  // two first reads raced: one handle is kept
+    return it->second;
   }
 
   void handle(const Header& h, Reader r, std::vector<std::byte>& data) {
@@ -156,32 +160,52 @@ class Server {
       }
       case Op::readdir: {
         auto entries = fs.readdir(r.u64());
+        const bool attrs = entries.size() <= kListingAttrsMax;
         w.u32(static_cast<uint32_t>(entries.size()));
         for (const auto& e : entries) {
           w.str(e.name);
           w.u64(e.ino);
           w.u32(e.type);
+          std::optional<Attr> a;
+          if (attrs && e.ino != 0 && e.name != "." && e.name != "..") {
+            try {
+              a = fs.getattr(e.ino);
+            } catch (const Error&) {
+              // listed without: the daemon asks (and reports) on its own
+            }
+          }
+          w.u32(a ? 1 : 0);
+          if (a) put_attr(w, *a);
         }
         break;
       }
       case Op::readlink:
         w.str(fs.readlink(r.u64()));
         break;
-      case Op::open:
-        w.u64(fs.open(r.u64()));
-        break;
       case Op::read: {
         const uint64_t handle = r.u64();
+        const uint64_t ino = r.u64();
         const uint64_t offset = r.u64();
         const uint64_t size = std::min<uint64_t>(r.u64(), g_max_part);
+        const uint64_t fh = file(h.b, fs, handle, ino);
         if (data.size() < size) data.resize(size);
-        const size_t n = fs.read(handle, offset, std::span(data.data(), size));
+        const size_t n = fs.read(fh, offset, std::span(data.data(), size));
         send_all(Header{h.id, 0, 0}, std::span<const std::byte>(data.data(), n));
         return;
       }
-      case Op::release:
-        fs.release(r.u64());
-        break;
+      case Op::release: {
+        const uint64_t handle = r.u64();
+        uint64_t fh = 0;
+        {
+          std::lock_guard lock(mutex_);
+          auto it = open_[h.b].find(handle);
+          if (it == open_[h.b].end()) return;  // never read: never opened
+          fh = it->second;
+          open_[h.b].erase(it);
+        }
+        fs.release(fh);
+        return;  // kNoReply
+      }
       case Op::listxattr: {
         auto names = fs.listxattr(r.u64());
         w.u32(static_cast<uint32_t>(names.size()));
@@ -204,14 +228,14 @@ class Server {
       default:
         throw Error(EINVAL, "worker protocol: unknown op " + std::to_string(h.a));
     }
-    reply(h.id, w.buf);
+    if (h.id != kNoReply) reply(h.id, w.buf);
   }
 
   std::vector<FilesystemPtr> volumes_;
   std::vector<std::thread> pool_;
   std::mutex mutex_;
-  std::condition_variable cv_;
-  std::deque<std::vector<std::byte>> queue_;
+  // Per volume: the daemon's handle number -> the filesystem's handle.
+  std::vector<std::unordered_map<uint64_t, uint64_t>> open_;
 };
 
 int run(const std::string& backup_id) {
@@ -287,7 +311,6 @@ int run(const std::string& backup_id) {
   reply(0, encode(hello));
   Server server(std::move(volumes));
   server.run(setup.threads == 0 ? 1 : std::min(setup.threads, 64u));
-  return 0;
 }
 
 }  // namespace
