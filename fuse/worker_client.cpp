@@ -372,7 +372,6 @@ void Worker::spawn(const std::vector<int>& fds, uint64_t& namespaces) {
   if (namespaces != kAllNamespaces && !told.exchange(true))
     log::warn("worker_namespaces", {{"asked", std::to_string(kAllNamespaces)}, {"got", std::to_string(namespaces)},
                                     {"reason", "the host refused new namespaces"}});
-  reader_ = std::thread([this] { reader_loop(); });
   watchdog_ = std::thread([this] { watchdog_loop(); });
 }
 
@@ -385,7 +384,9 @@ Worker::~Worker() {
   watchdog_cv_.notify_all();
   if (sock_) ::shutdown(sock_.get(), SHUT_RDWR);
   if (watchdog_.joinable()) watchdog_.join();
-  if (reader_.joinable()) reader_.join();  // it reaps the worker
+  // No caller is left (they hold the worker), so nobody receives: reap here.
+  std::unique_lock lock(mutex_);
+  if (pid_ > 0) ended_locked(lock);
 }
 
 std::chrono::steady_clock::time_point Worker::failed_at() const {
@@ -429,7 +430,36 @@ void Worker::fail_locked(const std::string& why, const std::string& op) {
 
 std::vector<std::byte> Worker::wait(Pending& p) {
   std::unique_lock lock(mutex_);
-  p.cv.wait(lock, [&] { return p.done; });
+  // Leader/follower: one waiting caller at a time receives replies for
+  // everyone; the others sleep until theirs is in. A caller whose own reply
+  // arrives while it receives returns at once (no thread hand-off on the
+  // path of a lone request, which is a small-file walk's every request).
+  while (!p.done) {
+    if (receiving_ || reaped_) {
+      p.cv.wait(lock);
+      continue;
+    }
+    receiving_ = true;
+    bool more = true;
+    while (more && !p.done) {
+      lock.unlock();
+      Header h;
+      const ssize_t n = peek_reply(h);
+      lock.lock();
+      more = n >= 0 && take_reply_locked(h, static_cast<size_t>(n));
+    }
+    receiving_ = false;
+    if (!more) {
+      ended_locked(lock);
+    } else {
+      // Hand receiving to another waiter, if any.
+      for (auto& [id, other] : pending_)
+        if (!other->done) {
+          other->cv.notify_all();
+          break;
+        }
+    }
+  }
   if (p.err != 0) {
     worker::Reader r(p.payload);
     std::string message = p.message;
@@ -470,7 +500,8 @@ void Worker::post(Op op, uint32_t volume, std::span<const std::byte> args) {
     std::lock_guard lock(mutex_);
     if (failed_.load() || stopping_) return;  // a failed worker holds nothing to let go
   }
-  // Not sent (the worker just ended): the reader thread reports the end.
+  // Not sent (the worker just ended): its end is noticed by the next
+  // request or by the watchdog.
   send_request(sock_.get(), Header{worker::kNoReply, static_cast<uint32_t>(op), volume}, args);
 }
 
@@ -498,7 +529,7 @@ std::vector<std::byte> Worker::submit(Pending& p, uint32_t volume, std::span<con
 }
 
 size_t Worker::read(uint32_t volume, uint64_t handle, uint64_t ino, uint64_t offset, std::span<std::byte> into) {
-  // The reader thread writes the data straight into `into` (p.into).
+  // The receiving caller writes the data straight into `into` (p.into).
   Pending p;
   p.op = Op::read;
   p.into = into.subspan(0, std::min(into.size(), max_read_));
@@ -511,89 +542,108 @@ size_t Worker::read(uint32_t volume, uint64_t handle, uint64_t ino, uint64_t off
   return p.read_n;
 }
 
-void Worker::reader_loop() {
-  std::vector<std::byte> scratch;
+ssize_t Worker::peek_reply(Header& h) {
   for (;;) {
-    Header h;
     const ssize_t n = ::recv(sock_.get(), &h, sizeof h, MSG_PEEK | MSG_TRUNC);
     if (n < 0 && errno == EINTR) continue;
-    if (n < static_cast<ssize_t>(sizeof h)) break;  // EOF: the worker ended (or we shut the socket)
-    const size_t body = static_cast<size_t>(n) - sizeof h;
-    std::unique_lock lock(mutex_);
-    auto it = pending_.find(h.id);
-    Pending* p = it == pending_.end() ? nullptr : it->second;
-    iovec iov[2] = {{&h, sizeof h}, {nullptr, 0}};
-    std::vector<std::byte>* dest = nullptr;
-    size_t dest_at = 0;
-    if (p && p->op == Op::read && h.a == 0 && body <= p->into.size()) {
-      iov[1] = {p->into.data(), body};
-    } else {
-      dest = p ? &p->payload : &scratch;
-      if (!p) scratch.clear();
-      if (dest->size() + body > kMaxReply) {
-        fail_locked("protocol=reply larger than " + std::to_string(kMaxReply >> 20) + " MiB", worker::op_name(p ? p->op : Op::setup));
-        break;
-      }
-      dest_at = dest->size();
-      dest->resize(dest_at + body);
-      iov[1] = {dest->data() + dest_at, body};
-    }
-    msghdr m{};
-    m.msg_iov = iov;
-    m.msg_iovlen = 2;
-    ssize_t got;
-    do got = ::recvmsg(sock_.get(), &m, 0);
-    while (got < 0 && errno == EINTR);
-    if (got != n) break;
-    if (!p) continue;  // its caller gave up (the worker failed meanwhile)
-    if (h.b & worker::kMore) continue;
-    p->err = static_cast<int>(h.a);
-    if (p->op == Op::read && h.a == 0) {
-      if (dest) {
-        p->err = EPROTO;
-        p->message = "worker protocol: a read reply larger than asked";
-      } else {
-        p->read_n = body;
-      }
-    }
-    p->done = true;
-    pending_.erase(it);
-    p->cv.notify_all();
+    if (n < static_cast<ssize_t>(sizeof h)) return -1;  // EOF: the worker ended (or we shut the socket)
+    return n;
   }
-  // The worker ended (or we stopped it): wait until it is a zombie, note
+}
+
+bool Worker::take_reply_locked(Header h, size_t n) {
+  // Only the receiver takes datagrams: the one peeked is still the first.
+  const size_t body = n - sizeof h;
+  auto it = pending_.find(h.id);
+  Pending* p = it == pending_.end() ? nullptr : it->second;
+  iovec iov[2] = {{&h, sizeof h}, {nullptr, 0}};
+  std::vector<std::byte> scratch;
+  std::vector<std::byte>* dest = nullptr;
+  if (p && p->op == Op::read && h.a == 0 && body <= p->into.size()) {
+    iov[1] = {p->into.data(), body};
+  } else {
+    dest = p ? &p->payload : &scratch;
+    if (dest->size() + body > kMaxReply) {
+      fail_locked("protocol=reply larger than " + std::to_string(kMaxReply >> 20) + " MiB",
+                  worker::op_name(p ? p->op : Op::setup));
+      return false;
+    }
+    const size_t at = dest->size();
+    dest->resize(at + body);
+    iov[1] = {dest->data() + at, body};
+  }
+  msghdr m{};
+  m.msg_iov = iov;
+  m.msg_iovlen = 2;
+  ssize_t got;
+  do got = ::recvmsg(sock_.get(), &m, 0);
+  while (got < 0 && errno == EINTR);
+  if (got != static_cast<ssize_t>(n)) return false;
+  if (!p) return true;  // its caller gave up (the worker failed meanwhile)
+  if (h.b & worker::kMore) return true;
+  p->err = static_cast<int>(h.a);
+  if (p->op == Op::read && h.a == 0) {
+    if (dest) {
+      p->err = EPROTO;
+      p->message = "worker protocol: a read reply larger than asked";
+    } else {
+      p->read_n = body;
+    }
+  }
+  p->done = true;
+  pending_.erase(it);
+  p->cv.notify_all();
+  return true;
+}
+
+void Worker::ended_locked(std::unique_lock<std::mutex>& lock) {
+  if (reaped_) return;
+  // The socket ended or the worker is a zombie: kill it if it still runs
+  // (a worker that broke the protocol), wait until it is a zombie, note
   // that its pid must not be signalled any more, then reap it.
+  if (!exited_) ::kill(pid_, SIGKILL);
+  reaped_ = true;  // from here on nobody receives
+  std::string oldest_op = "none";
+  auto oldest = std::chrono::steady_clock::time_point::max();
+  for (auto& [id, p] : pending_)
+    if (p->started < oldest) {
+      oldest = p->started;
+      oldest_op = worker::op_name(p->op);
+    }
+  lock.unlock();
   siginfo_t info{};
   while (::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOWAIT) != 0 && errno == EINTR) {
   }
-  std::string oldest_op = "none";
-  {
-    std::lock_guard lock(mutex_);
-    exited_ = true;
-    auto oldest = std::chrono::steady_clock::time_point::max();
-    for (auto& [id, p] : pending_)
-      if (p->started < oldest) {
-        oldest = p->started;
-        oldest_op = worker::op_name(p->op);
-      }
-  }
+  lock.lock();
+  exited_ = true;
+  lock.unlock();
   int st = 0;
   while (::waitpid(pid_, &st, 0) < 0 && errno == EINTR) {
   }
-  std::lock_guard lock(mutex_);
+  lock.lock();
   fail_locked(describe_status(st), oldest_op);
+  watchdog_cv_.notify_all();
 }
 
 void Worker::watchdog_loop() {
   std::unique_lock lock(mutex_);
-  while (!stopping_ && !failed_.load()) {
+  while (!stopping_ && !reaped_) {
     watchdog_cv_.wait_for(lock, std::chrono::milliseconds(500));
-    if (stopping_ || failed_.load()) break;
+    if (stopping_ || reaped_) break;
     const auto now = std::chrono::steady_clock::now();
     const Pending* oldest = nullptr;
     for (auto& [id, p] : pending_)
       if (!oldest || p->started < oldest->started) oldest = p;
-    if (oldest && now - oldest->started > options_.timeout)
+    if (oldest && now - oldest->started > options_.timeout && !failed_.load())
       fail_locked("timeout=" + std::to_string(options_.timeout.count()), worker::op_name(oldest->op));
+    // Nobody receives while no request is in flight: a worker that ends
+    // then (or the one just killed) is noticed, logged and reaped here.
+    if (!receiving_) {
+      siginfo_t info{};
+      info.si_pid = 0;
+      if (::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid != 0)
+        ended_locked(lock);
+    }
   }
 }
 

@@ -9,18 +9,20 @@
 // WorkerFilesystem, a Filesystem whose every call is one request.
 //
 // Concurrency: any number of threads call at once; each request has an id
-// and waits for its own reply; one reader thread dispatches replies, one
-// watchdog thread kills a worker whose oldest request is older than the
-// timeout. Failure: when the worker dies (any signal, any exit) or the
+// and waits for its own reply; one of the waiting callers at a time
+// receives every reply (leader/follower: a lone request is answered with
+// no thread hand-off); one watchdog thread kills a worker whose oldest
+// request is older than the timeout, and reaps one that ends while no
+// request is in flight. Failure: when the worker dies (any signal, any exit) or the
 // watchdog kills it, every request in flight and every later one gets EIO
 // at once, one `worker_failed` line is logged, and failed() turns true (the
 // AttachManager then drops the attach; the next access after the backoff
 // starts a new worker). The destructor kills the worker if it still runs,
-// reaps it, joins both threads and closes every descriptor.
+// reaps it, joins the watchdog and closes every descriptor.
 //
 // Lock order: mutex_ is a leaf (held around the map of requests in flight,
-// and while the reader thread receives a read's data into the caller's
-// buffer, so the caller cannot return meanwhile).
+// and while the receiving caller receives a read's data into another
+// caller's buffer, so that caller cannot return meanwhile).
 #pragma once
 
 #include <sys/types.h>
@@ -107,8 +109,18 @@ class Worker {
   // Registers `p` under a new request id, sends it with `args`, waits for
   // its reply (call() and read() differ only in how the reply is taken).
   std::vector<std::byte> submit(Pending& p, uint32_t volume, std::span<const std::byte> args);
+  // Waits for p's reply, receiving replies for every caller while no other
+  // caller does (leader/follower).
   std::vector<std::byte> wait(Pending& p);
-  void reader_loop();
+  // Blocks until a reply is there: its header and size, or -1 when the
+  // socket ended.
+  ssize_t peek_reply(worker::Header& h);
+  // mutex_ held: takes the reply peek_reply() saw and completes its request;
+  // false when the socket ended or the worker broke the protocol.
+  bool take_reply_locked(worker::Header h, size_t size);
+  // mutex_ held (released meanwhile): the worker ended or must: reap it and
+  // fail every request (once).
+  void ended_locked(std::unique_lock<std::mutex>& lock);
   void watchdog_loop();
   // mutex_ held: marks the worker failed, kills it, completes every request.
   void fail_locked(const std::string& why, const std::string& op);
@@ -127,11 +139,12 @@ class Worker {
   bool exited_ = false;          // the child is a zombie or reaped: never signal its pid again
   bool stopping_ = false;        // the destructor runs: the end is no failure
   bool serving_ = false;         // the Hello came: an end from now on is logged as worker_failed
+  bool receiving_ = false;       // a waiting caller receives replies (see wait())
+  bool reaped_ = false;          // the worker was reaped: nothing more to receive
   std::atomic<bool> failed_{false};
   std::string failure_;
   std::chrono::steady_clock::time_point failed_at_{};
   std::condition_variable watchdog_cv_;
-  std::thread reader_;
   std::thread watchdog_;
 };
 
