@@ -128,10 +128,20 @@ class WorkerFilesystem final : public Filesystem {
     }
     return done;
   }
+  // Releases go in batches (a walk closes a file per file): until then the
+  // worker keeps at most kReleaseBatch files open that nobody reads.
   void release(uint64_t handle) override {
     if (!files_.take(handle)) return;
+    std::vector<uint64_t> batch;
+    {
+      std::lock_guard lock(released_mutex_);
+      released_.push_back(handle);
+      if (released_.size() < worker::kReleaseBatch) return;
+      batch.swap(released_);
+    }
     worker::Writer w;
-    w.u64(handle);
+    w.u32(static_cast<uint32_t>(batch.size()));
+    for (uint64_t h : batch) w.u64(h);
     worker_->post(Op::release, index_, w.buf);
   }
   std::vector<std::string> listxattr(uint64_t ino) override {
@@ -189,6 +199,8 @@ class WorkerFilesystem final : public Filesystem {
   ext::SharedLru<Attr> attrs_;
   // Open files: the handle number (sent with each read) -> the inode.
   HandleTable<const uint64_t> files_;
+  std::mutex released_mutex_;
+  std::vector<uint64_t> released_;  // released, not yet told
 };
 
 }  // namespace

@@ -19,7 +19,7 @@
 //     number and the inode, and the worker opens the inode the first time
 //     it sees the handle (an open costs no request; an error opening it
 //     is the read's error);
-//   - kRelease wants no reply;
+//   - kRelease wants no reply, and names up to kReleaseBatch handles;
 //   - a kReaddir reply carries every entry's attributes (up to
 //     kListingAttrsMax entries), so listing a folder with attributes (ls -l,
 //     readdirplus) is one request, not one per entry.
@@ -54,7 +54,7 @@ enum class Op : uint32_t {
   readlink,
   read,      // handle (the daemon's number), inode, offset, size -> the data
 
-  release,
+  release,  // count, then that many handles (kNoReply)
   listxattr,
   getxattr,
   statfs,
@@ -67,6 +67,9 @@ inline constexpr uint32_t kMore = 1;
 
 // The request id of a request that wants no reply.
 inline constexpr uint64_t kNoReply = 0;
+
+// The daemon tells released files in batches of this many.
+inline constexpr size_t kReleaseBatch = 64;
 
 // A listing of at most this many entries carries their attributes (the
 // daemon keeps as many in its attribute cache per volume).

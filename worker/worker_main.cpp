@@ -194,16 +194,17 @@ class Server {
         return;
       }
       case Op::release: {
-        const uint64_t handle = r.u64();
-        uint64_t fh = 0;
-        {
+        const uint32_t count = r.count(8);
+        std::vector<uint64_t> opened;
+        for (uint32_t i = 0; i < count; ++i) {
+          const uint64_t theirs = r.u64();
           std::lock_guard lock(mutex_);
-          auto it = open_[h.b].find(handle);
-          if (it == open_[h.b].end()) return;  // never read: never opened
-          fh = it->second;
+          auto it = open_[h.b].find(theirs);
+          if (it == open_[h.b].end()) continue;  // never read: never opened
+          opened.push_back(it->second);
           open_[h.b].erase(it);
         }
-        fs.release(fh);
+        for (uint64_t handle : opened) fs.release(handle);
         return;  // kNoReply
       }
       case Op::listxattr: {
