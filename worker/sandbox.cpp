@@ -146,8 +146,11 @@ std::vector<std::string> enter_sandbox(const SandboxOptions& options) {
   // time such an arena shrinks it reads /proc/sys/vm/overcommit_memory: an
   // open the filter kills for, seen as SIGSYS in the middle of a large read
   // of a compressed qcow2 (sanitizer builds use their own allocator and
-  // never showed it). One arena, the main one, shrinks with brk only.
+  // never showed it: their allocator refuses mallopt). One arena, the main
+  // one, shrinks with brk only.
+#if !defined(__SANITIZE_ADDRESS__)
   if (::mallopt(M_ARENA_MAX, 1) != 1) throw Error(EINVAL, "mallopt(M_ARENA_MAX, 1) failed");
+#endif
   if (options.mount_namespace) {
     try {
       empty_root();
