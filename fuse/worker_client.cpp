@@ -1,6 +1,8 @@
 #include "fuse/worker_client.h"
 
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -54,6 +56,23 @@ void check_volume_name(const std::string& name, const std::string& backup_id) {
                   name.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+_.-") ==
                       std::string::npos;
   if (!ok) throw Error(EPROTO, "worker protocol: the worker named a volume '" + name.substr(0, 64) + "'; refused", backup_id);
+}
+
+// A worker's uid/gid must be nobody's: a worker running as a real user
+// could read that user's files through any descriptor it is ever given,
+// and that user could signal or trace it.
+void check_unowned_id(uint32_t id, const std::string& backup_id) {
+  std::vector<char> buf(16384);
+  passwd pw{};
+  passwd* found_user = nullptr;
+  group gr{};
+  group* found_group = nullptr;
+  if (::getpwuid_r(id, &pw, buf.data(), buf.size(), &found_user) == 0 && found_user)
+    throw Error(EPERM, "worker uid " + std::to_string(id) + " belongs to user " + found_user->pw_name +
+                           "; refusing to run a backup's parsers as it", backup_id);
+  if (::getgrgid_r(id, &gr, buf.data(), buf.size(), &found_group) == 0 && found_group)
+    throw Error(EPERM, "worker gid " + std::to_string(id) + " belongs to group " + found_group->gr_name +
+                           "; refusing to run a backup's parsers as it", backup_id);
 }
 
 std::string describe_status(int st) {
@@ -249,6 +268,7 @@ std::shared_ptr<Worker> Worker::start(const std::string& backup_id, int64_t num,
   if (::geteuid() == 0) {
     const uint64_t id = options.id_base + static_cast<uint64_t>(num);
     if (num < 0 || id >= 0xfffffffeull) throw Error(EINVAL, "no worker id for backup #" + std::to_string(num), backup_id);
+    check_unowned_id(static_cast<uint32_t>(id), backup_id);
     setup.uid = setup.gid = static_cast<uint32_t>(id);
   }
   std::shared_ptr<Worker> w(new Worker(backup_id, options));

@@ -435,6 +435,22 @@ TEST_F(IsolationTest, WorkersEndWithTheDaemon) {
   EXPECT_GT(worker_of(daemon_->pid(), big_), 0);
 }
 
+// A worker id that belongs to a real user or group is never used: the
+// attach (here sandbox-check's worker, id 2147000000 + 0) fails naming it.
+TEST_F(IsolationTest, WorkerIdOwnedByAUserIsRefused) {
+  const std::string user = "sendense-idclash";
+  run("userdel " + user + " 2>/dev/null");
+  run_ok("useradd --system -u 2147000000 -M -N -s /usr/sbin/nologin " + user);
+  struct Cleanup {
+    std::string user;
+    ~Cleanup() { run("userdel " + user); }
+  } cleanup{user};
+  const CommandResult r = run(q(cli_binary()) + " sandbox-check");
+  EXPECT_NE(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("belongs to user " + user), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("sandbox ok"), std::string::npos) << r.output;
+}
+
 // `sendense-restore sandbox-check`: the sandbox seen from outside and each
 // forbidden action tried from inside, all stopped by what should stop them.
 TEST_F(IsolationTest, SandboxCheckFindsEveryForbiddenActionBlocked) {
