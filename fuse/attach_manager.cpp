@@ -347,7 +347,7 @@ AttachedBackupPtr AttachManager::attach(const BackupRecord& record) {
         else problem(p.name, p.type, p.failed, p.reason);
       }
     } else {
-      OpenedDisks disks = open_disks(specs);
+      OpenedDisks disks = open_disks(specs, open_nbd_image);
       for (const auto& d : disks.devices)
         if (d->reader() != "qemu-nbd") backup->images.push_back(d);
       catalog_.set_mount_image_reader(mount_id, disks.readers);

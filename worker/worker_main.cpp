@@ -279,7 +279,7 @@ int run(const std::string& backup_id) {
   try {
     std::vector<DiskSpec> specs;
     for (const auto& [path, format] : setup.disks) specs.push_back({path, static_cast<ImageFormat>(format)});
-    OpenedDisks disks = open_disks(specs);
+    OpenedDisks disks = open_disks(specs, nullptr);  // qemu-nbd chains never come to a worker
     hello.readers = disks.readers;
     const BackupLayout layout = discover_backup(disks.devices);
     hello.warnings = layout.warnings;

@@ -31,7 +31,8 @@ void require_in_range(const BlockDevice& dev, uint64_t offset, uint64_t length) 
                          " is past the end (" + std::to_string(total) + " bytes)", dev.describe());
 }
 
-BlockDevicePtr open_image(const std::string& path, ImageFormat format, const std::string& confine_root) {
+BlockDevicePtr open_image(const std::string& path, ImageFormat format, const std::string& confine_root,
+                          QemuOpener qemu) {
   if (format == ImageFormat::raw) return open_raw_image(path);
   // One validation of the whole chain by our code, each file opened once,
   // then the reader that can read all of it: ours for qcow2 chains, qemu
@@ -40,7 +41,8 @@ BlockDevicePtr open_image(const std::string& path, ImageFormat format, const std
   std::vector<ChainLink> chain;
   for (const auto& link : links) chain.push_back(link.info);
   if (choose_reader(chain) == "qcow2") return open_qcow2_chain(std::move(links));
-  return open_nbd_image(chain, path);
+  if (!qemu) throw Error(ENOTSUP, "this chain is read by qemu-nbd, which this program does not run", path);
+  return qemu(chain, path);
 }
 
 }  // namespace sendense

@@ -121,8 +121,16 @@ std::string read_qcow2_backing_name(const std::string& path);
 // True if the file starts with the qcow2 magic "QFI\xfb".
 bool has_qcow2_magic(const std::string& path);
 
-// Opens an image of `format` with the reader choose_reader picks.
-BlockDevicePtr open_image(const std::string& path, ImageFormat format, const std::string& confine_root = {});
+// How a chain choose_reader gives to qemu-nbd is opened: open_nbd_image in
+// the daemon and the CLI; none in the sandboxed worker, which runs no qemu
+// and so need not load libnbd (and the TLS and XML libraries it brings) on
+// every attach.
+using QemuOpener = BlockDevicePtr (*)(const std::vector<ChainLink>& chain, const std::string& display);
+
+// Opens an image of `format` with the reader choose_reader picks; a chain
+// for qemu-nbd with no `qemu` opener is refused (Error ENOTSUP).
+BlockDevicePtr open_image(const std::string& path, ImageFormat format, const std::string& confine_root = {},
+                          QemuOpener qemu = nullptr);
 
 // A window [offset, offset + length) over `parent` (a partition, an LV).
 // Throws Error(EINVAL) if the window does not fit inside the parent.

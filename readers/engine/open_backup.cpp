@@ -8,12 +8,12 @@
 
 namespace sendense {
 
-OpenedDisks open_disks(const std::vector<DiskSpec>& disks) {
+OpenedDisks open_disks(const std::vector<DiskSpec>& disks, QemuOpener qemu) {
   OpenedDisks out;
   for (const DiskSpec& d : disks) {
     const std::string folder = std::filesystem::path(std::filesystem::absolute(d.image_path)).parent_path().string();
     try {
-      out.devices.push_back(open_image(d.image_path, d.format, folder));
+      out.devices.push_back(open_image(d.image_path, d.format, folder, qemu));
     } catch (const Error& e) {
       // Name the image even when a lower layer named only a part of it.
       if (std::string(e.what()).find(d.image_path) == std::string::npos) rethrow_with_context(e, d.image_path);

@@ -33,8 +33,8 @@ struct OpenedDisks {
   std::string readers;                  // BlockDevice::reader() of each, comma-separated: "qcow2,raw"
 };
 
-// Throws Error naming the image that failed.
-OpenedDisks open_disks(const std::vector<DiskSpec>& disks);
+// Throws Error naming the image that failed. `qemu`: see open_image.
+OpenedDisks open_disks(const std::vector<DiskSpec>& disks, QemuOpener qemu);
 
 struct OpenedVolume {
   const Volume* layout = nullptr;  // its entry in the BackupLayout given to open_volumes

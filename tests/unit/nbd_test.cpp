@@ -121,7 +121,7 @@ class NbdTest : public ::testing::Test {
     TempDir ref_dir;
     const std::string want = reference_of(image, to_string(format), ref_dir);
     const std::string folder = std::filesystem::path(image).parent_path().string();
-    BlockDevicePtr dev = open_image(image, format, folder);
+    BlockDevicePtr dev = open_image(image, format, folder, open_nbd_image);
     EXPECT_EQ(dev->reader(), reader);
     EXPECT_EQ(choose_reader(read_image_chain(image, format, folder)), reader);
     ASSERT_EQ(dev->size(), want.size());
@@ -255,7 +255,7 @@ TEST_F(NbdTest, ParallelReadsFromManyThreads) {
     SCOPED_TRACE(name);
     TempDir ref_dir;
     const std::string want = reference_of(dir / name, to_string(format), ref_dir);
-    BlockDevicePtr dev = open_image(dir / name, format, dir.path());
+    BlockDevicePtr dev = open_image(dir / name, format, dir.path(), open_nbd_image);
     ASSERT_EQ(dev->reader(), reader);
     std::atomic<int> mismatches{0}, errors{0};
     std::vector<std::thread> threads;
@@ -286,7 +286,7 @@ TEST_F(NbdTest, RefusalsStartNoQemuNbd) {
   const std::string r = repo.path();
   auto refused = [&](const std::string& image, ImageFormat format, int code, const std::vector<std::string>& names) {
     SCOPED_TRACE(image);
-    expect_error([&] { open_image(image, format, r); }, code, names);
+    expect_error([&] { open_image(image, format, r, open_nbd_image); }, code, names);
     EXPECT_EQ(our_servers(), "");
     EXPECT_TRUE(our_folders().empty());
   };
@@ -342,7 +342,7 @@ TEST_F(NbdTest, RefusalsStartNoQemuNbd) {
   refused(repo / "plain.raw", ImageFormat::vhdx, EIO, {repo / "plain.raw", "not a VHDX"});
   refused(repo / "plain.raw", ImageFormat::vmdk, EIO, {repo / "plain.raw", "not a VMDK"});
   // The valid one, for contrast, opens.
-  EXPECT_EQ(open_image(repo / "v.vmdk", ImageFormat::vmdk, r)->size(), 1u << 20);
+  EXPECT_EQ(open_image(repo / "v.vmdk", ImageFormat::vmdk, r, open_nbd_image)->size(), 1u << 20);
 }
 
 // Descriptors whose extents qemu reads but a line-by-line reading of the
@@ -368,7 +368,7 @@ TEST_F(NbdTest, VmdkExtentsHiddenFromALineReadingAreRefused) {
   auto refused = [&](const std::string& image, const std::vector<std::string>& names) {
     SCOPED_TRACE(image);
     ASSERT_TRUE(qemu_reads_secret(image)) << "the crafted image no longer makes qemu read the outside file";
-    expect_error([&] { open_image(image, ImageFormat::vmdk, r); }, EOPNOTSUPP, names);
+    expect_error([&] { open_image(image, ImageFormat::vmdk, r, open_nbd_image); }, EOPNOTSUPP, names);
     EXPECT_EQ(our_servers(), "");
   };
   // One extent over four lines.
@@ -425,7 +425,7 @@ TEST_F(NbdTest, QemuRefusalIsAClearError) {
   f.seekp(64 * 1024);
   f.write(zeros.data(), static_cast<std::streamsize>(zeros.size()));
   f.close();
-  expect_error([&] { open_image(dir / "d.vhdx", ImageFormat::vhdx, dir.path()); }, EIO,
+  expect_error([&] { open_image(dir / "d.vhdx", ImageFormat::vhdx, dir.path(), open_nbd_image); }, EIO,
                {dir / "d.vhdx", "qemu-nbd exited"});
 }
 
@@ -461,7 +461,7 @@ TEST_F(NbdTest, DamagedVmdkHeadersAreRefused) {
   TempDir dir;
   auto refused = [&](const std::string& image, int code, const std::vector<std::string>& names) {
     SCOPED_TRACE(image);
-    expect_error([&] { open_image(image, ImageFormat::vmdk, dir.path()); }, code, names);
+    expect_error([&] { open_image(image, ImageFormat::vmdk, dir.path(), open_nbd_image); }, code, names);
   };
   run_ok("qemu-img create -q -f vmdk " + shell_quote(dir / "s.vmdk") + " 1M");
   // Embedded descriptor (header bytes 28..43: sector and size) past the end of the file.
@@ -506,7 +506,7 @@ TEST_F(NbdTest, VhdxDifferencingDiskIsRefused) {
   }
   ASSERT_TRUE(patched);
   write_file(img, data);
-  expect_error([&] { open_image(img, ImageFormat::vhdx, dir.path()); }, EOPNOTSUPP, {img, "differencing"});
+  expect_error([&] { open_image(img, ImageFormat::vhdx, dir.path(), open_nbd_image); }, EOPNOTSUPP, {img, "differencing"});
   EXPECT_EQ(our_servers(), "");
 }
 
@@ -514,7 +514,7 @@ TEST_F(NbdTest, ServerKilledUnderUsGivesEio) {
   TempDir dir;
   run_ok("qemu-img create -q -f vmdk " + shell_quote(dir / "z.vmdk") + " 4M");
   qemu_io("vmdk", dir / "z.vmdk", {"write -P 0x41 0 1M"});
-  BlockDevicePtr dev = open_image(dir / "z.vmdk", ImageFormat::vmdk, dir.path());
+  BlockDevicePtr dev = open_image(dir / "z.vmdk", ImageFormat::vmdk, dir.path(), open_nbd_image);
   EXPECT_EQ(read_range(*dev, 0, 4), "AAAA");
   ASSERT_NE(our_servers(), "");
   run_ok("pkill -KILL -f -- " + shell_quote("[q]emu-nbd-" + std::to_string(::getpid()) + "-"));
@@ -531,7 +531,7 @@ TEST_F(NbdTest, ServerThatStopsAnsweringGivesEioNotAHang) {
   TempDir dir;
   run_ok("qemu-img create -q -f vmdk " + shell_quote(dir / "z.vmdk") + " 4M");
   qemu_io("vmdk", dir / "z.vmdk", {"write -P 0x41 0 1M"});
-  BlockDevicePtr dev = open_image(dir / "z.vmdk", ImageFormat::vmdk, dir.path());
+  BlockDevicePtr dev = open_image(dir / "z.vmdk", ImageFormat::vmdk, dir.path(), open_nbd_image);
   EXPECT_EQ(read_range(*dev, 0, 4), "AAAA");
   const std::string server = shell_quote("[q]emu-nbd-" + std::to_string(::getpid()) + "-");
   ASSERT_NE(our_servers(), "");
@@ -561,7 +561,7 @@ TEST_F(NbdTest, ServerThatStopsAnsweringGivesEioNotAHang) {
 TEST_F(NbdTest, ServerEndsWithTheDevice) {
   TempDir dir;
   run_ok("qemu-img create -q -f vhdx " + shell_quote(dir / "d.vhdx") + " 4M");
-  BlockDevicePtr dev = open_image(dir / "d.vhdx", ImageFormat::vhdx, dir.path());
+  BlockDevicePtr dev = open_image(dir / "d.vhdx", ImageFormat::vhdx, dir.path(), open_nbd_image);
   ASSERT_NE(our_servers(), "");
   ASSERT_EQ(our_folders().size(), 1u);
   const std::string folder = our_folders()[0];

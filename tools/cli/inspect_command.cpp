@@ -61,7 +61,7 @@ InspectedDisk open_disk(const std::string& path, const std::optional<std::string
     if (std::string(e.what()).find(path) == std::string::npos) rethrow_with_context(e, path);
     throw;
   }
-  d.device = open_disks({{path, format}}).devices.at(0);
+  d.device = open_disks({{path, format}}, open_nbd_image).devices.at(0);
   return d;
 }
 
