@@ -186,6 +186,8 @@ std::string write_image_file(const SparseImage& image, const std::string& name) 
 namespace {
 
 struct Walker {
+  Walker(Filesystem& f, const WalkLimits& l) : fs(f), limits(l) {}
+
   Filesystem& fs;
   const WalkLimits& limits;
   size_t entries = 0;
@@ -270,7 +272,7 @@ struct Walker {
 }  // namespace
 
 void walk(Filesystem& fs, const WalkLimits& limits) {
-  Walker w{fs, limits};
+  Walker w(fs, limits);
   (void)fs.type_name();
   (void)fs.journal();
   Walker::expect_errors([&] { (void)fs.statfs(); });

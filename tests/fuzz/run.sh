@@ -35,7 +35,7 @@ if [[ ! -d $CORPUS/.seeds ]]; then
   bash "$HERE/make-seeds.sh" "$CORPUS/.seeds.new" >/dev/null
   mv "$CORPUS/.seeds.new" "$CORPUS/.seeds"
 fi
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1}
+export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=1
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$HERE/lsan.supp:print_suppressions=0}
 
