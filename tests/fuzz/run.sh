@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the libFuzzer targets (SENDENSE_FUZZ=ON build), each for SECONDS,
-# with its corpus in /var/tmp/sendense-fuzz/<target> (seeded from
-# make-seeds.sh on first use, and kept between runs), then prints per
-# target: executions, coverage (cov: edges) and whether it crashed.
+# with its corpus in /var/tmp/sendense-fuzz/<target> (seeds from
+# make-seeds.sh and the regression inputs added, corpus kept between runs),
+# then prints per target: executions, coverage (cov: edges) and whether it
+# found anything.
 #   tests/fuzz/run.sh SECONDS [TARGET...]
 # Environment: FUZZ_BUILD (default build-fuzz), FUZZ_CORPUS (default
 # /var/tmp/sendense-fuzz), FUZZ_JOBS (targets run at once, default 1).
@@ -32,11 +33,14 @@ max_len() {
   esac
 }
 
+# Seeds are made again each run (about 10 s), so a changed make-seeds.sh
+# reaches corpora kept from earlier runs; cp -n below keeps what is there.
 mkdir -p "$CORPUS"
-if [[ ! -d $CORPUS/.seeds ]]; then
-  bash "$HERE/make-seeds.sh" "$CORPUS/.seeds.new" >/dev/null
-  mv "$CORPUS/.seeds.new" "$CORPUS/.seeds"
-fi
+rm -rf "$CORPUS/.seeds"
+bash "$HERE/make-seeds.sh" "$CORPUS/.seeds" >/dev/null 2>"$CORPUS/make-seeds.log" || {
+  cat "$CORPUS/make-seeds.log" >&2
+  exit 2
+}
 export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=1
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$HERE/lsan.supp:print_suppressions=0}
