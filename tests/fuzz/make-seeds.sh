@@ -132,7 +132,8 @@ dd if=/dev/zero of="$p/gpt-backup.raw" bs=512 seek=1 count=1 conv=notrunc status
 seed partitions gpt-backup-header "$p/gpt-backup.raw"
 # Filesystems found by detection in partitions.
 mkfs.ext4 -q -F -E offset=$((2048 * 512)) "$p/mbr.raw" 2048 >/dev/null 2>&1 || true
-mkntfs -q -F -Q -s 512 -p 6144 -H 0 -S 0 "$p/ntfs-part.raw" >/dev/null 2>&1 || true
+truncate -s 2M "$p/ntfs-part.raw"
+mkntfs -q -F -Q "$p/ntfs-part.raw" >/dev/null 2>&1 || true
 seed partitions mbr-with-ext4 "$p/mbr.raw"
 
 # ---------------------------------------------------------------- ext

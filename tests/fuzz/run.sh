@@ -23,12 +23,12 @@ ALL=(qcow2 vmdk_descriptor partitions lvm ext journal xfs ntfs names)
 TARGETS=("$@")
 [[ ${#TARGETS[@]} -gt 0 ]] || TARGETS=("${ALL[@]}")
 
-# -max_len: the sparse form keeps seeds at a few hundred KiB; names and LVM
-# text are small.
+# -max_len: the sparse form keeps image seeds under a few hundred KiB (a
+# seed longer than this would be cut); LVM seeds are under 20 KiB, names tiny.
 max_len() {
   case $1 in
     names) echo 4096 ;;
-    vmdk_descriptor | partitions | lvm) echo 65536 ;;
+    lvm) echo 65536 ;;
     *) echo 1048576 ;;
   esac
 }
