@@ -8,6 +8,9 @@ packages=(
   build-essential cmake pkg-config
   libfuse3-dev libnbd-dev libzstd-dev zlib1g-dev libext2fs-dev ntfs-3g-dev libsqlite3-dev nlohmann-json3-dev
   libgtest-dev googletest
+  # fuzz targets (tests/fuzz/, the smoke test in packaging/test.sh): clang
+  # with libFuzzer and its sanitizer runtimes (-fsanitize=fuzzer,address,undefined)
+  clang-14 libclang-rt-14-dev
   libsystemd-dev      # sd_notify: Type=notify and the watchdog
   libcpp-httplib-dev  # the --metrics-listen endpoint and sendense-restore-web
   libarchive-dev libcap-dev  # sendense-restore-web: archives, its server's capabilities

@@ -193,6 +193,10 @@ timespec decode_time(uint32_t seconds, const uint32_t* extra) {
   return t;
 }
 
+}  // namespace
+
+namespace ext {
+
 // The raw superblock, checked before libext2fs sees it. ext2fs_open2 sizes
 // its group descriptor array (desc_blocks * block size, from blocks_count,
 // first_data_block, blocks_per_group and desc_size) and ext2fs_check_desc
@@ -282,6 +286,10 @@ void check_superblock(const BlockDevice& device, const std::string& name) {
   if ((incompat & EXT2_FEATURE_INCOMPAT_META_BG) && field(260, 4) > desc_blocks)
     fail("first_meta_bg " + std::to_string(field(260, 4)) + " is past the descriptor table");
 }
+
+}  // namespace ext
+
+namespace {
 
 struct Ext2fsCloser {
   void operator()(ext2_filsys fs) const {
@@ -492,7 +500,7 @@ class ExtFilesystem final : public Filesystem {
   void open_library() {
     static std::once_flag error_table;
     std::call_once(error_table, [] { initialize_ext2_error_table(); });  // for error_message()
-    check_superblock(*device_, name_);
+    ext::check_superblock(*device_, name_);
     // libext2fs reads its metadata one block at a time, often the same inode
     // table block for neighbouring inodes: give it a cache (file data goes
     // straight to device_). 32 KiB chunks, 8 MiB per volume.
@@ -853,7 +861,7 @@ FilesystemPtr open_ext_filesystem(BlockDevicePtr device, const std::string& name
   if (!device) throw Error(EINVAL, "no device", name);
   // The raw superblock is checked before the journal code opens libext2fs
   // on it; the filesystem then opens on the replayed view (checked again).
-  check_superblock(*device, name);
+  ext::check_superblock(*device, name);
   ext::JournaledDevice journaled = ext::open_ext_journal(device, name, options.replay_journal);
   if (journaled.device == device)
     return std::make_shared<ExtFilesystem>(std::move(journaled.device), name, std::move(journaled.report));

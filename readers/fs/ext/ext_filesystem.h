@@ -17,4 +17,14 @@ namespace sendense {
 FilesystemPtr open_ext_filesystem(BlockDevicePtr device, const std::string& name,
                                   const FsOpenOptions& options = {});
 
+namespace ext {
+
+// The checks the raw superblock passes before libext2fs (or the journal
+// code) opens the volume: magic, revision, block and cluster sizes, counts
+// that fit the device. Throws Error(EIO) naming `name`. Called by
+// open_ext_filesystem; public for the journal fuzz target (tests/fuzz/).
+void check_superblock(const BlockDevice& device, const std::string& name);
+
+}  // namespace ext
+
 }  // namespace sendense
