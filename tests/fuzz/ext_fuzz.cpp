@@ -3,20 +3,13 @@
 // does and walks it: every directory, getattr, every file read, every xattr.
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include "readers/fs/ext/ext_filesystem.h"
-#include "readers/common/error.h"
 #include "tests/fuzz/fuzz_support.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  using namespace sendense;
-  BlockDevicePtr dev = fuzz::make_memory_device(fuzz::parse_sparse(data, size), "fuzz-ext");
-  FilesystemPtr fs;
-  try {
-    fs = open_ext_filesystem(dev, "fuzz-ext");
-  } catch (const Error&) {
-    return 0;  // refused: damaged or not ext
-  }
-  fuzz::walk(*fs);
-  return 0;
+  return sendense::fuzz::open_and_walk(data, size, "fuzz-ext", [](const sendense::BlockDevicePtr& dev, const std::string& n) {
+    return sendense::open_ext_filesystem(dev, n);
+  });
 }

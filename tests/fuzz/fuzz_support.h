@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "readers/block/block_device.h"
+#include "readers/common/error.h"
 #include "readers/fs/filesystem.h"
 
 namespace sendense::fuzz {
@@ -77,5 +78,21 @@ struct WalkLimits {
 // expected outcome for damaged input and is swallowed per call; anything
 // else (another exception, a sanitizer report) is a finding.
 void walk(Filesystem& fs, const WalkLimits& limits = {});
+
+// The filesystem targets' whole body: the input as a sparse image, opened
+// by `open(device, name)` as the engine opens it; a refusal (Error) is the
+// expected answer to a damaged image, an opened volume is walked.
+template <typename Open>
+int open_and_walk(const uint8_t* data, size_t size, const std::string& name, Open&& open) {
+  BlockDevicePtr dev = make_memory_device(parse_sparse(data, size), name);
+  FilesystemPtr fs;
+  try {
+    fs = open(dev, name);
+  } catch (const Error&) {
+    return 0;
+  }
+  walk(*fs);
+  return 0;
+}
 
 }  // namespace sendense::fuzz

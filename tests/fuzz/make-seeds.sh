@@ -259,21 +259,11 @@ mkdir -p "$l/lvm/lock"
 if [[ $ROOT == 1 ]] && command -v pvcreate >/dev/null && losetup -f >/dev/null 2>&1; then
   export LVM_SYSTEM_DIR=$l/lvm LVM_SUPPRESS_FD_WARNINGS=1
   quiet() { "$@" >/dev/null 2>&1; }
-  lvm_conf() {
-    local accept="" d
-    for d in "${LOOPS[@]}"; do accept+="\"a|^${d}\$|\", "; done
-    cat >"$LVM_SYSTEM_DIR/lvm.conf" <<CONF
-devices { filter = [ ${accept}"r|.*|" ] global_filter = [ ${accept}"r|.*|" ]
-          obtain_device_list_from_udev = 0 use_devicesfile = 0 scan_lvs = 0 }
-global { locking_dir = "$LVM_SYSTEM_DIR/lock" }
-backup { backup = 0 archive = 0 }
-activation { udev_sync = 0 udev_rules = 0 monitoring = 0 }
-CONF
-  }
+  source "$HERE/../fixtures/lvm-conf.sh"
   lvc() { quiet lvcreate --driverloaded n -an -Zn -y "$@"; }
   # One disk, one PV: two linear LVs.
   truncate -s 16M "$l/one.raw"
-  d1=$(losetup -f --show "$l/one.raw"); LOOPS+=("$d1"); lvm_conf
+  d1=$(losetup -f --show "$l/one.raw"); LOOPS+=("$d1"); write_lvm_conf
   quiet pvcreate -qy "$d1"; quiet vgcreate -q -s 1M vg0 "$d1"
   lvc -L 4M -n root vg0; lvc -L 2M -n home vg0
   lvc -l 2 -n split vg0
@@ -283,7 +273,7 @@ CONF
   truncate -s 24M "$l/two.raw"
   printf 'label: dos\nstart=2048, size=20480, type=8e\nstart=22528, size=20480, type=8e\n' | sfdisk -q "$l/two.raw"
   d1=$(losetup -f --show -o $((2048 * 512)) --sizelimit $((20480 * 512)) "$l/two.raw"); LOOPS+=("$d1")
-  d2=$(losetup -f --show -o $((22528 * 512)) --sizelimit $((20480 * 512)) "$l/two.raw"); LOOPS+=("$d2"); lvm_conf
+  d2=$(losetup -f --show -o $((22528 * 512)) --sizelimit $((20480 * 512)) "$l/two.raw"); LOOPS+=("$d2"); write_lvm_conf
   quiet pvcreate -qy "$d1" "$d2"; quiet vgcreate -q -s 1M vg1 "$d1" "$d2"
   lvc -i 2 -I 64k -L 4M -n striped vg1; lvc -L 2M -n linear vg1
   vgcfgbackup -q -f "$l/vg1.txt" vg1 >/dev/null 2>&1 || true

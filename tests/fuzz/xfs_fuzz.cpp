@@ -3,20 +3,13 @@
 // does and walks it: every directory, getattr, every file read, every xattr.
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include "readers/fs/xfs/xfs_filesystem.h"
-#include "readers/common/error.h"
 #include "tests/fuzz/fuzz_support.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  using namespace sendense;
-  BlockDevicePtr dev = fuzz::make_memory_device(fuzz::parse_sparse(data, size), "fuzz-xfs");
-  FilesystemPtr fs;
-  try {
-    fs = open_xfs_filesystem(dev, "fuzz-xfs");
-  } catch (const Error&) {
-    return 0;  // refused: damaged or not xfs
-  }
-  fuzz::walk(*fs);
-  return 0;
+  return sendense::fuzz::open_and_walk(data, size, "fuzz-xfs", [](const sendense::BlockDevicePtr& dev, const std::string& n) {
+    return sendense::open_xfs_filesystem(dev, n);
+  });
 }
