@@ -481,16 +481,8 @@ std::vector<std::byte> Worker::wait(Pending& p) {
       more = n >= 0 && take_reply_locked(h, static_cast<size_t>(n));
     }
     receiving_ = false;
-    if (!more) {
-      ended_locked(lock);
-    } else {
-      // Hand receiving to another waiter, if any.
-      for (auto& [id, other] : pending_)
-        if (!other->done) {
-          other->cv.notify_all();
-          break;
-        }
-    }
+    if (!more) ended_locked(lock);
+    else hand_off_locked();
   }
   if (p.err != 0) {
     worker::Reader r(p.payload);
@@ -555,6 +547,8 @@ std::vector<std::byte> Worker::submit(Pending& p, uint32_t volume, std::span<con
       p.done = true;
       p.err = EIO;
       p.message = std::string("cannot send to the worker of backup ") + backup_id_ + ": " + std::strerror(saved);
+      // A waiter handed receiving to this request may be the only one told.
+      hand_off_locked();
     }
   }
   return wait(p);
@@ -572,6 +566,15 @@ size_t Worker::read(uint32_t volume, uint64_t handle, uint64_t ino, uint64_t off
   w.u64(p.into.size());
   submit(p, volume, w.buf);
   return p.read_n;
+}
+
+void Worker::hand_off_locked() {
+  if (receiving_) return;
+  for (auto& [id, other] : pending_)
+    if (!other->done) {
+      other->cv.notify_all();
+      return;
+    }
 }
 
 ssize_t Worker::peek_reply(Header& h) {

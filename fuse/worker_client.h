@@ -112,6 +112,8 @@ class Worker {
   // Waits for p's reply, receiving replies for every caller while no other
   // caller does (leader/follower).
   std::vector<std::byte> wait(Pending& p);
+  // mutex_ held, nobody receiving: wakes one waiting caller to receive.
+  void hand_off_locked();
   // Blocks until a reply is there: its header and size, or -1 when the
   // socket ended.
   ssize_t peek_reply(worker::Header& h);
