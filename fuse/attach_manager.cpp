@@ -39,9 +39,13 @@ const AttachedVolume* AttachedBackup::volume_named(std::string_view name) const 
   return nullptr;
 }
 
-bool AttachedBackup::images_changed() const {
-  return std::any_of(images.begin(), images.end(), [](const BlockDevicePtr& d) { return d->changed(); }) ||
-         std::any_of(image_files.begin(), image_files.end(), [](const ImageFilePtr& f) { return f->changed(); });
+bool AttachedBackup::images_changed(bool check_now) const {
+  if (change_seen->seen.load(std::memory_order_acquire)) return true;
+  bool changed = false;
+  for (const auto& d : images) changed = (check_now ? d->check_changed() : d->changed()) || changed;
+  for (const auto& f : image_files) changed = (check_now ? f->check_changed() : f->changed()) || changed;
+  if (changed) change_seen->seen.store(true, std::memory_order_release);
+  return changed;
 }
 
 void AttachedBackup::touch() { last_access_ms.store(steady_now_ms(), std::memory_order_relaxed); }
@@ -397,6 +401,10 @@ AttachedBackupPtr AttachManager::attach(const BackupRecord& record) {
 
 void AttachManager::release(const AttachedBackupPtr& backup, std::string_view reason) {
   backup->detached.store(true, std::memory_order_release);
+  // An image that changed while nothing read it must still mark this
+  // attach: the kernel may keep pages read through it, and the next attach
+  // serves the new version under the same node ids (fuse/node_files.h).
+  backup->images_changed(/*check_now=*/true);
   try {
     catalog_.set_mount_status(backup->mount_id, "unmounting");
     catalog_.end_mount(backup->mount_id);

@@ -65,8 +65,18 @@ class AttachedBackup {
   bool worker_failed() const { return worker && worker->failed(); }
 
   // True once a read found one of the images changed in the repository
-  // since the attach (block_device.h): the attach is then replaced.
-  bool images_changed() const;
+  // since the attach (block_device.h): the attach is then replaced. Also
+  // sets `change_seen`. `check_now`: stat the image files first (a change
+  // no read has met yet is found too).
+  bool images_changed(bool check_now = false) const;
+
+  // Outlives the attach: whoever remembers having read through this attach
+  // (fuse/node_files.h) can tell later that its image changed, after the
+  // attach itself is gone.
+  struct ChangeMark {
+    std::atomic<bool> seen{false};
+  };
+  const std::shared_ptr<ChangeMark> change_seen = std::make_shared<ChangeMark>();
 
   // This attach replaced one whose image changed: the kernel may still
   // cache pages and listings of the old version under the same node ids,
@@ -125,6 +135,8 @@ class AttachManager {
 
   // The attached backup if it is attached now (no attach, no touch).
   AttachedBackupPtr find(const std::string& backup_id) const;
+
+  const AttachOptions& options() const { return options_; }
 
   // Housekeeping, called by the daemon's background thread.
   void detach_idle();

@@ -72,7 +72,17 @@ fuse_entry_param entry_of(const NodeAttr& a) {
 }
 
 
-void op_init(void*, fuse_conn_info* conn) {
+void op_init(void* userdata, fuse_conn_info* conn) {
+  auto& context = *static_cast<FuseContext*>(userdata);
+  // No OPEN, no RELEASE: reads find their reader by node (node_files.h).
+  // Kept only where an open file must pin its backup (--attach kernel).
+  // The kernel remembers the choice for the connection's life, across a
+  // takeover by the next run (which then reads by node whatever it says).
+  context.no_open = (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT) && context.read_only_mount &&
+                    !context.tree.open_files_pin();
+  // Without OPEN an O_TRUNC open would cut the kernel's view of the file
+  // on its own; without atomic O_TRUNC it asks (SETATTR: EROFS) instead.
+  if (context.no_open) conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
   if (conn->capable & FUSE_CAP_EXPORT_SUPPORT) conn->want |= FUSE_CAP_EXPORT_SUPPORT;
   if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
   if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
@@ -99,8 +109,14 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   });
 }
 
-void op_forget(fuse_req_t req, fuse_ino_t, uint64_t) { fuse_reply_none(req); }
-void op_forget_multi(fuse_req_t req, size_t, fuse_forget_data*) { fuse_reply_none(req); }
+void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t) {
+  context_of(req).node_files.forget(ino);
+  fuse_reply_none(req);
+}
+void op_forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
+  for (size_t i = 0; i < count; ++i) context_of(req).node_files.forget(forgets[i].ino);
+  fuse_reply_none(req);
+}
 
 void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
   checked(req, "getattr", ino, [&] {
@@ -208,6 +224,10 @@ void op_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   checked(req, "open", ino, [&] {
     if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) throw Error(EROFS, "read-only tree");
+    if (context_of(req).no_open) {  // the read-only mount refuses writing opens before they come here (see op_init)
+      fuse_reply_err(req, ENOSYS);
+      return;
+    }
     auto& files = context_of(req).files;
     RestoreTree& tree = tree_of(req);  // the reply frees req, even when it fails
     std::shared_ptr<OpenFile> file = tree.open(ino);
@@ -225,11 +245,17 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_fil
   checked(req, "read", ino, [&] {
     thread_local std::vector<std::byte> buf;
     if (buf.size() < size) buf.resize(size);
-    auto& files = context_of(req).files;
-    std::shared_ptr<OpenFile> file = files.find(fi->fh);
-    // Opened by a previous run of the daemon: taken over (restore_tree.h).
-    if (!file) file = files.adopt(fi->fh, std::make_shared<OpenFile>(ino));
-    size_t n = tree_of(req).read(*file, static_cast<uint64_t>(offset), std::span(buf.data(), size));
+    FuseContext& context = context_of(req);
+    const std::span<std::byte> into(buf.data(), size);
+    size_t n = 0;
+    if (fi->fh == 0) {  // no OPEN was sent (node_files.h)
+      n = context.node_files.read(ino, static_cast<uint64_t>(offset), into);
+    } else {
+      std::shared_ptr<OpenFile> file = context.files.find(fi->fh);
+      // Opened by a previous run of the daemon: taken over (restore_tree.h).
+      if (!file) file = context.files.adopt(fi->fh, std::make_shared<OpenFile>(ino));
+      n = context.tree.read(*file, static_cast<uint64_t>(offset), into);
+    }
     count_bytes(req, "read", n);
     fuse_reply_buf(req, reinterpret_cast<const char*>(buf.data()), n);
   });

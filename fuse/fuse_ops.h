@@ -6,10 +6,12 @@
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
 
+#include <atomic>
 #include <vector>
 
 #include "fuse/handle_table.h"
 #include "fuse/metrics.h"
+#include "fuse/node_files.h"
 #include "fuse/restore_tree.h"
 #include "fuse/session_io.h"
 
@@ -26,12 +28,19 @@ struct DirHandle {
 // What the callbacks share. Outlives the session; the handles still open
 // when it ends are freed with it (the kernel sends no RELEASE for them).
 struct FuseContext {
-  explicit FuseContext(RestoreTree& t) : tree(t) {}
+  explicit FuseContext(RestoreTree& t) : tree(t), node_files(t) {}
   RestoreTree& tree;
   Metrics* metrics = nullptr;  // counts requests and bytes when set
   SessionIo* io = nullptr;     // the session's I/O (session_io.h)
-  HandleTable<OpenFile> files;
+  HandleTable<OpenFile> files;  // files the kernel opened (with --attach kernel)
   HandleTable<DirHandle> dirs;
+  NodeFiles node_files;        // files read without an open (node_files.h)
+  // Mounted "ro" (ServedMount sets it from the mount options): the kernel
+  // itself refuses every writing open, so OPEN need not come here.
+  bool read_only_mount = false;
+  // OPEN is answered ENOSYS (set at INIT when the kernel supports it, the
+  // mount is read-only and open files need not pin anything).
+  std::atomic<bool> no_open{false};
 };
 
 fuse_lowlevel_ops make_fuse_operations();

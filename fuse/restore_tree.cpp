@@ -391,9 +391,12 @@ std::pair<RestoreTree::Resolved, uint64_t> RestoreTree::reader_of(OpenFile& file
   return {std::move(r), handle};
 }
 
-size_t RestoreTree::read(OpenFile& file, uint64_t offset, std::span<std::byte> buf) {
+size_t RestoreTree::read(OpenFile& file, uint64_t offset, std::span<std::byte> buf,
+                         std::shared_ptr<const AttachedBackup::ChangeMark>* read_through) {
   auto [r, handle] = reader_of(file);  // r holds the attach for the length of the read
-  return r.volume->fs->read(handle, offset, buf);
+  const size_t n = r.volume->fs->read(handle, offset, buf);
+  if (read_through) *read_through = r.backup->change_seen;
+  return n;
 }
 
 void RestoreTree::close(OpenFile& file) {

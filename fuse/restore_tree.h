@@ -38,8 +38,10 @@ struct NodeEntry {
   uint32_t type = 0;            // S_IFMT bits
 };
 
-// An open regular file. It pins nothing: NFS servers keep files open for
-// as long as they like, so an open file must not keep its backup attached.
+// A regular file being read: one the kernel opened (--attach kernel, or a
+// handle a previous run gave out), or one read by node without an open
+// (fuse/node_files.h). It pins nothing: NFS servers keep files open for as
+// long as they like, so an open file must not keep its backup attached.
 // It names its node and remembers the reader handle of the attach it last
 // read through; when that attach was detached (idle, evicted) the next read
 // attaches the backup again and opens the file anew. One whose image
@@ -48,7 +50,7 @@ struct NodeEntry {
 // The kernel backend is the exception: its reader finds an inode again only
 // by the names it learned on the attach that handed it out (a host mount
 // has no open-by-inode), so a handle on a re-attached kernel volume would be
-// ESTALE. There an open file keeps its backup attached, as before.
+// ESTALE. There a file the kernel opened keeps its backup attached.
 struct OpenFile {
   explicit OpenFile(uint64_t n) : node(n) {}
   const uint64_t node;
@@ -84,8 +86,14 @@ class RestoreTree {
 
   // Opens a regular file (its reader handle on the current attach).
   std::shared_ptr<OpenFile> open(uint64_t node);
-  size_t read(OpenFile& file, uint64_t offset, std::span<std::byte> buf);
+  // `read_through`, when given, is set to the change mark of the attach
+  // the bytes came from.
+  size_t read(OpenFile& file, uint64_t offset, std::span<std::byte> buf,
+              std::shared_ptr<const AttachedBackup::ChangeMark>* read_through = nullptr);
   void close(OpenFile& file);
+  // Whether open files must be tracked (the kernel backend's pins, see
+  // OpenFile): with --attach kernel every volume is the kernel's.
+  bool open_files_pin() const { return manager_.options().attach_mode == "kernel"; }
 
   std::vector<std::string> listxattr(uint64_t node);
   std::optional<std::string> getxattr(uint64_t node, std::string_view name);

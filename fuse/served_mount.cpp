@@ -3,9 +3,12 @@
 #include <signal.h>
 #include <sys/mount.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "readers/common/error.h"
@@ -18,6 +21,20 @@ namespace {
 // Wakes a session's loop thread out of its wait (libfuse checks whether the
 // session ended when sem_wait() is interrupted).
 constexpr int kWakeSignal = SIGUSR2;
+
+// Whether mount options say "ro" (the last of ro/rw wins, as in mount(8)).
+bool read_only(const std::string& options) {
+  bool ro = false;
+  size_t start = 0;
+  while (start <= options.size()) {
+    const size_t end = std::min(options.find(',', start), options.size());
+    const std::string_view o(options.data() + start, end - start);
+    if (o == "ro") ro = true;
+    else if (o == "rw") ro = false;
+    start = end + 1;
+  }
+  return ro;
+}
 
 void install_wake_handler() {
   static const bool installed = [] {
@@ -53,6 +70,7 @@ ServedMount::ServedMount(std::string path, FuseContext& context, const std::stri
     }
   });
   context.io = io_.get();
+  context.read_only_mount = read_only(options);
   try {
     if (kept) {
       io_->install(se_, kept->fd.release());

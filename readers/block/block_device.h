@@ -37,6 +37,9 @@ class BlockDevice {
   // was opened (image_file.h): every later read fails, so whoever holds the
   // device should drop it and open the image again. Image devices only.
   virtual bool changed() const { return false; }
+  // Checks the image files now (one fstat each; a change is logged as a
+  // read would log it), then answers changed().
+  virtual bool check_changed() const { return changed(); }
 };
 
 using BlockDevicePtr = std::shared_ptr<const BlockDevice>;

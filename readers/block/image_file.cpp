@@ -76,6 +76,14 @@ void ImageFile::fail_changed(const std::string& how) const {
               display_);
 }
 
+bool ImageFile::check_changed() const {
+  try {
+    check_unchanged();
+  } catch (const Error&) {
+  }
+  return changed();
+}
+
 void ImageFile::check_unchanged() const {
   if (changed_.load(std::memory_order_relaxed)) fail_changed("seen before");
   struct stat now {};

@@ -57,6 +57,8 @@ class ImageFile {
 
   // True once a check found the file changed (no system call).
   bool changed() const { return changed_.load(std::memory_order_relaxed); }
+  // Checks now (check_unchanged without the throw), then answers changed().
+  bool check_changed() const;
 
   // The path the kernel gives for the opened file (/proc/self/fd): what a
   // confinement check must hold, since the name may have moved meanwhile.

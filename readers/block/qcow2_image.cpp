@@ -123,6 +123,11 @@ class Qcow2Image final : public BlockDevice {
   bool changed() const override {
     return std::any_of(levels_.begin(), levels_.end(), [](const Level& l) { return l.file->changed(); });
   }
+  bool check_changed() const override {
+    bool any = false;
+    for (const Level& l : levels_) any = l.file->check_changed() || any;  // every file checked and logged
+    return any;
+  }
 
   void read_at(uint64_t offset, std::span<std::byte> buf) const override {
     require_in_range(*this, offset, buf.size());

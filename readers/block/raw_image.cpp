@@ -15,6 +15,7 @@ class RawImage final : public BlockDevice {
   std::string describe() const override { return file_->display(); }
   std::string reader() const override { return "raw"; }
   bool changed() const override { return file_->changed(); }
+  bool check_changed() const override { return file_->check_changed(); }
 
   void read_at(uint64_t offset, std::span<std::byte> buf) const override {
     require_in_range(*this, offset, buf.size());

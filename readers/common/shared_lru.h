@@ -7,11 +7,14 @@
 // its caller but not kept.
 //
 // Threading: every method locks the cache's own mutex and calls nothing
-// outside it, so it may be used while holding any other lock.
+// outside it while locked. insert() and erase() free the values they drop
+// after unlocking, on the caller's thread: a caller must not hold a lock a
+// value's destructor takes (none of the readers' values take any).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <iterator>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -49,6 +52,7 @@ class SharedLru {
   // Keeps `value` for `key` and returns it; if another thread inserted the
   // key first, returns (and keeps) that one instead.
   Ptr insert(uint64_t key, Ptr value, size_t weight) {
+    std::list<Entry> evicted;  // freed after the lock: a value's destructor may do anything
     std::lock_guard lock(mutex_);
     ++misses_;
     if (auto it = index_.find(key); it != index_.end()) return it->second->value;
@@ -59,9 +63,20 @@ class SharedLru {
     while (lru_.size() > max_entries_ || weight_ > max_weight_) {
       weight_ -= lru_.back().weight;
       index_.erase(lru_.back().key);
-      lru_.pop_back();
+      evicted.splice(evicted.end(), lru_, std::prev(lru_.end()));
     }
     return value;
+  }
+
+  // Stops keeping `key`; whoever holds its value keeps it.
+  void erase(uint64_t key) {
+    std::list<Entry> erased;  // freed after the lock, as in insert()
+    std::lock_guard lock(mutex_);
+    auto it = index_.find(key);
+    if (it == index_.end()) return;
+    weight_ -= it->second->weight;
+    erased.splice(erased.end(), lru_, it->second);
+    index_.erase(it);
   }
 
   Stats stats() const {

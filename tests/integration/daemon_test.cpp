@@ -661,6 +661,9 @@ TEST_F(DaemonTest, RestartAfterKill9ClearsDeadMountAndReconciles) {
   EXPECT_GE(count_events(log(), "mount_taken_over"), 1) << "no `mount_taken_over` line";
   EXPECT_EQ(trim(run_ok("mountpoint -d " + q(mnt_))), device) << "a new mount (new device) replaced the kept one";
   EXPECT_GE(count_events(log(), "reconciled", {{"backup", full_}}), 1) << "no `reconciled backup=" << full_ << "` line";
+  // The kernel kept the pages it read from the dead run: drop them so the
+  // read below reaches (and attaches in) the new run.
+  run_ok("sync; echo 3 > /proc/sys/vm/drop_caches");
   EXPECT_EQ(sha(file), sha(fx_ + "/src/docs/readme.txt"));
   EXPECT_EQ(ino(file), inode);
   std::string status = cli("status").output;
@@ -784,7 +787,10 @@ TEST_F(DaemonTest, VanishedImageGivesEioOthersKeepWorking) {
 
 // An image truncated in the repository while attached: EIO and one
 // `image_changed` line, never bytes from two versions; once the file is
-// whole again the next access attaches it afresh (no idle wait).
+// whole again the next access attaches it afresh (no idle wait). A file
+// held open across the change reads nothing more, not even once the image
+// is whole again: the kernel may hold its pages of the old version, so its
+// node answers EIO until the kernel lets go of it (fuse/node_files.h).
 TEST_F(DaemonTest, ImageTruncatedWhileAttachedGivesEioThenReattaches) {
   const std::string copy = tmp_ / "shrinking.img";
   const std::string original = fx_ + "/repo/files/" + files_ + ".img";
@@ -792,7 +798,12 @@ TEST_F(DaemonTest, ImageTruncatedWhileAttachedGivesEioThenReattaches) {
   ASSERT_EQ(cli("catalog add --id shrinking --format raw --path " + q(copy)).status, 0);
   START_DAEMON();
   const std::string readme = vol("shrinking", "disk") + "/README";
-  EXPECT_EQ(sha(readme), sha(fx_ + "/src-files/README"));
+  const std::string want = sha(fx_ + "/src-files/README");
+  EXPECT_EQ(sha(readme), want);
+  const int held = ::open(readme.c_str(), O_RDONLY);
+  ASSERT_GE(held, 0) << std::strerror(errno);
+  char byte = 0;
+  ASSERT_EQ(::pread(held, &byte, 1, 0), 1);
   ASSERT_EQ(::truncate(copy.c_str(), 4096), 0);
   run_ok("sync; echo 3 > /proc/sys/vm/drop_caches");
   CommandResult r = run("cat " + q(readme));
@@ -800,7 +811,18 @@ TEST_F(DaemonTest, ImageTruncatedWhileAttachedGivesEioThenReattaches) {
   EXPECT_TRUE(wait_for([&] { return count_events(log(), "image_changed", {}) >= 1; }, 5s)) << log();
   run_ok("cat " + q(original) + " > " + q(copy));
   run_ok("sync; echo 3 > /proc/sys/vm/drop_caches");
-  EXPECT_EQ(sha(readme), sha(fx_ + "/src-files/README"));
+  errno = 0;
+  EXPECT_EQ(::pread(held, &byte, 1, 0), -1) << "a file held across the change read on";
+  EXPECT_EQ(errno, EIO);
+  ::close(held);
+  // Once nothing holds it, the kernel forgets the node (asynchronously).
+  EXPECT_TRUE(wait_for(
+      [&] {
+        CommandResult now = run("sync; echo 3 > /proc/sys/vm/drop_caches; sha256sum " + q(readme));
+        return now.status == 0 && now.output.substr(0, 64) == want;
+      },
+      10s))
+      << log();
   EXPECT_GE(count_events(log(), "detach", {{"backup", "shrinking"}, {"reason", "image_changed"}}), 1) << log();
   // The other backups never noticed.
   EXPECT_EQ(sha(vol(files_, "disk") + "/README"), sha(fx_ + "/src-files/README"));

@@ -786,6 +786,38 @@ TEST(SharedLru, BoundedByCountAndWeight) {
   EXPECT_EQ(lru.insert(40, value("second"), 1), first);
 }
 
+// erase() forgets a key (its weight too); a holder keeps the value, and a
+// dropped value is freed after the cache unlocked (its destructor may use
+// the cache: fuse/node_files.h closes files from there).
+TEST(SharedLru, EraseForgetsTheKeyNotTheHeldValue) {
+  struct Probe {
+    sendense::ext::SharedLru<Probe>* lru;
+    bool* freed;
+    ~Probe() {
+      lru->find(99);  // would deadlock if freed under the cache's lock
+      *freed = true;
+    }
+  };
+  sendense::ext::SharedLru<Probe> lru(2, 10);
+  bool freed_a = false, freed_b = false, freed_c = false;
+  auto a = lru.insert(1, std::make_shared<const Probe>(&lru, &freed_a), 4);
+  lru.insert(2, std::make_shared<const Probe>(&lru, &freed_b), 4);
+  lru.erase(1);
+  EXPECT_EQ(lru.find(1), nullptr);
+  EXPECT_EQ(lru.stats().weight, 4u);
+  EXPECT_FALSE(freed_a);  // still held here
+  a.reset();
+  EXPECT_TRUE(freed_a);
+  lru.erase(2);
+  EXPECT_TRUE(freed_b);
+  lru.insert(3, std::make_shared<const Probe>(&lru, &freed_c), 4);
+  lru.insert(4, std::make_shared<const Probe>(&lru, &freed_c), 4);
+  lru.insert(5, std::make_shared<const Probe>(&lru, &freed_c), 4);  // evicts 3
+  EXPECT_TRUE(freed_c);
+  lru.erase(42);  // unknown: nothing
+  EXPECT_EQ(lru.stats().entries, 2u);
+}
+
 class ExtFileMaps : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
