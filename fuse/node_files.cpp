@@ -7,7 +7,7 @@ namespace sendense {
 
 NodeFiles::Held::~Held() {
   try {
-    tree.close(*file);
+    tree.close(*file, /*activity=*/false);
   } catch (const std::exception& e) {
     log::debug("node_file_close", {{"error", e.what()}});
   }

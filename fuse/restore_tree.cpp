@@ -399,11 +399,11 @@ size_t RestoreTree::read(OpenFile& file, uint64_t offset, std::span<std::byte> b
   return n;
 }
 
-void RestoreTree::close(OpenFile& file) {
+void RestoreTree::close(OpenFile& file, bool activity) {
   std::lock_guard lock(file.mutex);
   AttachedBackupPtr last = file.backup.lock();
   if (!last) return;  // its attach is gone, and the reader with it
-  last->touch();
+  if (activity) last->touch();
   if (const AttachedVolume* v = last->volume(node::volume_of(file.node))) v->fs->release(file.handle);
   file.backup.reset();
   file.pin.reset();

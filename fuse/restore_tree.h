@@ -90,7 +90,9 @@ class RestoreTree {
   // the bytes came from.
   size_t read(OpenFile& file, uint64_t offset, std::span<std::byte> buf,
               std::shared_ptr<const AttachedBackup::ChangeMark>* read_through = nullptr);
-  void close(OpenFile& file);
+  // `activity`: a request of the caller's (a RELEASE) keeps the backup from
+  // going idle; a table dropping a file it kept (node_files.h) does not.
+  void close(OpenFile& file, bool activity = true);
   // Whether open files must be tracked (the kernel backend's pins, see
   // OpenFile): with --attach kernel every volume is the kernel's.
   bool open_files_pin() const { return manager_.options().attach_mode == "kernel"; }
