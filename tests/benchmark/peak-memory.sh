@@ -32,8 +32,14 @@ for dir in "$fixtures/fixtures/repo" "$fixtures/lvm-fixtures/repo" "$fixtures/nt
   "$build/sendense-restore" catalog import "$dir" --catalog "$catalog" >/dev/null 2>>"$work/import.log" ||
     echo "peak-memory: import of $dir reported errors (see below)" >&2
 done
-mapfile -t ids < <("$build/sendense-restore" catalog list --json --catalog "$catalog" |
-  python3 -c 'import json,sys; [print(b["id"]) for b in json.load(sys.stdin)]')
+# One line per backup: its id and the size in MiB of its disks' images
+# (the top of each chain: backing files are not counted).
+mapfile -t backups < <("$build/sendense-restore" catalog list --json --catalog "$catalog" |
+  python3 -c 'import json,os,sys
+for b in json.load(sys.stdin):
+    paths=[d["path"] for d in b.get("disks") or []] or [b.get("path")]
+    print(b["id"], round(sum(os.path.getsize(p) for p in paths if p and os.path.exists(p))/1048576,1))')
+ids=("${backups[@]%% *}")
 [ "${#ids[@]}" -gt 0 ] || { echo "peak-memory: no backups to measure" >&2; cat "$work/import.log" >&2; exit 1; }
 
 mnt=$work/mnt
@@ -47,12 +53,8 @@ echo
 echo "| backup | image MiB | entries walked | walk s | worker peak RSS MiB | walk |"
 echo "|---|---|---|---|---|---|"
 worst=0 worst_id=
-for id in "${ids[@]}"; do
-  size=$("$build/sendense-restore" catalog list --json --catalog "$catalog" |
-    python3 -c 'import json,os,sys
-b=[b for b in json.load(sys.stdin) if b["id"]==sys.argv[1]][0]
-paths=[d["path"] for d in b.get("disks") or []] or [b.get("path")]
-print(round(sum(os.path.getsize(p) for p in paths if p and os.path.exists(p))/1048576,1))' "$id" 2>/dev/null || echo "?")
+for line in "${backups[@]}"; do
+  id=${line%% *} size=${line#* }
   t0=$(date +%s.%N)
   entries=$(timeout 300 tar -cf - -C "$mnt/$id" . 2>"$work/walk.err" | tar -tvf - 2>/dev/null | wc -l)
   t1=$(date +%s.%N)

@@ -816,6 +816,10 @@ TEST(SharedLru, EraseForgetsTheKeyNotTheHeldValue) {
   EXPECT_TRUE(freed_c);
   lru.erase(42);  // unknown: nothing
   EXPECT_EQ(lru.stats().entries, 2u);
+  // Freed before the cache itself goes: a Probe calls into it.
+  lru.erase(4);
+  lru.erase(5);
+  EXPECT_EQ(lru.stats().entries, 0u);
 }
 
 class ExtFileMaps : public ::testing::Test {
