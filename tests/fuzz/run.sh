@@ -57,10 +57,13 @@ run_one() {
   local asan=$ASAN_OPTIONS
   [[ $t == ntfs ]] && asan+=:fast_unwind_on_malloc=0
   local start=$SECONDS
+  # -max_total_time is wall time; the CPU time the target got is kept too
+  # (two targets at once, or other work on the machine, share the cores).
+  local TIMEFORMAT='%U %S'
   set +e
-  ASAN_OPTIONS=$asan nice -n 10 "$exe" "$dir/corpus" -max_total_time="$SECONDS_EACH" -max_len="$(max_len "$t")" \
+  { time ASAN_OPTIONS=$asan nice -n 10 "$exe" "$dir/corpus" -max_total_time="$SECONDS_EACH" -max_len="$(max_len "$t")" \
     -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 -close_fd_mask=3 -artifact_prefix="$dir/artifacts/" \
-    >"$dir/last-run.log" 2>&1
+    >"$dir/last-run.log" 2>&1; } 2>"$dir/last-run.cpu"
   echo $? >"$dir/last-run.status"
   set -e
   echo $((SECONDS - start)) >"$dir/last-run.seconds"
@@ -76,7 +79,7 @@ done
 wait
 
 status=0
-printf '%-16s %8s %12s %10s %s\n' target seconds executions cov:edges result  # seconds: as run
+printf '%-16s %8s %8s %12s %10s %s\n' target seconds cpu-s executions cov:edges result  # seconds: wall, as run
 for t in "${TARGETS[@]}"; do
   dir=$CORPUS/$t log=$CORPUS/$t/last-run.log
   execs=$(grep -m1 -o 'stat::number_of_executed_units: [0-9]*' "$log" | awk '{print $2}')
@@ -87,6 +90,7 @@ for t in "${TARGETS[@]}"; do
     result="FOUND (exit $rc): $(grep -m1 -E 'Test unit written to' "$log" | sed 's/.*written to //')"
     status=1
   fi
-  printf '%-16s %8s %12s %10s %s\n' "$t" "$(cat "$dir/last-run.seconds")" "${execs:-?}" "${cov:-?}" "$result"
+  cpu=$(awk '{printf "%d", $1 + $2}' "$dir/last-run.cpu" 2>/dev/null)
+  printf '%-16s %8s %8s %12s %10s %s\n' "$t" "$(cat "$dir/last-run.seconds")" "${cpu:-?}" "${execs:-?}" "${cov:-?}" "$result"
 done
 exit $status
