@@ -4,7 +4,7 @@
 #include <ctime>
 #include <unordered_set>
 
-#include "fuse/names.h"
+#include "readers/fs/names.h"
 #include "fuse/node_id.h"
 
 namespace sendense {

@@ -3,8 +3,10 @@
 #include <fcntl.h>
 #include <sys/statvfs.h>
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <string>
 #include <vector>
@@ -136,7 +138,14 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino) {
 void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   checked(req, "opendir", ino, [&] {
     auto handle = std::make_shared<DirHandle>();
-    handle->entries = tree_of(req).list(ino);
+    // The first page now: errors (ENOTDIR, a backup that cannot attach)
+    // belong to opendir. Read with attributes: the kernel's first
+    // request is a readdirplus.
+    Listing first = tree_of(req).list(ino, 0, true);
+    handle->entries = std::move(first.entries);
+    handle->whole = first.whole;
+    handle->from = 0;
+    handle->attrs = true;
     // A backup never changes: let the kernel cache it (unless this attach
     // replaced one whose image did change: then the cache is of that one).
     if (node::is_volume_node(ino)) {
@@ -155,31 +164,58 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 }
 
 // The open folder behind `fh`; one a previous run of the daemon opened is
-// listed again (the same entries in the same order) and taken over.
-std::shared_ptr<DirHandle> dir_handle(fuse_req_t req, fuse_ino_t ino, uint64_t fh) {
+// taken over (its pages are read again as its offsets ask).
+std::shared_ptr<DirHandle> dir_handle(fuse_req_t req, uint64_t fh) {
   auto& dirs = context_of(req).dirs;
   if (auto handle = dirs.find(fh)) return handle;
-  auto handle = std::make_shared<DirHandle>();
-  handle->entries = tree_of(req).list(ino);
-  return dirs.adopt(fh, std::move(handle));
+  return dirs.adopt(fh, std::make_shared<DirHandle>());
+}
+
+// Hands `add` the entries of the folder from `offset` (a cookie) on until
+// it returns false, from the handle's listing or from the page `offset`
+// starts when the handle holds none that does. The caller holds h.mutex.
+template <typename Add>
+void list_from(fuse_req_t req, fuse_ino_t ino, DirHandle& h, uint64_t offset, bool attrs, Add add) {
+  // Where `offset` falls in what the handle holds: the index to go on
+  // from (cookies grow along a listing), or npos.
+  auto start_in = [&]() -> size_t {
+    if (offset == h.from) return 0;
+    auto it = std::lower_bound(h.entries.begin(), h.entries.end(), offset,
+                               [](const NodeEntry& e, uint64_t o) { return e.next < o; });
+    if (it == h.entries.end() || it->next != offset) return std::string::npos;
+    return static_cast<size_t>(it - h.entries.begin()) + 1;
+  };
+  size_t start = start_in();
+  const bool past_page = start == h.entries.size() && !h.whole && !h.entries.empty();
+  if (start == std::string::npos || past_page || (attrs && !h.attrs && !h.whole)) {
+    Listing listing = tree_of(req).list(ino, offset, attrs);
+    h.entries = std::move(listing.entries);
+    h.whole = listing.whole;
+    h.from = h.whole ? 0 : offset;
+    h.attrs = attrs;
+    start = start_in();
+    if (start == std::string::npos) return;  // an offset no listing has: the end
+  }
+  for (size_t i = start; i < h.entries.size(); ++i)
+    if (!add(h.entries[i])) return;
 }
 
 void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_file_info* fi) {
   checked(req, "readdir", ino, [&] {
-    const std::shared_ptr<DirHandle> handle = dir_handle(req, ino, fi->fh);
+    const std::shared_ptr<DirHandle> handle = dir_handle(req, fi->fh);
+    std::lock_guard lock(handle->mutex);
     std::vector<char> buf(size);
     size_t used = 0;
-    // Cookies are 1 + the index of the next entry: stable, since listings never change.
-    for (size_t i = static_cast<size_t>(offset); i < handle->entries.size(); ++i) {
-      const NodeEntry& e = handle->entries[i];
+    list_from(req, ino, *handle, static_cast<uint64_t>(offset), false, [&](const NodeEntry& e) {
       struct stat st {};
       st.st_ino = e.node;
       st.st_mode = e.type;
       size_t need = fuse_add_direntry(req, buf.data() + used, size - used, e.name.c_str(), &st,
-                                      static_cast<off_t>(i + 1));
-      if (need > size - used) break;
+                                      static_cast<off_t>(e.next));
+      if (need > size - used) return false;
       used += need;
-    }
+      return true;
+    });
     count_bytes(req, "readdir", used);
     fuse_reply_buf(req, buf.data(), used);
   });
@@ -190,12 +226,12 @@ void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_
 // still listed, without them (node id 0: the kernel looks it up later).
 void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_file_info* fi) {
   checked(req, "readdirplus", ino, [&] {
-    const std::shared_ptr<DirHandle> handle = dir_handle(req, ino, fi->fh);
+    const std::shared_ptr<DirHandle> handle = dir_handle(req, fi->fh);
+    std::lock_guard lock(handle->mutex);
     RestoreTree& tree = tree_of(req);
     std::vector<char> buf(size);
     size_t used = 0;
-    for (size_t i = static_cast<size_t>(offset); i < handle->entries.size(); ++i) {
-      const NodeEntry& e = handle->entries[i];
+    list_from(req, ino, *handle, static_cast<uint64_t>(offset), true, [&](const NodeEntry& e) {
       fuse_entry_param entry{};
       entry.attr.st_ino = e.node;
       entry.attr.st_mode = e.type;
@@ -207,10 +243,11 @@ void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, f
         }
       }
       size_t need = fuse_add_direntry_plus(req, buf.data() + used, size - used, e.name.c_str(), &entry,
-                                           static_cast<off_t>(i + 1));
-      if (need > size - used) break;
+                                           static_cast<off_t>(e.next));
+      if (need > size - used) return false;
       used += need;
-    }
+      return true;
+    });
     count_bytes(req, "readdirplus", used);
     fuse_reply_buf(req, buf.data(), used);
   });

@@ -7,6 +7,7 @@
 #include <fuse_lowlevel.h>
 
 #include <atomic>
+#include <mutex>
 #include <vector>
 
 #include "fuse/handle_table.h"
@@ -17,12 +18,18 @@
 
 namespace sendense {
 
-// An open folder: its listing, taken once at opendir. Listings of a backup
-// never change, so cookies (1 + index) stay valid when a handle is adopted
-// after a restart and listed again. Like OpenFile, it pins no backup.
+// An open folder: the catalog's folders keep their whole listing, taken
+// at opendir; a folder inside a backup keeps the page read last (a folder
+// of millions of entries costs one page here). Cookies are restore_tree.h's:
+// stable, since a backup never changes, so a handle adopted after a restart
+// reads the page its offset names. Like OpenFile, it pins no backup.
 struct DirHandle {
-  std::vector<NodeEntry> entries;
-  AttachedBackupPtr pin;  // kernel-backend volumes only (see OpenFile)
+  std::mutex mutex;                // readdir and readdirplus of one handle
+  std::vector<NodeEntry> entries;  // the whole listing, or the page from `from`
+  bool whole = false;
+  uint64_t from = ~uint64_t{0};    // the cookie `entries` starts at (none yet)
+  bool attrs = false;              // read with the entries' attributes (readdirplus)
+  AttachedBackupPtr pin;           // kernel-backend volumes only (see OpenFile)
 };
 
 // What the callbacks share. Outlives the session; the handles still open

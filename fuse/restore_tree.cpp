@@ -4,7 +4,6 @@
 
 #include <chrono>
 
-#include "fuse/names.h"
 #include "fuse/node_id.h"
 #include "readers/common/error.h"
 
@@ -30,23 +29,6 @@ int64_t wall_now() {
 // The node of by-vm/<vm>/latest: it carries its target's num (node_id.h).
 uint64_t latest_node(const CatalogSnapshot& snap, const std::vector<std::pair<std::string, size_t>>& entries) {
   return node::synthetic(node::Kind::latest_link, static_cast<uint64_t>(snap.backups[entries.back().second].num));
-}
-
-// A folder's entries with the names they are shown under (names.h).
-struct ShownEntry {
-  std::string name;
-  DirEntry raw;
-};
-std::vector<ShownEntry> shown_entries(Filesystem& fs, uint64_t dir) {
-  auto entries = fs.readdir(dir);
-  std::vector<std::string> raw;
-  raw.reserve(entries.size());
-  for (const auto& e : entries) raw.push_back(e.name);
-  auto shown = shown_names(raw);
-  std::vector<ShownEntry> out;
-  out.reserve(entries.size());
-  for (size_t i = 0; i < entries.size(); ++i) out.push_back({std::move(shown[i]), std::move(entries[i])});
-  return out;
 }
 
 }  // namespace
@@ -219,11 +201,8 @@ std::optional<NodeAttr> RestoreTree::lookup_node(const CatalogSnapshot& snapshot
   *negative_timeout = timeouts_.backup;
   if (name == ".." && r.ino == r.volume->fs->root_ino())
     return node_attr(snapshot, node::synthetic(node::Kind::backup_dir, static_cast<uint64_t>(r.backup->num)));
+  // (A name shown escaped finds its entry too: readers/fs/paged_listing.h.)
   auto attr = r.volume->fs->lookup(r.ino, name);
-  if (!attr && may_be_escaped(name)) {  // a name shown escaped: find its raw entry
-    for (const auto& e : shown_entries(*r.volume->fs, r.ino))
-      if (e.name == name) return volume_attr(r, r.volume->fs->getattr(e.raw.ino));
-  }
   if (!attr) return std::nullopt;
   return volume_attr(r, *attr);
 }
@@ -261,7 +240,14 @@ std::string RestoreTree::link_target(const CatalogSnapshot& snap, uint64_t node)
   return "../../" + backup_of_node(snap, node).id;
 }
 
-std::vector<NodeEntry> RestoreTree::list(uint64_t dir) {
+Listing RestoreTree::list(uint64_t dir, uint64_t cookie, bool attrs_next) {
+  if (node::is_volume_node(dir)) return list_volume(dir, cookie, attrs_next);
+  Listing listing{catalog_folder(dir), true};
+  for (size_t i = 0; i < listing.entries.size(); ++i) listing.entries[i].next = i + 1;
+  return listing;
+}
+
+std::vector<NodeEntry> RestoreTree::catalog_folder(uint64_t dir) {
   std::vector<NodeEntry> out;
   auto snap = view_.snapshot();
   if (dir == node::kRoot) {
@@ -319,15 +305,22 @@ std::vector<NodeEntry> RestoreTree::list(uint64_t dir) {
         throw Error(ENOTDIR, "not a folder");
     }
   }
+  throw Error(ENOENT, "no such folder");
+}
+
+Listing RestoreTree::list_volume(uint64_t dir, uint64_t cookie, bool attrs_next) {
   Resolved r = resolve(dir);
   const bool at_root = r.ino == r.volume->fs->root_ino();
-  for (auto& e : shown_entries(*r.volume->fs, r.ino)) {
-    uint64_t n = volume_node(*r.volume, e.raw.ino);
+  Listing listing;
+  auto page = r.volume->fs->readdir_page(r.ino, cookie, kPageEntries, attrs_next);
+  listing.entries.reserve(page.size());
+  for (auto& e : page) {
+    uint64_t n = volume_node(*r.volume, e.ino);
     if (e.name == ".") n = dir;
     else if (e.name == ".." && at_root) n = node::synthetic(node::Kind::backup_dir, static_cast<uint64_t>(r.backup->num));
-    out.push_back({std::move(e.name), n, e.raw.type});
+    listing.entries.push_back({std::move(e.name), n, e.type, e.next});
   }
-  return out;
+  return listing;
 }
 
 AttachedBackupPtr RestoreTree::backup_of(uint64_t dir) {

@@ -36,6 +36,16 @@ struct NodeEntry {
   std::string name;
   uint64_t node = 0;
   uint32_t type = 0;            // S_IFMT bits
+  uint64_t next = 0;            // the cookie listing resumes at after this entry
+};
+
+// Entries of a folder from a cookie on. The catalog's folders come whole
+// (`whole`; cookies are 1 + the index); a folder inside a backup comes a
+// page (at most RestoreTree::kPageEntries entries) at a time, empty past
+// its end, so nobody holds more than a page of a folder an image made.
+struct Listing {
+  std::vector<NodeEntry> entries;
+  bool whole = false;
 };
 
 // A regular file being read: one the kernel opened (--attach kernel, or a
@@ -78,7 +88,10 @@ class RestoreTree {
   // returned timeout). Throws Error for everything else.
   std::optional<NodeAttr> lookup(uint64_t parent, std::string_view name, double* negative_timeout);
   NodeAttr getattr(uint64_t node);
-  std::vector<NodeEntry> list(uint64_t dir);
+  static constexpr size_t kPageEntries = 1024;
+  // `cookie`: 0 for the start, else the `next` of an entry listed before.
+  // `attrs_next`: every entry's attributes will be asked next (readdirplus).
+  Listing list(uint64_t dir, uint64_t cookie, bool attrs_next);
   std::string readlink(uint64_t node);
   // The attached backup a folder inside a backup belongs to (attaching it),
   // or nullptr for the root and by-vm/.
@@ -108,6 +121,8 @@ class RestoreTree {
     uint64_t ino = 0;
   };
   Resolved resolve(uint64_t node);
+  std::vector<NodeEntry> catalog_folder(uint64_t dir);
+  Listing list_volume(uint64_t dir, uint64_t cookie, bool attrs_next);
   std::optional<NodeAttr> lookup_node(const CatalogSnapshot& snap, uint64_t parent, std::string_view name,
                                       double* negative_timeout);
   NodeAttr node_attr(const CatalogSnapshot& snap, uint64_t node);

@@ -12,9 +12,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <iterator>
 
 #include "fuse/handle_table.h"
 #include "readers/common/error.h"
@@ -42,9 +44,11 @@ struct Worker::Pending {
 namespace {
 
 constexpr int kSocketBuffer = 16 * 1024 * 1024;
-// The most one reply may hold (a directory of millions of entries fits): a
-// worker sending more is treated as failed, not buffered without end.
-constexpr size_t kMaxReply = 512u * 1024 * 1024;
+// The most one reply may hold: a read (at most one 8 MiB part) or a page of
+// a folder (kMaxPageEntries long names with attributes, under 2 MiB); a
+// worker sending more is treated as failed, not buffered: a hostile image
+// cannot make the daemon, which serves every backup, hold a big listing.
+constexpr size_t kMaxReply = 16u * 1024 * 1024;
 
 // Namespaces we ask for, most first; the host may refuse some (containers).
 constexpr uint64_t kAllNamespaces = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS;
@@ -111,13 +115,28 @@ class WorkerFilesystem final : public Filesystem {
     return keep(a, a.ino);
   }
   std::vector<DirEntry> readdir(uint64_t dir) override {
-    auto out = call(Op::readdir, [&](worker::Writer& w) { w.u64(dir); });
+    std::vector<DirEntry> all;
+    for (uint64_t cookie = 0;;) {
+      auto page = readdir_page(dir, cookie, worker::kMaxPageEntries, false);
+      if (page.empty()) return all;
+      cookie = page.back().next;
+      std::move(page.begin(), page.end(), std::back_inserter(all));
+    }
+  }
+  std::vector<DirEntry> readdir_page(uint64_t dir, uint64_t cookie, size_t max, bool attrs_next) override {
+    auto out = call(Op::readdir, [&](worker::Writer& w) {
+      w.u64(dir);
+      w.u64(cookie);
+      w.u64(max);
+      w.u32(attrs_next ? 1 : 0);
+    });
     worker::Reader r(out);
-    std::vector<DirEntry> entries(r.count(20));
+    std::vector<DirEntry> entries(r.count(28));
     for (auto& e : entries) {
       e.name = r.str();
       e.ino = r.u64();
       e.type = r.u32();
+      e.next = r.u64();
       if (r.u32() != 0) keep(worker::get_attr(r), e.ino);
     }
     return entries;

@@ -5,7 +5,7 @@
 //   request: id (u64), op (u32), volume index (u32), then the op's arguments
 //   reply:   id (u64), errno (i32, 0 = ok), flags (u32), then the result, or
 //            on error the message (a string)
-// A reply larger than one datagram (a big directory) comes in parts with
+// A reply larger than one datagram (a page of long names with attributes) comes in parts with
 // kMore set on all but the last; a read's data is the whole payload of its
 // reply (never split: reads are cut to fit one datagram by the caller).
 // Requests carry ids so many can be in flight at once; replies come in any
@@ -20,9 +20,11 @@
 //     it sees the handle (an open costs no request; an error opening it
 //     is the read's error);
 //   - kRelease wants no reply, and names up to kReleaseBatch handles;
-//   - a kReaddir reply carries every entry's attributes (up to
-//     kListingAttrsMax entries), so listing a folder with attributes (ls -l,
-//     readdirplus) is one request, not one per entry.
+//   - a folder comes a page at a time (at most kMaxPageEntries entries,
+//     from a cookie), and a page asked for readdirplus carries every
+//     entry's attributes, so listing a folder with attributes (ls -l) is
+//     one request per page, not one per entry. Whatever a folder's size,
+//     no reply holds more than a page of it.
 //
 // The first exchange: the daemon sends kSetup (id 0) with everything the
 // worker needs (the backup, the passed descriptors, the sandbox); the
@@ -50,7 +52,7 @@ enum class Op : uint32_t {
   setup = 1,
   getattr,
   lookup,
-  readdir,
+  readdir,   // folder, cookie, max entries, with attributes (0/1) -> a page (Filesystem::readdir_page)
   readlink,
   read,      // handle (the daemon's number), inode, offset, size -> the data
 
@@ -71,8 +73,10 @@ inline constexpr uint64_t kNoReply = 0;
 // The daemon tells released files in batches of this many.
 inline constexpr size_t kReleaseBatch = 64;
 
-// A listing of at most this many entries carries their attributes (the
-// daemon keeps as many in its attribute cache per volume).
+// The most entries one kReaddir reply holds.
+inline constexpr size_t kMaxPageEntries = 4096;
+
+// Attributes the daemon keeps per volume (those pages and lookups brought).
 inline constexpr size_t kListingAttrsMax = 32768;
 
 // The largest reply part (and read) a socket with this SO_SNDBUF (as

@@ -15,6 +15,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <iostream>
 #include <mutex>
@@ -159,13 +160,17 @@ class Server {
         break;
       }
       case Op::readdir: {
-        auto entries = fs.readdir(r.u64());
-        const bool attrs = entries.size() <= kListingAttrsMax;
+        const uint64_t dir = r.u64();
+        const uint64_t cookie = r.u64();
+        const size_t max = std::min<uint64_t>(r.u64(), kMaxPageEntries);
+        const bool attrs = r.u32() != 0;
+        const auto entries = fs.readdir_page(dir, cookie, max, attrs);
         w.u32(static_cast<uint32_t>(entries.size()));
         for (const auto& e : entries) {
           w.str(e.name);
           w.u64(e.ino);
           w.u32(e.type);
+          w.u64(e.next);
           std::optional<Attr> a;
           if (attrs && e.ino != 0 && e.name != "." && e.name != "..") {
             try {

@@ -4,6 +4,7 @@
 
 #include "readers/common/error.h"
 #include "readers/common/log.h"
+#include "readers/fs/paged_listing.h"
 #include "readers/fs/registry.h"
 
 namespace sendense {
@@ -59,6 +60,7 @@ OpenedVolumes open_volumes(const BackupLayout& layout, const EngineOptions& opti
         continue;
       }
     }
+    opened.fs = with_paged_listings(std::move(opened.fs));
     out.volumes.push_back(std::move(opened));
   }
   return out;

@@ -44,6 +44,7 @@ struct DirEntry {
   std::string name;        // as stored; "." and ".." included
   uint64_t ino = 0;
   uint32_t type = 0;       // S_IFMT bits of the entry (S_IFDIR, ...), 0 if unknown
+  uint64_t next = 0;       // readdir_page: the cookie a listing resumes at after this entry
 };
 
 // What a reader did about the volume's journal or log at open, for logs,
@@ -93,6 +94,17 @@ class Filesystem {
   virtual std::optional<Attr> lookup(uint64_t dir, std::string_view name) = 0;
   // The whole directory, in on-disk order (stable: backups never change).
   virtual std::vector<DirEntry> readdir(uint64_t dir) = 0;
+  // At most `max` entries of the listing from `cookie` (0: its start; else
+  // the `next` of an entry an earlier page returned), in readdir()'s order;
+  // empty past the end. Cookies grow along a listing and stay valid for
+  // the filesystem's life, and across re-opens of the same image. The
+  // default lists the whole directory for each page: fine for a reader
+  // whose readdir is cheap; the engine puts a cache in front of every
+  // reader (readers/fs/paged_listing.h), so a folder of millions of
+  // entries crosses the worker boundary and reaches FUSE a page at a time.
+  // `attrs_next`: the caller will ask every entry's attributes next
+  // (readdirplus); a reader behind a process boundary brings them along.
+  virtual std::vector<DirEntry> readdir_page(uint64_t dir, uint64_t cookie, size_t max, bool attrs_next);
   // The symlink's target exactly as stored; never followed.
   virtual std::string readlink(uint64_t ino) = 0;
 

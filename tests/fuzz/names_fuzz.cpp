@@ -1,4 +1,4 @@
-// Fuzz target: the escaping of names shown in the tree (fuse/names.cpp).
+// Fuzz target: the escaping of names shown in the tree (readers/fs/names.cpp).
 // Input: raw names separated by 0xFF bytes (never part of valid UTF-8).
 // Checks the contract of shown_names: one name per entry, valid names (and
 // the first "." and "..") unchanged, every other one escaped to a valid,
@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "fuse/names.h"
+#include "readers/fs/names.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace sendense;

@@ -873,5 +873,35 @@ TEST_F(DaemonTest, HostileNamesAreEscapedNotFatal) {
   EXPECT_EQ(sha256_of(img), before);
 }
 
+// A folder whose listing is bigger than any one reply a worker may send
+// the daemon (16 MiB: worker_client.cpp) lists completely, a page at a
+// time, with and without attributes: a hostile image cannot make the
+// daemon, which serves every backup, hold a folder it made up.
+TEST_F(DaemonTest, AFolderBiggerThanOneReplyListsAPageAtATime) {
+  SENDENSE_REQUIRE_TOOL("mkfs.ext4");
+  constexpr int kEntries = 80000;  // x 250-byte names: about 20 MiB of names alone
+  // Made through the kernel (mkfs -d links names one by one, quadratic in a
+  // folder): hard links to two files, so the folder costs no inode table.
+  const std::string img = tmp_ / "wide.img";
+  const std::string mnt = tmp_ / "wide-mnt";
+  run_ok("mkfs.ext4 -q -F -b 4096 " + q(img) + " 64M && mkdir -p " + q(mnt) + " && mount -o loop " + q(img) + " " + q(mnt));
+  CommandResult made = run("cd " + q(mnt) + " && mkdir wide && touch a b && python3 -c 'import os\n"
+                           "for i in range(" + std::to_string(kEntries) + "): os.link(\"ab\"[i % 2], "
+                           "\"wide/\" + \"n\" * 244 + \"%06d\" % i)' && cd wide && ls -f | LC_ALL=C sort | sha256sum");
+  run_ok("umount " + q(mnt));
+  ASSERT_EQ(made.status, 0) << made.output;
+  const std::string want = made.output;
+  ASSERT_EQ(cli("catalog add --id wide-folder --format raw --path " + q(img)).status, 0);
+  START_DAEMON();
+  const std::string wide = path("wide-folder/disk/wide");
+  EXPECT_EQ(run_ok("ls -f " + q(wide) + " | LC_ALL=C sort | sha256sum"), want);
+  // ls -l: readdirplus, pages with every entry's attributes.
+  CommandResult long_listing = run("ls -l " + q(wide) + " | grep -c '^-r'");  // two files, 80,000 names
+  EXPECT_EQ(trim(long_listing.output), std::to_string(kEntries)) << log();
+  const std::string last = std::string(244, 'n') + "0" + std::to_string(kEntries - 1);  // %06d
+  EXPECT_EQ(run("stat -c %s " + q(wide + "/" + last)).output, "0\n");
+  EXPECT_EQ(count_events(log(), "worker_failed"), 0) << log();
+}
+
 }  // namespace
 }  // namespace sendense::test

@@ -5,7 +5,7 @@
 #include <set>
 #include <string>
 
-#include "fuse/names.h"
+#include "readers/fs/names.h"
 #include "fuse/node_id.h"
 
 namespace sendense {

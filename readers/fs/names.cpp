@@ -1,4 +1,4 @@
-#include "fuse/names.h"
+#include "readers/fs/names.h"
 
 #include <unordered_set>
 

@@ -1,0 +1,102 @@
+#include "readers/fs/paged_listing.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "readers/common/shared_lru.h"
+#include "readers/fs/names.h"
+
+namespace sendense {
+
+namespace {
+
+// Folders whose shown listing is kept, and their weight in bytes in total:
+// a folder of a million 20-byte names weighs about 90 MiB. A heavier one
+// is listed again for each page (the readers cap a folder at 16M entries).
+constexpr size_t kListingsKept = 32;
+constexpr size_t kListingBytes = 256u << 20;
+
+size_t weight_of(const std::vector<DirEntry>& entries) {
+  size_t w = sizeof(entries) + entries.capacity() * sizeof(DirEntry);
+  for (const auto& e : entries)
+    if (e.name.capacity() > 15) w += e.name.capacity() + 1;  // past the short-string buffer
+  return w;
+}
+
+class PagedListings final : public Filesystem {
+ public:
+  explicit PagedListings(FilesystemPtr reader) : reader_(std::move(reader)) {}
+
+  uint64_t root_ino() const override { return reader_->root_ino(); }
+  std::string type_name() const override { return reader_->type_name(); }
+  JournalReport journal() const override { return reader_->journal(); }
+  Attr getattr(uint64_t ino) override { return reader_->getattr(ino); }
+
+  std::optional<Attr> lookup(uint64_t dir, std::string_view name) override {
+    auto attr = reader_->lookup(dir, name);
+    if (!attr && may_be_escaped(name)) {  // a name shown escaped: find its raw entry
+      for (const auto& e : *listing(dir))
+        if (e.name == name) return reader_->getattr(e.ino);
+    }
+    return attr;
+  }
+
+  std::vector<DirEntry> readdir(uint64_t dir) override { return *listing(dir); }
+  std::vector<DirEntry> readdir_page(uint64_t dir, uint64_t cookie, size_t max, bool) override {
+    return page_of(*listing(dir), cookie, max);
+  }
+
+  std::string readlink(uint64_t ino) override { return reader_->readlink(ino); }
+  uint64_t open(uint64_t ino) override { return reader_->open(ino); }
+  size_t read(uint64_t handle, uint64_t offset, std::span<std::byte> buf) override {
+    return reader_->read(handle, offset, buf);
+  }
+  void release(uint64_t handle) override { reader_->release(handle); }
+  std::vector<std::string> listxattr(uint64_t ino) override { return reader_->listxattr(ino); }
+  std::optional<std::string> getxattr(uint64_t ino, std::string_view name) override {
+    return reader_->getxattr(ino, name);
+  }
+  FsStat statfs() override { return reader_->statfs(); }
+
+ private:
+  // The folder's entries under the names they are shown with.
+  std::shared_ptr<const std::vector<DirEntry>> listing(uint64_t dir) {
+    if (auto kept = listings_.find(dir)) return kept;
+    auto entries = std::make_shared<std::vector<DirEntry>>(reader_->readdir(dir));
+    std::vector<std::string> raw;
+    raw.reserve(entries->size());
+    for (const auto& e : *entries) raw.push_back(e.name);
+    auto shown = shown_names(raw);
+    for (size_t i = 0; i < entries->size(); ++i) {
+      (*entries)[i].name = std::move(shown[i]);
+      (*entries)[i].next = i + 1;
+    }
+    const size_t weight = weight_of(*entries);
+    return listings_.insert(dir, std::move(entries), weight);
+  }
+
+  FilesystemPtr reader_;
+  ext::SharedLru<std::vector<DirEntry>> listings_{kListingsKept, kListingBytes};
+};
+
+}  // namespace
+
+std::vector<DirEntry> page_of(const std::vector<DirEntry>& all, uint64_t cookie, size_t max) {
+  std::vector<DirEntry> page;
+  if (cookie >= all.size()) return page;
+  const size_t end = static_cast<size_t>(cookie) + std::min<size_t>(max, all.size() - cookie);
+  page.reserve(end - cookie);
+  for (size_t i = cookie; i < end; ++i) {
+    page.push_back(all[i]);
+    page.back().next = i + 1;
+  }
+  return page;
+}
+
+std::vector<DirEntry> Filesystem::readdir_page(uint64_t dir, uint64_t cookie, size_t max, bool) {
+  return page_of(readdir(dir), cookie, max);
+}
+
+FilesystemPtr with_paged_listings(FilesystemPtr reader) { return std::make_shared<PagedListings>(std::move(reader)); }
+
+}  // namespace sendense
