@@ -9,6 +9,7 @@
 #include "readers/common/error.h"
 #include "readers/common/log.h"
 #include "readers/engine/open_backup.h"
+#include "readers/fs/paged_listing.h"
 #include "readers/fs/registry.h"
 #include "readers/kernel/kernel_backup.h"
 #include "readers/volume/volume.h"
@@ -347,7 +348,7 @@ AttachedBackupPtr AttachManager::attach(const BackupRecord& record) {
             continue;
           }
         }
-        if (fs) add_volume(p.name, p.offset, p.length, std::move(fs), "kernel");
+        if (fs) add_volume(p.name, p.offset, p.length, with_paged_listings(std::move(fs)), "kernel");  // as open_volumes does
         else problem(p.name, p.type, p.failed, p.reason);
       }
     } else {

@@ -1,8 +1,11 @@
 #include "readers/fs/paged_listing.h"
 
 #include <algorithm>
+#include <cerrno>
+#include <string>
 #include <utility>
 
+#include "readers/common/error.h"
 #include "readers/common/shared_lru.h"
 #include "readers/fs/names.h"
 
@@ -10,11 +13,9 @@ namespace sendense {
 
 namespace {
 
-// Folders whose shown listing is kept, and their weight in bytes in total:
-// a folder of a million 20-byte names weighs about 90 MiB. A heavier one
-// is listed again for each page (the readers cap a folder at 16M entries).
+// Folders whose shown listing is kept (their weight in total is the cap on
+// one: a folder of a million 20-byte names weighs about 90 MiB).
 constexpr size_t kListingsKept = 32;
-constexpr size_t kListingBytes = 256u << 20;
 
 size_t weight_of(const std::vector<DirEntry>& entries) {
   size_t w = sizeof(entries) + entries.capacity() * sizeof(DirEntry);
@@ -25,7 +26,8 @@ size_t weight_of(const std::vector<DirEntry>& entries) {
 
 class PagedListings final : public Filesystem {
  public:
-  explicit PagedListings(FilesystemPtr reader) : reader_(std::move(reader)) {}
+  PagedListings(FilesystemPtr reader, size_t max_bytes)
+      : reader_(std::move(reader)), max_bytes_(max_bytes), listings_(kListingsKept, max_bytes) {}
 
   uint64_t root_ino() const override { return reader_->root_ino(); }
   std::string type_name() const override { return reader_->type_name(); }
@@ -72,11 +74,16 @@ class PagedListings final : public Filesystem {
       (*entries)[i].next = i + 1;
     }
     const size_t weight = weight_of(*entries);
+    if (weight > max_bytes_)
+      throw Error(EIO, "folder inode " + std::to_string(dir) + " lists " + std::to_string(entries->size()) +
+                           " entries (" + std::to_string(weight >> 20) + " MiB), more than a listing may hold (" +
+                           std::to_string(max_bytes_ >> 20) + " MiB)");
     return listings_.insert(dir, std::move(entries), weight);
   }
 
   FilesystemPtr reader_;
-  ext::SharedLru<std::vector<DirEntry>> listings_{kListingsKept, kListingBytes};
+  const size_t max_bytes_;
+  ext::SharedLru<std::vector<DirEntry>> listings_;
 };
 
 }  // namespace
@@ -97,6 +104,8 @@ std::vector<DirEntry> Filesystem::readdir_page(uint64_t dir, uint64_t cookie, si
   return page_of(readdir(dir), cookie, max);
 }
 
-FilesystemPtr with_paged_listings(FilesystemPtr reader) { return std::make_shared<PagedListings>(std::move(reader)); }
+FilesystemPtr with_paged_listings(FilesystemPtr reader, size_t max_listing_bytes) {
+  return std::make_shared<PagedListings>(std::move(reader), max_listing_bytes);
+}
 
 }  // namespace sendense

@@ -14,7 +14,12 @@
 
 namespace sendense {
 
-FilesystemPtr with_paged_listings(FilesystemPtr reader);
+// The most a folder's shown listing may weigh (bytes; about 3 million
+// entries of 20-byte names). Listing a heavier folder gives EIO: its pages
+// would each list it again. Its entries stay reachable by name.
+inline constexpr size_t kMaxListingBytes = 256u << 20;
+
+FilesystemPtr with_paged_listings(FilesystemPtr reader, size_t max_listing_bytes = kMaxListingBytes);
 
 // readdir_page() over a whole listing: cookie = index of the entry to start at.
 std::vector<DirEntry> page_of(const std::vector<DirEntry>& all, uint64_t cookie, size_t max);

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "readers/common/error.h"
 #include "readers/fs/paged_listing.h"
 #include "readers/fs/passthrough/passthrough_filesystem.h"
 #include "tests/support/test_support.h"
@@ -78,6 +79,22 @@ TEST_F(PagedListingTest, ResumesAtEveryCookieItGave) {
   }
   EXPECT_TRUE(fs->readdir_page(big, whole.back().next, 10, false).empty());
   EXPECT_TRUE(fs->readdir_page(big, whole.back().next + 1000, 10, false).empty());
+}
+
+// A folder whose listing would weigh more than the cap gives EIO when
+// listed (each page would list it again); its entries stay reachable by name.
+TEST_F(PagedListingTest, AFolderHeavierThanTheCapGivesEioAndKeepsItsNames) {
+  auto capped = with_paged_listings(open_passthrough_filesystem(root, "test", "backup/part1"), 64 * 1024);
+  const uint64_t dir = capped->lookup(capped->root_ino(), "big")->ino;
+  try {
+    capped->readdir_page(dir, 0, 10, false);
+    ADD_FAILURE() << "a 2,500-entry folder listed under a 64 KiB cap";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), EIO);
+    EXPECT_NE(std::string(e.what()).find("2502 entries"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(capped->lookup(dir, "f1234").has_value());
+  EXPECT_EQ(capped->readdir_page(capped->root_ino(), 0, 10, false).size(), 3u) << "small folders still list";
 }
 
 }  // namespace
