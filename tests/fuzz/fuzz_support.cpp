@@ -253,8 +253,16 @@ struct Walker {
 
   void dir(uint64_t ino, size_t depth) {
     if (!dirs_seen.insert(ino).second) return;
+    // A page at a time, as the daemon lists (small pages: more cookies tried).
     std::vector<DirEntry> list;
-    expect_errors([&] { list = fs.readdir(ino); });
+    expect_errors([&] {
+      for (uint64_t cookie = 0;;) {
+        auto page = fs.readdir_page(ino, cookie, 64, false);
+        if (page.empty() || list.size() > limits.max_entries) break;
+        cookie = page.back().next;
+        list.insert(list.end(), page.begin(), page.end());
+      }
+    });
     for (const DirEntry& e : list) {
       if (++entries > limits.max_entries) return;
       if (e.name == "." || e.name == "..") continue;

@@ -23,6 +23,7 @@
 #include "readers/block/block_device.h"
 #include "readers/common/error.h"
 #include "readers/fs/filesystem.h"
+#include "readers/fs/paged_listing.h"
 
 namespace sendense::fuzz {
 
@@ -91,7 +92,7 @@ int open_and_walk(const uint8_t* data, size_t size, const std::string& name, Ope
   } catch (const Error&) {
     return 0;
   }
-  walk(*fs);
+  walk(*with_paged_listings(fs));  // as the engine serves it: shown names, pages
   return 0;
 }
 
