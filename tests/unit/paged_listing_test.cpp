@@ -85,15 +85,15 @@ TEST_F(PagedListingTest, ResumesAtEveryCookieItGave) {
 // listed (each page would list it again); its entries stay reachable by name.
 TEST_F(PagedListingTest, AFolderHeavierThanTheCapGivesEioAndKeepsItsNames) {
   auto capped = with_paged_listings(open_passthrough_filesystem(root, "test", "backup/part1"), 64 * 1024);
-  const uint64_t dir = capped->lookup(capped->root_ino(), "big")->ino;
+  const uint64_t wide = capped->lookup(capped->root_ino(), "big")->ino;
   try {
-    capped->readdir_page(dir, 0, 10, false);
+    capped->readdir_page(wide, 0, 10, false);
     ADD_FAILURE() << "a 2,500-entry folder listed under a 64 KiB cap";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), EIO);
     EXPECT_NE(std::string(e.what()).find("2502 entries"), std::string::npos) << e.what();
   }
-  EXPECT_TRUE(capped->lookup(dir, "f1234").has_value());
+  EXPECT_TRUE(capped->lookup(wide, "f1234").has_value());
   EXPECT_EQ(capped->readdir_page(capped->root_ino(), 0, 10, false).size(), 3u) << "small folders still list";
 }
 
