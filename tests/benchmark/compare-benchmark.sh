@@ -325,14 +325,25 @@ for i in range(int(sys.argv[2])): os.close(os.open("%s/f%07d" % (d, i), os.O_CRE
     touch "$big/done"
   fi
   "$build/sendense-restore" catalog add --id bigdir --vm bigdir --format qcow2 --path "$big/disk.qcow2" --catalog "$work/bigdir.db" >/dev/null
-  bench_start_restorefs "$build" "$work/m-bigdir" "$work/bigdir.db" --idle-timeout 100000
   bench_loop_mount "$big/disk.raw" "$work/m-bigdir-kernel"
-  n_ours=$(ls -f "$work/m-bigdir/bigdir/disk/many" | wc -l)
   n_kernel=$(ls -f "$work/m-bigdir-kernel/many" | wc -l)
-  [ "$n_ours" = "$n_kernel" ] || { echo "ls -f: $n_ours entries through ours, $n_kernel through the kernel" >&2; exit 1; }
   log "ls -f of $entries entries"
   dk=$(bench_times "ls -f '$work/m-bigdir-kernel/many'")
-  do_=$(bench_times "ls -f '$work/m-bigdir/bigdir/disk/many'")
+  # Cold for us is a fresh attach as well: the reader keeps the listings it
+  # made (readers/fs/paged_listing.h) as the kernel keeps its dentries,
+  # and drop_caches empties only the kernel's. Listed again with the
+  # attach kept is its own row.
+  first=()
+  for ((i = 0; i < runs; i++)); do
+    bench_start_restorefs "$build" "$work/m-bigdir" "$work/bigdir.db" --idle-timeout 100000
+    bench_cold
+    t0=$(date +%s.%N); n_ours=$(ls -f "$work/m-bigdir/bigdir/disk/many" | wc -l); t1=$(date +%s.%N)
+    first+=("$(echo "$t1 - $t0" | bc -l)")
+    [ "$n_ours" = "$n_kernel" ] || { echo "ls -f: $n_ours entries through ours, $n_kernel through the kernel" >&2; exit 1; }
+    [ "$i" -lt $((runs - 1)) ] && bench_stop_restorefs "$build" "$work/m-bigdir"
+  done
+  do_=$(printf '%s\n' "${first[@]}" | sort -g | tr '\n' ' ')
+  dr=$(bench_times "ls -f '$work/m-bigdir/bigdir/disk/many'")
   bench_stop_restorefs "$build" "$work/m-bigdir"
   {
     echo
@@ -341,7 +352,8 @@ for i in range(int(sys.argv[2])): os.close(os.open("%s/f%07d" % (d, i), os.O_CRE
     echo "| reader | s | ratio to kernel (>1 = faster) |"
     echo "|---|---|---|"
     echo "| kernel | $(span_s "$dk") | 1.00 |"
-    echo "| sendense | $(span_s "$do_") | $(ratio "$do_" "$dk") |"
+    echo "| sendense, first listing after attach | $(span_s "$do_") | $(ratio "$do_" "$dk") |"
+    echo "| sendense, listed again (attach kept) | $(span_s "$dr") | $(ratio "$dr" "$dk") |"
   } >>"$out"
 fi
 
