@@ -142,6 +142,7 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     // belong to opendir. Read with attributes: the kernel's first
     // request is a readdirplus.
     Listing first = tree_of(req).list(ino, 0, true);
+    handle->read_through = std::move(first.read_through);
     handle->entries = std::move(first.entries);
     handle->whole = first.whole;
     handle->from = 0;
@@ -189,6 +190,13 @@ void list_from(fuse_req_t req, fuse_ino_t ino, DirHandle& h, uint64_t offset, bo
   const bool past_page = start == h.entries.size() && !h.whole && !h.entries.empty();
   if (start == std::string::npos || past_page || (attrs && !h.attrs && !h.whole)) {
     Listing listing = tree_of(req).list(ino, offset, attrs);
+    // The pages of one open folder all come from one version of the image:
+    // once the attach an earlier page came from saw its image change, the
+    // rest of the folder is refused, not joined from the new version.
+    auto seen = [](const auto& mark) { return mark && mark->seen.load(std::memory_order_acquire); };
+    if (seen(listing.read_through) || seen(h.read_through))
+      throw Error(EIO, "the backup's image changed in the repository while this folder was being listed; open it again");
+    if (listing.read_through) h.read_through = listing.read_through;
     h.entries = std::move(listing.entries);
     h.whole = listing.whole;
     h.from = h.whole ? 0 : offset;

@@ -29,6 +29,7 @@ struct DirHandle {
   bool whole = false;
   uint64_t from = ~uint64_t{0};    // the cookie `entries` starts at (none yet)
   bool attrs = false;              // read with the entries' attributes (readdirplus)
+  std::shared_ptr<const AttachedBackup::ChangeMark> read_through;  // the attach its pages came from
   AttachedBackupPtr pin;           // kernel-backend volumes only (see OpenFile)
 };
 

@@ -312,6 +312,7 @@ Listing RestoreTree::list_volume(uint64_t dir, uint64_t cookie, bool attrs_next)
   Resolved r = resolve(dir);
   const bool at_root = r.ino == r.volume->fs->root_ino();
   Listing listing;
+  listing.read_through = r.backup->change_seen;
   auto page = r.volume->fs->readdir_page(r.ino, cookie, kPageEntries, attrs_next);
   listing.entries.reserve(page.size());
   for (auto& e : page) {

@@ -46,6 +46,9 @@ struct NodeEntry {
 struct Listing {
   std::vector<NodeEntry> entries;
   bool whole = false;
+  // A backup's folder: the change mark of the attach the page came from
+  // (see NodeFiles: pages of two versions of an image must not be joined).
+  std::shared_ptr<const AttachedBackup::ChangeMark> read_through;
 };
 
 // A regular file being read: one the kernel opened (--attach kernel, or a

@@ -873,6 +873,58 @@ TEST_F(DaemonTest, HostileNamesAreEscapedNotFatal) {
   EXPECT_EQ(sha256_of(img), before);
 }
 
+// An open folder lists one version of its backup: when the image changes
+// between two of its pages (here: rewritten while the backup is detached
+// idle, which the detach notices), the rest of the listing is refused with
+// EIO instead of continuing from the new version; opened again, the folder
+// lists the new version.
+TEST_F(DaemonTest, AFolderListedAcrossAnImageChangeGivesEioNotTwoVersions) {
+  SENDENSE_REQUIRE_TOOL("mkfs.ext4");
+  auto image_of = [&](const std::string& name, const std::string& prefix) {
+    const std::string src = tmp_ / (name + "-src");
+    run_ok("mkdir -p " + q(src + "/folder") + " && cd " + q(src + "/folder") + " && python3 -c '" +
+           "[open(\"" + prefix + "%04d\" % i, \"w\").close() for i in range(3000)]'");
+    const std::string img = tmp_ / (name + ".img");
+    run_ok("mkfs.ext4 -q -F -b 4096 -d " + q(src) + " " + q(img) + " 32M");
+    return img;
+  };
+  const std::string old_img = image_of("old", "old");
+  const std::string new_img = image_of("new", "new");
+  const std::string served = tmp_ / "served.img";
+  run_ok("cp " + q(old_img) + " " + q(served));
+  ASSERT_EQ(cli("catalog add --id changing-folder --format raw --path " + q(served)).status, 0);
+  START_DAEMON({"--idle-timeout", "1"});
+  const std::string folder = vol("changing-folder", "disk") + "/folder";
+  // Reads the first entries, waits until the image is replaced and the
+  // backup detached, then reads on.
+  const std::string script =
+      "import os, sys, time\n"
+      "it = os.scandir(sys.argv[1])\n"
+      "first = [next(it).name for _ in range(10)]\n"
+      "print('first', all(n.startswith('old') for n in first), flush=True)\n"
+      "while not os.path.exists(sys.argv[2]): time.sleep(0.05)\n"
+      "try:\n"
+      "    rest = [e.name for e in it]\n"
+      "    print('rest', len(rest), sum(n.startswith('new') for n in rest))\n"
+      "except OSError as e:\n"
+      "    print('error', e.errno)\n";
+  test::write_file(tmp_ / "list.py", script);
+  const std::string go = tmp_ / "go";
+  CommandResult listing;
+  std::thread lister([&] { listing = run("python3 " + q(tmp_ / "list.py") + " " + q(folder) + " " + q(go)); });
+  ASSERT_TRUE(wait_for([&] { return count_events(log(), "attach", {{"backup", "changing-folder"}}) >= 1; }, 10s));
+  run_ok("sleep 0.5; cat " + q(new_img) + " > " + q(served) + " && sync");
+  EXPECT_TRUE(wait_for([&] { return count_events(log(), "detach", {{"backup", "changing-folder"}}) >= 1; }, 10s))
+      << log();
+  run_ok("sync; echo 3 > /proc/sys/vm/drop_caches; touch " + q(go));
+  lister.join();
+  EXPECT_NE(listing.output.find("first True"), std::string::npos) << listing.output;
+  EXPECT_NE(listing.output.find("error 5"), std::string::npos) << "the listing went on: " << listing.output << log();
+  // Opened again: the new version, whole.
+  EXPECT_TRUE(wait_for([&] { return run("ls " + q(folder) + " | grep -c '^new'").output == "3000\n"; }, 10s))
+      << run("ls " + q(folder) + " | head -3").output << log();
+}
+
 // A folder whose listing is bigger than any one reply a worker may send
 // the daemon (16 MiB: worker_client.cpp) lists completely, a page at a
 // time, with and without attributes: a hostile image cannot make the
