@@ -242,7 +242,9 @@ std::string RestoreTree::link_target(const CatalogSnapshot& snap, uint64_t node)
 
 Listing RestoreTree::list(uint64_t dir, uint64_t cookie, bool attrs_next) {
   if (node::is_volume_node(dir)) return list_volume(dir, cookie, attrs_next);
-  Listing listing{catalog_folder(dir), true};
+  Listing listing;
+  listing.entries = catalog_folder(dir);
+  listing.whole = true;
   for (size_t i = 0; i < listing.entries.size(); ++i) listing.entries[i].next = i + 1;
   return listing;
 }
