@@ -145,6 +145,7 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     handle->read_through = std::move(first.read_through);
     handle->entries = std::move(first.entries);
     handle->whole = first.whole;
+    handle->end = first.end;
     handle->from = 0;
     handle->attrs = true;
     // A backup never changes: let the kernel cache it (unless this attach
@@ -187,7 +188,7 @@ void list_from(fuse_req_t req, fuse_ino_t ino, DirHandle& h, uint64_t offset, bo
     return static_cast<size_t>(it - h.entries.begin()) + 1;
   };
   size_t start = start_in();
-  const bool past_page = start == h.entries.size() && !h.whole && !h.entries.empty();
+  const bool past_page = start == h.entries.size() && !h.end;
   if (start == std::string::npos || past_page || (attrs && !h.attrs && !h.whole)) {
     Listing listing = tree_of(req).list(ino, offset, attrs);
     // The pages of one open folder all come from one version of the image:
@@ -199,6 +200,7 @@ void list_from(fuse_req_t req, fuse_ino_t ino, DirHandle& h, uint64_t offset, bo
     if (listing.read_through) h.read_through = listing.read_through;
     h.entries = std::move(listing.entries);
     h.whole = listing.whole;
+    h.end = listing.end;
     h.from = h.whole ? 0 : offset;
     h.attrs = attrs;
     start = start_in();

@@ -27,6 +27,7 @@ struct DirHandle {
   std::mutex mutex;                // readdir and readdirplus of one handle
   std::vector<NodeEntry> entries;  // the whole listing, or the page from `from`
   bool whole = false;
+  bool end = false;                // nothing follows `entries` in the folder
   uint64_t from = ~uint64_t{0};    // the cookie `entries` starts at (none yet)
   bool attrs = false;              // read with the entries' attributes (readdirplus)
   std::shared_ptr<const AttachedBackup::ChangeMark> read_through;  // the attach its pages came from

@@ -245,6 +245,7 @@ Listing RestoreTree::list(uint64_t dir, uint64_t cookie, bool attrs_next) {
   Listing listing;
   listing.entries = catalog_folder(dir);
   listing.whole = true;
+  listing.end = true;
   for (size_t i = 0; i < listing.entries.size(); ++i) listing.entries[i].next = i + 1;
   return listing;
 }
@@ -316,6 +317,9 @@ Listing RestoreTree::list_volume(uint64_t dir, uint64_t cookie, bool attrs_next)
   Listing listing;
   listing.read_through = r.backup->change_seen;
   auto page = r.volume->fs->readdir_page(r.ino, cookie, kPageEntries, attrs_next);
+  // A short page is the last (filesystem.h): the kernel's request past it
+  // then costs no request to the reader (most folders fit one page).
+  listing.end = page.size() < kPageEntries;
   listing.entries.reserve(page.size());
   for (auto& e : page) {
     uint64_t n = volume_node(*r.volume, e.ino);

@@ -46,6 +46,7 @@ struct NodeEntry {
 struct Listing {
   std::vector<NodeEntry> entries;
   bool whole = false;
+  bool end = false;  // nothing follows these entries (a whole listing, or a short page)
   // A backup's folder: the change mark of the attach the page came from
   // (see NodeFiles: pages of two versions of an image must not be joined).
   std::shared_ptr<const AttachedBackup::ChangeMark> read_through;

@@ -120,26 +120,29 @@ class WorkerFilesystem final : public Filesystem {
       auto page = readdir_page(dir, cookie, worker::kMaxPageEntries, false);
       if (page.empty()) return all;
       cookie = page.back().next;
+      const bool last = page.size() < worker::kMaxPageEntries;
       std::move(page.begin(), page.end(), std::back_inserter(all));
+      if (last) return all;
     }
   }
+  // A page bigger than one reply may hold comes in several requests, so
+  // that a short page still means the end (filesystem.h).
   std::vector<DirEntry> readdir_page(uint64_t dir, uint64_t cookie, size_t max, bool attrs_next) override {
-    auto out = call(Op::readdir, [&](worker::Writer& w) {
-      w.u64(dir);
-      w.u64(cookie);
-      w.u64(max);
-      w.u32(attrs_next ? 1 : 0);
-    });
-    worker::Reader r(out);
-    std::vector<DirEntry> entries(r.count(28));
-    for (auto& e : entries) {
-      e.name = r.str();
-      e.ino = r.u64();
-      e.type = r.u32();
-      e.next = r.u64();
-      if (r.u32() != 0) keep(worker::get_attr(r), e.ino);
+    std::vector<DirEntry> out;
+    while (out.size() < max) {
+      const size_t want = std::min(max - out.size(), worker::kMaxPageEntries);
+      auto part = page_request(dir, cookie, want, attrs_next);
+      const bool last = part.size() < want;
+      if (!part.empty()) {
+        // A worker's answer is data: cookies that do not grow would list forever.
+        if (part.back().next <= cookie) throw Error(EIO, "worker protocol: a page's cookies do not advance");
+        cookie = part.back().next;
+      }
+      if (out.empty()) out = std::move(part);
+      else std::move(part.begin(), part.end(), std::back_inserter(out));
+      if (last) break;
     }
-    return entries;
+    return out;
   }
   std::string readlink(uint64_t ino) override {
     auto out = call(Op::readlink, [&](worker::Writer& w) { w.u64(ino); });
@@ -212,6 +215,25 @@ class WorkerFilesystem final : public Filesystem {
   }
 
  private:
+  // One kReaddir request: at most `max` (<= kMaxPageEntries) entries.
+  std::vector<DirEntry> page_request(uint64_t dir, uint64_t cookie, size_t max, bool attrs_next) {
+    auto out = call(Op::readdir, [&](worker::Writer& w) {
+      w.u64(dir);
+      w.u64(cookie);
+      w.u64(max);
+      w.u32(attrs_next ? 1 : 0);
+    });
+    worker::Reader r(out);
+    std::vector<DirEntry> entries(r.count(28));
+    for (auto& e : entries) {
+      e.name = r.str();
+      e.ino = r.u64();
+      e.type = r.u32();
+      e.next = r.u64();
+      if (r.u32() != 0) keep(worker::get_attr(r), e.ino);
+    }
+    return entries;
+  }
   template <typename F>
   std::vector<std::byte> call(Op op, F&& args) {
     worker::Writer w;

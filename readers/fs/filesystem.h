@@ -96,7 +96,7 @@ class Filesystem {
   virtual std::vector<DirEntry> readdir(uint64_t dir) = 0;
   // At most `max` entries of the listing from `cookie` (0: its start; else
   // the `next` of an entry an earlier page returned), in readdir()'s order;
-  // empty past the end. Cookies grow along a listing and stay valid for
+  // fewer than `max` only at the end, empty past it. Cookies grow along a listing and stay valid for
   // the filesystem's life, and across re-opens of the same image. The
   // default lists the whole directory for each page: fine for a reader
   // whose readdir is cheap; the engine puts a cache in front of every
