@@ -135,19 +135,22 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino) {
   });
 }
 
+// Makes `listing` what the open folder holds.
+void keep_listing(DirHandle& h, Listing&& listing) {
+  h.entries = std::move(listing.entries);
+  h.from = listing.from;
+  h.end = listing.end;
+  h.attrs = listing.attrs;
+  if (listing.read_through) h.read_through = std::move(listing.read_through);
+}
+
 void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   checked(req, "opendir", ino, [&] {
     auto handle = std::make_shared<DirHandle>();
     // The first page now: errors (ENOTDIR, a backup that cannot attach)
     // belong to opendir. Read with attributes: the kernel's first
     // request is a readdirplus.
-    Listing first = tree_of(req).list(ino, 0, true);
-    handle->read_through = std::move(first.read_through);
-    handle->entries = std::move(first.entries);
-    handle->whole = first.whole;
-    handle->end = first.end;
-    handle->from = 0;
-    handle->attrs = true;
+    keep_listing(*handle, tree_of(req).list(ino, 0, true));
     // A backup never changes: let the kernel cache it (unless this attach
     // replaced one whose image did change: then the cache is of that one).
     if (node::is_volume_node(ino)) {
@@ -189,7 +192,7 @@ void list_from(fuse_req_t req, fuse_ino_t ino, DirHandle& h, uint64_t offset, bo
   };
   size_t start = start_in();
   const bool past_page = start == h.entries.size() && !h.end;
-  if (start == std::string::npos || past_page || (attrs && !h.attrs && !h.whole)) {
+  if (start == std::string::npos || past_page || (attrs && !h.attrs)) {
     Listing listing = tree_of(req).list(ino, offset, attrs);
     // The pages of one open folder all come from one version of the image:
     // once the attach an earlier page came from saw its image change, the
@@ -197,12 +200,7 @@ void list_from(fuse_req_t req, fuse_ino_t ino, DirHandle& h, uint64_t offset, bo
     auto seen = [](const auto& mark) { return mark && mark->seen.load(std::memory_order_acquire); };
     if (seen(listing.read_through) || seen(h.read_through))
       throw Error(EIO, "the backup's image changed in the repository while this folder was being listed; open it again");
-    if (listing.read_through) h.read_through = listing.read_through;
-    h.entries = std::move(listing.entries);
-    h.whole = listing.whole;
-    h.end = listing.end;
-    h.from = h.whole ? 0 : offset;
-    h.attrs = attrs;
+    keep_listing(h, std::move(listing));
     start = start_in();
     if (start == std::string::npos) return;  // an offset no listing has: the end
   }

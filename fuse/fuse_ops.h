@@ -25,11 +25,13 @@ namespace sendense {
 // reads the page its offset names. Like OpenFile, it pins no backup.
 struct DirHandle {
   std::mutex mutex;                // readdir and readdirplus of one handle
-  std::vector<NodeEntry> entries;  // the whole listing, or the page from `from`
-  bool whole = false;
-  bool end = false;                // nothing follows `entries` in the folder
-  uint64_t from = ~uint64_t{0};    // the cookie `entries` starts at (none yet)
-  bool attrs = false;              // read with the entries' attributes (readdirplus)
+  // What the folder's last listing (restore_tree.h) brought: the whole
+  // listing, or one page. `from` starts as no cookie at all, so that a
+  // handle taken over after a restart reads the page its offset names.
+  std::vector<NodeEntry> entries;
+  uint64_t from = ~uint64_t{0};
+  bool end = false;
+  bool attrs = false;
   std::shared_ptr<const AttachedBackup::ChangeMark> read_through;  // the attach its pages came from
   AttachedBackupPtr pin;           // kernel-backend volumes only (see OpenFile)
 };

@@ -244,8 +244,8 @@ Listing RestoreTree::list(uint64_t dir, uint64_t cookie, bool attrs_next) {
   if (node::is_volume_node(dir)) return list_volume(dir, cookie, attrs_next);
   Listing listing;
   listing.entries = catalog_folder(dir);
-  listing.whole = true;
   listing.end = true;
+  listing.attrs = true;  // getattr of a catalog node reads the snapshot only
   for (size_t i = 0; i < listing.entries.size(); ++i) listing.entries[i].next = i + 1;
   return listing;
 }
@@ -315,6 +315,8 @@ Listing RestoreTree::list_volume(uint64_t dir, uint64_t cookie, bool attrs_next)
   Resolved r = resolve(dir);
   const bool at_root = r.ino == r.volume->fs->root_ino();
   Listing listing;
+  listing.from = cookie;
+  listing.attrs = attrs_next;
   listing.read_through = r.backup->change_seen;
   auto page = r.volume->fs->readdir_page(r.ino, cookie, kPageEntries, attrs_next);
   // A short page is the last (filesystem.h): the kernel's request past it

@@ -40,13 +40,15 @@ struct NodeEntry {
 };
 
 // Entries of a folder from a cookie on. The catalog's folders come whole
-// (`whole`; cookies are 1 + the index); a folder inside a backup comes a
-// page (at most RestoreTree::kPageEntries entries) at a time, empty past
-// its end, so nobody holds more than a page of a folder an image made.
+// (from cookie 0, whatever was asked; cookies are 1 + the index); a folder
+// inside a backup comes a page (at most RestoreTree::kPageEntries entries)
+// at a time, empty past its end, so nobody holds more than a page of a
+// folder an image made.
 struct Listing {
   std::vector<NodeEntry> entries;
-  bool whole = false;
-  bool end = false;  // nothing follows these entries (a whole listing, or a short page)
+  uint64_t from = 0;   // the cookie `entries` starts at
+  bool end = false;    // nothing follows these entries (a whole listing, or a short page)
+  bool attrs = false;  // the entries' attributes are at hand (a catalog folder, or a page read for readdirplus)
   // A backup's folder: the change mark of the attach the page came from
   // (see NodeFiles: pages of two versions of an image must not be joined).
   std::shared_ptr<const AttachedBackup::ChangeMark> read_through;

@@ -17,6 +17,7 @@
 #include <cstring>
 #include <filesystem>
 #include <iterator>
+#include <limits>
 
 #include "fuse/handle_table.h"
 #include "readers/common/error.h"
@@ -115,15 +116,7 @@ class WorkerFilesystem final : public Filesystem {
     return keep(a, a.ino);
   }
   std::vector<DirEntry> readdir(uint64_t dir) override {
-    std::vector<DirEntry> all;
-    for (uint64_t cookie = 0;;) {
-      auto page = readdir_page(dir, cookie, worker::kMaxPageEntries, false);
-      if (page.empty()) return all;
-      cookie = page.back().next;
-      const bool last = page.size() < worker::kMaxPageEntries;
-      std::move(page.begin(), page.end(), std::back_inserter(all));
-      if (last) return all;
-    }
+    return readdir_page(dir, 0, std::numeric_limits<size_t>::max(), false);
   }
   // A page bigger than one reply may hold comes in several requests, so
   // that a short page still means the end (filesystem.h).

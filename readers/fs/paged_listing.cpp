@@ -69,10 +69,7 @@ class PagedListings final : public Filesystem {
     raw.reserve(entries->size());
     for (const auto& e : *entries) raw.push_back(e.name);
     auto shown = shown_names(raw);
-    for (size_t i = 0; i < entries->size(); ++i) {
-      (*entries)[i].name = std::move(shown[i]);
-      (*entries)[i].next = i + 1;
-    }
+    for (size_t i = 0; i < entries->size(); ++i) (*entries)[i].name = std::move(shown[i]);  // page_of sets `next`
     const size_t weight = weight_of(*entries);
     if (weight > max_bytes_)
       throw Error(EIO, "folder inode " + std::to_string(dir) + " lists " + std::to_string(entries->size()) +
