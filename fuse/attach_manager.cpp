@@ -315,6 +315,10 @@ AttachedBackupPtr AttachManager::attach(const BackupRecord& record) {
     // --isolation worker: the backup's parsers run in a sandboxed worker;
     // --attach kernel and qemu-nbd images stay here. With --attach auto a
     // volume no userspace reader reads (btrfs) is still the kernel's.
+    // The caches of the readers this daemon runs for the backup (all of them
+    // in process; the kernel volumes' listings next to a worker, which
+    // keeps its own budget) share one budget.
+    auto budget = std::make_shared<CacheBudget>(options_.fs_open.cache_budget_bytes);
     std::shared_ptr<Worker> worker;
     if (options_.isolation == "worker" && options_.attach_mode != "kernel") {
       worker = Worker::start(record.id, record.num, specs, options_.fs_open, options_.worker);
@@ -348,11 +352,11 @@ AttachedBackupPtr AttachManager::attach(const BackupRecord& record) {
             continue;
           }
         }
-        if (fs) add_volume(p.name, p.offset, p.length, with_paged_listings(std::move(fs)), "kernel");  // as open_volumes does
+        if (fs) add_volume(p.name, p.offset, p.length, with_paged_listings(std::move(fs), budget), "kernel");  // as open_volumes does
         else problem(p.name, p.type, p.failed, p.reason);
       }
     } else {
-      OpenedDisks disks = open_disks(specs, open_nbd_image);
+      OpenedDisks disks = open_disks(specs, open_nbd_image, budget);
       for (const auto& d : disks.devices)
         if (d->reader() != "qemu-nbd") backup->images.push_back(d);
       catalog_.set_mount_image_reader(mount_id, disks.readers);
@@ -361,6 +365,7 @@ AttachedBackupPtr AttachManager::attach(const BackupRecord& record) {
 
       EngineOptions engine;
       engine.fs_open = options_.fs_open;
+      engine.fs_open.cache_budget = budget;
       engine.label = record.id;
       engine.kernel = kernel;
       OpenedVolumes opened = open_volumes(layout, engine);

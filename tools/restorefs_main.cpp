@@ -30,6 +30,7 @@ constexpr const char* kUsage =
     "                          [-o FUSE_OPTION]... [--log-level debug|info|warn|error] [--metrics-listen ADDRESS:PORT]\n"
     "                          [--ntfs-uid N] [--ntfs-gid N] [--ntfs-dir-mode OCTAL] [--ntfs-file-mode OCTAL]\n"
     "                          [--isolation worker|none] [--worker-timeout SECONDS] [--worker-memory MIB]\n"
+    "                          [--cache-budget MIB]\n"
     "       sendense-restorefs --unmount [MOUNTPOINT] [--config FILE]\n"
     "       sendense-restorefs --check-config [--config FILE] [OPTIONS]\n"
     "       sendense-restorefs --version\n"
@@ -67,7 +68,8 @@ constexpr const char* kUsage =
     "  --isolation MODE      worker (default): each attached backup's parsers run in a sandboxed worker\n"
     "                        process (unprivileged, seccomp, namespaces, rlimits); none: in the daemon\n"
     "  --worker-timeout S    a worker that leaves a request unanswered for S seconds is killed (default 30)\n"
-    "  --worker-memory MIB   address-space limit of each worker (default 1024)\n";
+    "  --worker-memory MIB   address-space limit of each worker (default 1024)\n"
+    "  --cache-budget MIB    memory all caches of one attached backup may keep together (default 64)\n";
 
 int usage_error(const std::string& message) {
   std::cerr << "sendense-restorefs: " << message << "\n" << kUsage;

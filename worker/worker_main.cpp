@@ -284,12 +284,15 @@ int run(const std::string& backup_id) {
   try {
     std::vector<DiskSpec> specs;
     for (const auto& [path, format] : setup.disks) specs.push_back({path, static_cast<ImageFormat>(format)});
-    OpenedDisks disks = open_disks(specs, nullptr);  // qemu-nbd chains never come to a worker
+    // One budget for every cache of the backup: this worker's images and volumes.
+    auto budget = std::make_shared<CacheBudget>(setup.fs_open.cache_budget_bytes);
+    OpenedDisks disks = open_disks(specs, nullptr, budget);  // qemu-nbd chains never come to a worker
     hello.readers = disks.readers;
     const BackupLayout layout = discover_backup(disks.devices);
     hello.warnings = layout.warnings;
     EngineOptions engine;
     engine.fs_open = setup.fs_open;
+    engine.fs_open.cache_budget = budget;
     engine.label = backup_id;
     OpenedVolumes opened = open_volumes(layout, engine);
     for (OpenedVolume& o : opened.volumes) {

@@ -3,13 +3,12 @@
 // blocks), where a library reads the same small blocks again and again; file
 // data goes around it (the kernel's page cache holds that).
 #include <algorithm>
-#include <list>
-#include <mutex>
-#include <unordered_map>
+#include <memory>
 #include <vector>
 
 #include "readers/block/block_device.h"
 #include "readers/common/error.h"
+#include "readers/common/shared_lru.h"
 
 namespace sendense {
 
@@ -17,8 +16,8 @@ namespace {
 
 class BlockCache final : public BlockDevice {
  public:
-  BlockCache(BlockDevicePtr parent, size_t chunk_size, size_t capacity)
-      : parent_(std::move(parent)), chunk_size_(chunk_size), capacity_(capacity) {}
+  BlockCache(BlockDevicePtr parent, size_t chunk_size, size_t capacity, CacheBudgetPtr budget)
+      : parent_(std::move(parent)), chunk_size_(chunk_size), chunks_(capacity, capacity * chunk_size, std::move(budget)) {}
 
   uint64_t size() const override { return parent_->size(); }
   std::string describe() const override { return parent_->describe(); }
@@ -34,48 +33,37 @@ class BlockCache final : public BlockDevice {
       const uint64_t pos = offset + done;
       const uint64_t index = pos / chunk_size_;
       const size_t within = static_cast<size_t>(pos % chunk_size_);
-      std::lock_guard lock(mutex_);
-      const std::vector<std::byte>& chunk = chunk_at(index);
-      const size_t n = std::min(buf.size() - done, chunk.size() - within);
-      std::copy_n(chunk.begin() + static_cast<std::ptrdiff_t>(within), n, buf.begin() + static_cast<std::ptrdiff_t>(done));
+      const auto chunk = chunk_at(index);
+      const size_t n = std::min(buf.size() - done, chunk->size() - within);
+      std::copy_n(chunk->begin() + static_cast<std::ptrdiff_t>(within), n, buf.begin() + static_cast<std::ptrdiff_t>(done));
       done += n;
     }
   }
 
  private:
-  using Lru = std::list<std::pair<uint64_t, std::vector<std::byte>>>;
+  using Chunk = std::vector<std::byte>;
 
-  // Called with mutex_ held. The last chunk may be shorter than chunk_size_.
-  const std::vector<std::byte>& chunk_at(uint64_t index) const {
-    if (auto it = map_.find(index); it != map_.end()) {
-      lru_.splice(lru_.begin(), lru_, it->second);
-      return it->second->second;
-    }
+  // The last chunk may be shorter than chunk_size_. Two threads missing the
+  // same chunk both read it; the cache keeps one.
+  std::shared_ptr<const Chunk> chunk_at(uint64_t index) const {
+    if (auto hit = chunks_.find(index)) return hit;
     const uint64_t start = index * chunk_size_;
-    std::vector<std::byte> data(static_cast<size_t>(std::min<uint64_t>(chunk_size_, parent_->size() - start)));
-    parent_->read_at(start, data);
-    if (map_.size() >= capacity_) {
-      map_.erase(lru_.back().first);
-      lru_.pop_back();
-    }
-    lru_.emplace_front(index, std::move(data));
-    map_[index] = lru_.begin();
-    return lru_.front().second;
+    auto data = std::make_shared<Chunk>(static_cast<size_t>(std::min<uint64_t>(chunk_size_, parent_->size() - start)));
+    parent_->read_at(start, *data);
+    const size_t weight = data->size();
+    return chunks_.insert(index, std::move(data), weight);
   }
 
   BlockDevicePtr parent_;
   size_t chunk_size_;
-  size_t capacity_;
-  mutable std::mutex mutex_;
-  mutable Lru lru_;
-  mutable std::unordered_map<uint64_t, Lru::iterator> map_;
+  mutable ext::SharedLru<Chunk> chunks_;
 };
 
 }  // namespace
 
-BlockDevicePtr make_block_cache(BlockDevicePtr parent, size_t chunk_size, size_t capacity) {
+BlockDevicePtr make_block_cache(BlockDevicePtr parent, size_t chunk_size, size_t capacity, CacheBudgetPtr budget) {
   if (chunk_size == 0 || capacity == 0) throw Error(EINVAL, "block cache needs a chunk size and a capacity");
-  return std::make_shared<BlockCache>(std::move(parent), chunk_size, capacity);
+  return std::make_shared<BlockCache>(std::move(parent), chunk_size, capacity, std::move(budget));
 }
 
 }  // namespace sendense

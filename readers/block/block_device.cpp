@@ -32,7 +32,7 @@ void require_in_range(const BlockDevice& dev, uint64_t offset, uint64_t length) 
 }
 
 BlockDevicePtr open_image(const std::string& path, ImageFormat format, const std::string& confine_root,
-                          QemuOpener qemu) {
+                          QemuOpener qemu, CacheBudgetPtr budget) {
   if (format == ImageFormat::raw) return open_raw_image(path);
   // One validation of the whole chain by our code, each file opened once,
   // then the reader that can read all of it: ours for qcow2 chains, qemu
@@ -40,7 +40,7 @@ BlockDevicePtr open_image(const std::string& path, ImageFormat format, const std
   std::vector<image_chain::Link> links = image_chain::resolve(path, format, confine_root);
   std::vector<ChainLink> chain;
   for (const auto& link : links) chain.push_back(link.info);
-  if (choose_reader(chain) == "qcow2") return open_qcow2_chain(std::move(links));
+  if (choose_reader(chain) == "qcow2") return open_qcow2_chain(std::move(links), std::move(budget));
   if (!qemu) throw Error(ENOTSUP, "this chain is read by qemu-nbd, which this program does not run", path);
   return qemu(chain, path);
 }

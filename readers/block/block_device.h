@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "readers/common/cache_budget.h"
+
 namespace sendense {
 
 class ImageFile;
@@ -131,9 +133,11 @@ bool has_qcow2_magic(const std::string& path);
 using QemuOpener = BlockDevicePtr (*)(const std::vector<ChainLink>& chain, const std::string& display);
 
 // Opens an image of `format` with the reader choose_reader picks; a chain
-// for qemu-nbd with no `qemu` opener is refused (Error ENOTSUP).
+// for qemu-nbd with no `qemu` opener is refused (Error ENOTSUP). Our qcow2
+// reader keeps its inflated clusters in `budget` (the backup's; null: its
+// own cap only).
 BlockDevicePtr open_image(const std::string& path, ImageFormat format, const std::string& confine_root = {},
-                          QemuOpener qemu = nullptr);
+                          QemuOpener qemu = nullptr, CacheBudgetPtr budget = nullptr);
 
 // A window [offset, offset + length) over `parent` (a partition, an LV).
 // Throws Error(EINVAL) if the window does not fit inside the parent.
@@ -150,8 +154,10 @@ BlockDevicePtr make_concat(std::vector<BlockDevicePtr> parts, const std::string&
 BlockDevicePtr make_striped(std::vector<BlockDevicePtr> stripes, uint64_t chunk_size, const std::string& name);
 
 // A read cache of `capacity` aligned chunks of `chunk_size` bytes over
-// `parent` (least recently used evicted); reads larger than a few chunks go
-// straight through. For metadata paths; thread-safe.
-BlockDevicePtr make_block_cache(BlockDevicePtr parent, size_t chunk_size, size_t capacity);
+// `parent` (least recently used evicted; charged to `budget` when given);
+// reads larger than a few chunks go straight through. For metadata paths;
+// thread-safe.
+BlockDevicePtr make_block_cache(BlockDevicePtr parent, size_t chunk_size, size_t capacity,
+                                CacheBudgetPtr budget = nullptr);
 
 }  // namespace sendense

@@ -35,7 +35,7 @@ namespace sendense {
 
 // Our qcow2 reader (qcow2_image.cpp) over a resolved chain of qcow2 levels
 // with an optional raw base, read through the links' descriptors.
-BlockDevicePtr open_qcow2_chain(std::vector<image_chain::Link> links);
+BlockDevicePtr open_qcow2_chain(std::vector<image_chain::Link> links, CacheBudgetPtr budget = nullptr);
 
 }  // namespace sendense
 

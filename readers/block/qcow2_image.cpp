@@ -114,8 +114,8 @@ std::vector<Level> load_levels(std::vector<image_chain::Link> links) {
 
 class Qcow2Image final : public BlockDevice {
  public:
-  explicit Qcow2Image(std::vector<Level> levels)
-      : levels_(std::move(levels)), clusters_(kClusterCacheEntries, kClusterCacheBytes) {}
+  Qcow2Image(std::vector<Level> levels, CacheBudgetPtr budget)
+      : levels_(std::move(levels)), clusters_(kClusterCacheEntries, kClusterCacheBytes, std::move(budget)) {}
 
   uint64_t size() const override { return levels_.front().virtual_size; }
   std::string describe() const override { return levels_.front().display; }
@@ -387,8 +387,8 @@ class Qcow2Image final : public BlockDevice {
 
 }  // namespace
 
-BlockDevicePtr open_qcow2_chain(std::vector<image_chain::Link> links) {
-  return std::make_shared<Qcow2Image>(load_levels(std::move(links)));
+BlockDevicePtr open_qcow2_chain(std::vector<image_chain::Link> links, CacheBudgetPtr budget) {
+  return std::make_shared<Qcow2Image>(load_levels(std::move(links)), std::move(budget));
 }
 
 BlockDevicePtr open_qcow2_image(const std::string& path, const std::string& confine_root) {

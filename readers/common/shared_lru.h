@@ -4,14 +4,26 @@
 // someone still holds, it only stops the cache from keeping it. Bounded by
 // entry count and by total weight (the caller says what a value weighs:
 // runs, names); a value heavier than the whole weight budget is returned to
-// its caller but not kept.
+// its caller but not kept, unless the cache keeps one heavy value: then the
+// last such value stays, alone and outside the weight and the budget, until
+// another heavy one takes its place. That is for structures used across many
+// stateless requests (a huge folder listed a page at a time, looked up a
+// name at a time): building one again per request would cost its whole size
+// each time, and the caller's own cap on the structure bounds the slot.
+//
+// With a CacheBudget (one per backup), weights are bytes and are charged to
+// it as well: the cache is one of the budget's members, and an insert that
+// takes the backup's caches past the budget evicts the least recently used
+// entries of all of them (this cache's or another's).
 //
 // Threading: every method locks the cache's own mutex and calls nothing
 // outside it while locked. insert() and erase() free the values they drop
 // after unlocking, on the caller's thread: a caller must not hold a lock a
-// value's destructor takes (none of the readers' values take any).
+// value's destructor takes (none of the readers' values take any). Budget
+// evictions free values under the budget's lock (cache_budget.h).
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <iterator>
@@ -21,10 +33,12 @@
 #include <unordered_map>
 #include <utility>
 
+#include "readers/common/cache_budget.h"
+
 namespace sendense::ext {
 
 template <typename V>
-class SharedLru {
+class SharedLru final : private CacheBudget::Member {
  public:
   using Ptr = std::shared_ptr<const V>;
 
@@ -35,7 +49,20 @@ class SharedLru {
     uint64_t misses = 0;  // insert() calls: values that had to be built
   };
 
-  SharedLru(size_t max_entries, size_t max_weight) : max_entries_(max_entries), max_weight_(max_weight) {}
+  enum class Heavy { drop, keep_one };
+
+  SharedLru(size_t max_entries, size_t max_weight, CacheBudgetPtr budget = nullptr, Heavy heavy = Heavy::drop)
+      : max_entries_(max_entries),
+        max_weight_(budget ? std::min<size_t>(max_weight, budget->limit()) : max_weight),
+        keep_heavy_(heavy == Heavy::keep_one),
+        budget_(std::move(budget)) {
+    if (budget_) budget_->join(this);
+  }
+  ~SharedLru() override {
+    if (!budget_) return;
+    budget_->leave(this);
+    budget_->uncharge(weight_);
+  }
   SharedLru(const SharedLru&) = delete;
   SharedLru& operator=(const SharedLru&) = delete;
 
@@ -43,8 +70,13 @@ class SharedLru {
   Ptr find(uint64_t key) {
     std::lock_guard lock(mutex_);
     auto it = index_.find(key);
-    if (it == index_.end()) return nullptr;
+    if (it == index_.end()) {
+      if (!heavy_ || heavy_key_ != key) return nullptr;
+      ++hits_;
+      return heavy_;
+    }
     ++hits_;
+    it->second->used = stamp();
     lru_.splice(lru_.begin(), lru_, it->second);
     return it->second->value;
   }
@@ -52,19 +84,26 @@ class SharedLru {
   // Keeps `value` for `key` and returns it; if another thread inserted the
   // key first, returns (and keeps) that one instead.
   Ptr insert(uint64_t key, Ptr value, size_t weight) {
-    std::list<Entry> evicted;  // freed after the lock: a value's destructor may do anything
-    std::lock_guard lock(mutex_);
-    ++misses_;
-    if (auto it = index_.find(key); it != index_.end()) return it->second->value;
-    if (weight > max_weight_ || max_entries_ == 0) return value;  // too big to keep
-    lru_.push_front(Entry{key, value, weight});
-    index_.emplace(key, lru_.begin());
-    weight_ += weight;
-    while (lru_.size() > max_entries_ || weight_ > max_weight_) {
-      weight_ -= lru_.back().weight;
-      index_.erase(lru_.back().key);
-      evicted.splice(evicted.end(), lru_, std::prev(lru_.end()));
+    {
+      std::list<Entry> evicted;  // freed after the lock: a value's destructor may do anything
+      std::lock_guard lock(mutex_);
+      ++misses_;
+      if (auto it = index_.find(key); it != index_.end()) return it->second->value;
+      if (heavy_ && heavy_key_ == key) return heavy_;
+      if (weight > max_weight_ || max_entries_ == 0) {  // too big to keep with the others
+        if (keep_heavy_) {
+          evicted.push_back(Entry{heavy_key_, std::move(heavy_), 0, 0});
+          heavy_key_ = key;
+          heavy_ = value;
+        }
+        return value;
+      }
+      lru_.push_front(Entry{key, value, weight, stamp()});
+      index_.emplace(key, lru_.begin());
+      add_weight(weight);
+      while (lru_.size() > max_entries_ || weight_ > max_weight_) drop_oldest(evicted);
     }
+    if (budget_) budget_->trim();  // not under mutex_: trimming may come back here (evict_oldest)
     return value;
   }
 
@@ -72,9 +111,10 @@ class SharedLru {
   void erase(uint64_t key) {
     std::list<Entry> erased;  // freed after the lock, as in insert()
     std::lock_guard lock(mutex_);
+    if (heavy_ && heavy_key_ == key) erased.push_back(Entry{key, std::move(heavy_), 0, 0});
     auto it = index_.find(key);
     if (it == index_.end()) return;
-    weight_ -= it->second->weight;
+    sub_weight(it->second->weight);
     erased.splice(erased.end(), lru_, it->second);
     index_.erase(it);
   }
@@ -89,14 +129,49 @@ class SharedLru {
     uint64_t key;
     Ptr value;
     size_t weight;
+    uint64_t used;  // stamp of its last use
   };
+
+  // Called with mutex_ held.
+  uint64_t stamp() { return budget_ ? budget_->tick() : ++clock_; }
+  void add_weight(size_t w) {
+    weight_ += w;
+    if (budget_) budget_->charge(w);
+  }
+  void sub_weight(size_t w) {
+    weight_ -= w;
+    if (budget_) budget_->uncharge(w);
+  }
+  void drop_oldest(std::list<Entry>& into) {
+    sub_weight(lru_.back().weight);
+    index_.erase(lru_.back().key);
+    into.splice(into.end(), lru_, std::prev(lru_.end()));
+  }
+
+  // CacheBudget::Member (called by the budget's trim, never under mutex_).
+  uint64_t oldest_use() const override {
+    std::lock_guard lock(mutex_);
+    return lru_.empty() ? UINT64_MAX : lru_.back().used;
+  }
+  bool evict_oldest() override {
+    std::list<Entry> evicted;
+    std::lock_guard lock(mutex_);
+    if (lru_.empty()) return false;
+    drop_oldest(evicted);
+    return true;
+  }
 
   const size_t max_entries_;
   const size_t max_weight_;
+  const bool keep_heavy_;
+  const CacheBudgetPtr budget_;
   mutable std::mutex mutex_;
   std::list<Entry> lru_;  // most recently used first
   std::unordered_map<uint64_t, typename std::list<Entry>::iterator> index_;
   size_t weight_ = 0;
+  uint64_t heavy_key_ = 0;  // the one heavy value kept (Heavy::keep_one)
+  Ptr heavy_;
+  uint64_t clock_ = 0;
   uint64_t hits_ = 0;
   uint64_t misses_ = 0;
 };

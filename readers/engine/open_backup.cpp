@@ -9,12 +9,12 @@
 
 namespace sendense {
 
-OpenedDisks open_disks(const std::vector<DiskSpec>& disks, QemuOpener qemu) {
+OpenedDisks open_disks(const std::vector<DiskSpec>& disks, QemuOpener qemu, const CacheBudgetPtr& budget) {
   OpenedDisks out;
   for (const DiskSpec& d : disks) {
     const std::string folder = std::filesystem::path(std::filesystem::absolute(d.image_path)).parent_path().string();
     try {
-      out.devices.push_back(open_image(d.image_path, d.format, folder, qemu));
+      out.devices.push_back(open_image(d.image_path, d.format, folder, qemu, budget));
     } catch (const Error& e) {
       // Name the image even when a lower layer named only a part of it.
       if (std::string(e.what()).find(d.image_path) == std::string::npos) rethrow_with_context(e, d.image_path);
@@ -60,7 +60,7 @@ OpenedVolumes open_volumes(const BackupLayout& layout, const EngineOptions& opti
         continue;
       }
     }
-    opened.fs = with_paged_listings(std::move(opened.fs));
+    opened.fs = with_paged_listings(std::move(opened.fs), options.fs_open.cache_budget);
     out.volumes.push_back(std::move(opened));
   }
   return out;

@@ -33,8 +33,10 @@ struct OpenedDisks {
   std::string readers;                  // BlockDevice::reader() of each, comma-separated: "qcow2,raw"
 };
 
-// Throws Error naming the image that failed. `qemu`: see open_image.
-OpenedDisks open_disks(const std::vector<DiskSpec>& disks, QemuOpener qemu);
+// Throws Error naming the image that failed. `qemu`, `budget`: see
+// open_image (the budget is the one the backup's volumes get through
+// EngineOptions::fs_open.cache_budget).
+OpenedDisks open_disks(const std::vector<DiskSpec>& disks, QemuOpener qemu, const CacheBudgetPtr& budget = nullptr);
 
 struct OpenedVolume {
   const Volume* layout = nullptr;  // its entry in the BackupLayout given to open_volumes

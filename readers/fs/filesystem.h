@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "readers/block/block_device.h"
+#include "readers/common/cache_budget.h"
 
 namespace sendense {
 
@@ -71,6 +72,12 @@ struct FsOpenOptions {
   uint32_t ntfs_gid = 0;
   uint32_t ntfs_dir_mode = 0755;
   uint32_t ntfs_file_mode = 0644;
+  // Bytes all caches of one backup may keep together (--cache-budget):
+  // the limit whoever opens a backup gives the CacheBudget it makes.
+  uint64_t cache_budget_bytes = kDefaultCacheBudgetBytes;
+  // That backup's budget, shared by its images' and volumes' readers; null
+  // (tools reading one volume, tests): each cache keeps only its own cap.
+  CacheBudgetPtr cache_budget;
 };
 
 struct FsStat {

@@ -13,8 +13,11 @@ namespace sendense {
 
 namespace {
 
-// Folders whose shown listing is kept (their weight in total is the cap on
-// one: a folder of a million 20-byte names weighs about 90 MiB).
+// Folders whose shown listing is kept, within the backup's cache budget
+// (without one, their weight in total is the cap on one). A folder of a
+// million 20-byte names weighs about 90 MiB: one listing heavier than the
+// budget is kept alone (SharedLru's heavy slot), so paging through it lists
+// it once.
 constexpr size_t kListingsKept = 32;
 
 size_t weight_of(const std::vector<DirEntry>& entries) {
@@ -26,8 +29,10 @@ size_t weight_of(const std::vector<DirEntry>& entries) {
 
 class PagedListings final : public Filesystem {
  public:
-  PagedListings(FilesystemPtr reader, size_t max_bytes)
-      : reader_(std::move(reader)), max_bytes_(max_bytes), listings_(kListingsKept, max_bytes) {}
+  PagedListings(FilesystemPtr reader, CacheBudgetPtr budget, size_t max_bytes)
+      : reader_(std::move(reader)),
+        max_bytes_(max_bytes),
+        listings_(kListingsKept, max_bytes, std::move(budget), ext::SharedLru<std::vector<DirEntry>>::Heavy::keep_one) {}
 
   uint64_t root_ino() const override { return reader_->root_ino(); }
   std::string type_name() const override { return reader_->type_name(); }
@@ -101,8 +106,8 @@ std::vector<DirEntry> Filesystem::readdir_page(uint64_t dir, uint64_t cookie, si
   return page_of(readdir(dir), cookie, max);
 }
 
-FilesystemPtr with_paged_listings(FilesystemPtr reader, size_t max_listing_bytes) {
-  return std::make_shared<PagedListings>(std::move(reader), max_listing_bytes);
+FilesystemPtr with_paged_listings(FilesystemPtr reader, CacheBudgetPtr budget, size_t max_listing_bytes) {
+  return std::make_shared<PagedListings>(std::move(reader), std::move(budget), max_listing_bytes);
 }
 
 }  // namespace sendense

@@ -4,7 +4,8 @@
 // uniquely within its folder, which needs the whole folder), its lookups
 // find an escaped name's entry again, and readdir_page() hands out a
 // folder in pages with index cookies. Whole listings are kept in a
-// bounded LRU, so paging through a folder lists it once: in the worker
+// bounded LRU (charged to the backup's cache budget, when given), so paging
+// through a folder lists it once: in the worker
 // that memory is the worker's own (its address-space limit), and what
 // crosses to the daemon, and what the daemon holds per open folder, is one
 // page, whatever size of folder an image claims.
@@ -19,7 +20,8 @@ namespace sendense {
 // would each list it again. Its entries stay reachable by name.
 inline constexpr size_t kMaxListingBytes = 256u << 20;
 
-FilesystemPtr with_paged_listings(FilesystemPtr reader, size_t max_listing_bytes = kMaxListingBytes);
+FilesystemPtr with_paged_listings(FilesystemPtr reader, CacheBudgetPtr budget = nullptr,
+                                  size_t max_listing_bytes = kMaxListingBytes);
 
 // readdir_page() over a whole listing: cookie = index of the entry to start at.
 std::vector<DirEntry> page_of(const std::vector<DirEntry>& all, uint64_t cookie, size_t max);

@@ -36,6 +36,7 @@ TEST(ConfigTest, DefaultsMatchTheDocumentedOnes) {
   EXPECT_EQ(o.isolation, "worker");
   EXPECT_EQ(o.worker_timeout.count(), 30);
   EXPECT_EQ(o.worker_memory_mib, 1024u);
+  EXPECT_EQ(o.fs_open.cache_budget_bytes, 64u << 20);
 }
 
 TEST(ConfigTest, FileSetsEveryKeyAndCommentsAndBlanksAreIgnored) {
@@ -58,7 +59,8 @@ TEST(ConfigTest, FileSetsEveryKeyAndCommentsAndBlanksAreIgnored) {
              "metrics-listen = 127.0.0.1:9469\n"
              "isolation = worker\n"
              "worker-timeout = 5\n"
-             "worker-memory = 2048\n");
+             "worker-memory = 2048\n"
+             "cache-budget = 16\n");
   DaemonConfig c;
   c.load_file(tmp / "a.conf");
   DaemonOptions o = c.options();
@@ -79,6 +81,7 @@ TEST(ConfigTest, FileSetsEveryKeyAndCommentsAndBlanksAreIgnored) {
   EXPECT_EQ(o.isolation, "worker");
   EXPECT_EQ(o.worker_timeout.count(), 5);
   EXPECT_EQ(o.worker_memory_mib, 2048u);
+  EXPECT_EQ(o.fs_open.cache_budget_bytes, 16u << 20);
   for (const auto& [key, setting] : c.effective())
     EXPECT_TRUE(setting.origin.starts_with(tmp / "a.conf:")) << key << " from " << setting.origin;
 }

@@ -84,7 +84,7 @@ TEST_F(PagedListingTest, ResumesAtEveryCookieItGave) {
 // A folder whose listing would weigh more than the cap gives EIO when
 // listed (each page would list it again); its entries stay reachable by name.
 TEST_F(PagedListingTest, AFolderHeavierThanTheCapGivesEioAndKeepsItsNames) {
-  auto capped = with_paged_listings(open_passthrough_filesystem(root, "test", "backup/part1"), 64 * 1024);
+  auto capped = with_paged_listings(open_passthrough_filesystem(root, "test", "backup/part1"), nullptr, 64 * 1024);
   const uint64_t wide = capped->lookup(capped->root_ino(), "big")->ino;
   try {
     capped->readdir_page(wide, 0, 10, false);

@@ -108,6 +108,7 @@ const std::vector<Key>& table() {
       {"isolation", "worker", [](const std::string& k, const std::string& v) { check_one_of(k, v, {"none", "worker"}); }},
       {"worker-timeout", "30", [](const std::string& k, const std::string& v) { parse_number(k, v, 1, 3600); }},
       {"worker-memory", "1024", [](const std::string& k, const std::string& v) { parse_number(k, v, 64, 1 << 20); }},
+      {"cache-budget", "64", [](const std::string& k, const std::string& v) { parse_number(k, v, 1, 1 << 20); }},
   };
   return keys;
 }
@@ -200,6 +201,7 @@ DaemonOptions DaemonConfig::options() const {
   o.isolation = get("isolation");
   o.worker_timeout = std::chrono::seconds(parse_number("worker-timeout", get("worker-timeout"), 1, 3600));
   o.worker_memory_mib = static_cast<uint64_t>(parse_number("worker-memory", get("worker-memory"), 64, 1 << 20));
+  o.fs_open.cache_budget_bytes = static_cast<uint64_t>(parse_number("cache-budget", get("cache-budget"), 1, 1 << 20)) << 20;
   return o;
 }
 

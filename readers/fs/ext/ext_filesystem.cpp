@@ -4,7 +4,7 @@
 // nothing out, so there is no order to get wrong):
 //   lib_mutex_     every libext2fs call on fs_ (the library is not thread-safe)
 //   handles_mutex_ the table of open files (shared for read())
-//   cache_mutex_   the per-directory name cache
+//   dir_indexes_   the per-directory name cache (its own mutex, as maps_)
 //   maps_          the file-map cache (its own mutex; taken under lib_mutex_
 //                  when a new map is stored)
 // File data never takes lib_mutex_: a file's blocks are mapped once into an
@@ -35,6 +35,7 @@ extern "C" {  // com_err.h has no C++ guards
 #include "readers/fs/ext/ext_cache_stats.h"
 #include "readers/fs/ext/ext_journal.h"
 #include "readers/common/shared_lru.h"
+#include "readers/fs/dir_index.h"
 #include "readers/volume/volume.h"
 
 namespace sendense {
@@ -47,10 +48,8 @@ constexpr uint64_t kMaxSymlinkLength = 4096;           // PATH_MAX
 constexpr uint64_t kMaxInlineData = 64 * 1024;         // inline data lives in the inode
 constexpr size_t kMaxRuns = 8u << 20;                  // ~200 MiB of run table per file
 constexpr size_t kMaxDirEntries = 16u << 20;           // entries in one directory
-constexpr size_t kDirCacheDirs = 64;                   // directories in the lookup cache
-constexpr size_t kDirCacheEntries = 4u << 20;          // names in the lookup cache, in total
 constexpr size_t kMapCacheFiles = 256;                 // files whose run maps are kept after release()
-constexpr size_t kMapCacheRuns = 256u << 10;           // runs kept in total (~6 MiB at worst per volume)
+constexpr size_t kMapCacheBytes = 6u << 20;            // their runs, per volume (and within the backup's budget)
 
 // The one translation of libext2fs error codes to errno. Plain errno values
 // (our io_manager returns some) pass through. Everything that means "the
@@ -315,14 +314,15 @@ struct FileMap {
 };
 
 // name -> inode of one directory, for lookup.
-struct DirIndex {
-  std::unordered_map<std::string, uint64_t> names;
-};
-
 class ExtFilesystem final : public Filesystem {
  public:
-  ExtFilesystem(BlockDevicePtr device, std::string name, JournalReport journal)
-      : device_(std::move(device)), name_(std::move(name)), journal_(std::move(journal)) {
+  ExtFilesystem(BlockDevicePtr device, std::string name, JournalReport journal, CacheBudgetPtr budget)
+      : device_(std::move(device)),
+        name_(std::move(name)),
+        journal_(std::move(journal)),
+        budget_(budget),
+        maps_(kMapCacheFiles, kMapCacheBytes, budget),
+        dir_indexes_(std::move(budget)) {
     open_library();
   }
 
@@ -503,8 +503,8 @@ class ExtFilesystem final : public Filesystem {
     ext::check_superblock(*device_, name_);
     // libext2fs reads its metadata one block at a time, often the same inode
     // table block for neighbouring inodes: give it a cache (file data goes
-    // straight to device_). 32 KiB chunks, 8 MiB per volume.
-    ext::DeviceRegistration registration(make_block_cache(device_, 32 * 1024, 256));
+    // straight to device_). 32 KiB chunks, 8 MiB per volume at most.
+    ext::DeviceRegistration registration(make_block_cache(device_, 32 * 1024, 256, budget_));
     ext2_filsys raw = nullptr;
     // Read-only (no EXT2_FLAG_RW), so nothing is written (a journal was
     // replayed in memory below device_, if at all); SKIP_MMP because MMP
@@ -554,8 +554,7 @@ class ExtFilesystem final : public Filesystem {
       map_indirect(ino, inode, *map);
     }
     map->runs.shrink_to_fit();
-    // Weight in runs; inline bytes count as the runs they would fill.
-    const size_t weight = 1 + map->runs.size() + map->inline_data.size() / sizeof(Run);
+    const size_t weight = sizeof(FileMap) + map->runs.size() * sizeof(Run) + map->inline_data.size();
     return maps_.insert(ino, std::move(map), weight);
   }
 
@@ -656,31 +655,7 @@ class ExtFilesystem final : public Filesystem {
   }
 
   std::shared_ptr<const DirIndex> dir_index(uint64_t dir) {
-    {
-      std::lock_guard lock(cache_mutex_);
-      auto it = cache_index_.find(dir);
-      if (it != cache_index_.end()) {
-        lru_.splice(lru_.begin(), lru_, it->second);
-        return it->second->second;
-      }
-    }
-    std::vector<DirEntry> entries = readdir(dir);
-    auto index = std::make_shared<DirIndex>();
-    index->names.reserve(entries.size());
-    for (DirEntry& e : entries) index->names.try_emplace(std::move(e.name), e.ino);  // first one wins
-
-    std::lock_guard lock(cache_mutex_);
-    auto it = cache_index_.find(dir);
-    if (it != cache_index_.end()) return it->second->second;  // built twice by racing lookups
-    lru_.emplace_front(dir, index);
-    cache_index_[dir] = lru_.begin();
-    cached_entries_ += index->names.size();
-    while (lru_.size() > 1 && (lru_.size() > kDirCacheDirs || cached_entries_ > kDirCacheEntries)) {
-      cached_entries_ -= lru_.back().second->names.size();
-      cache_index_.erase(lru_.back().first);
-      lru_.pop_back();
-    }
-    return index;
+    return dir_indexes_.get(dir, [&] { return DirIndex::of(readdir(dir)); });
   }
 
   // Caller holds lib_mutex_. Returns the inline bytes (data of "system.data" appended).
@@ -841,17 +816,16 @@ class ExtFilesystem final : public Filesystem {
   std::mutex lib_mutex_;
   FsHandle fs_;
 
+  const CacheBudgetPtr budget_;  // the backup's: every cache of this volume charges it
+
   // Immutable run maps by inode, shared by every handle of the file.
-  ext::SharedLru<FileMap> maps_{kMapCacheFiles, kMapCacheRuns};
+  ext::SharedLru<FileMap> maps_;
 
   std::shared_mutex handles_mutex_;
   std::unordered_map<uint64_t, std::shared_ptr<const FileMap>> handles_;
   uint64_t next_handle_ = 1;
 
-  std::mutex cache_mutex_;
-  std::list<std::pair<uint64_t, std::shared_ptr<const DirIndex>>> lru_;
-  std::unordered_map<uint64_t, decltype(lru_)::iterator> cache_index_;
-  size_t cached_entries_ = 0;
+  DirIndexCache dir_indexes_;
 };
 
 }  // namespace
@@ -864,9 +838,10 @@ FilesystemPtr open_ext_filesystem(BlockDevicePtr device, const std::string& name
   ext::check_superblock(*device, name);
   ext::JournaledDevice journaled = ext::open_ext_journal(device, name, options.replay_journal);
   if (journaled.device == device)
-    return std::make_shared<ExtFilesystem>(std::move(journaled.device), name, std::move(journaled.report));
+    return std::make_shared<ExtFilesystem>(std::move(journaled.device), name, std::move(journaled.report),
+                                           options.cache_budget);
   try {
-    return std::make_shared<ExtFilesystem>(std::move(journaled.device), name, journaled.report);
+    return std::make_shared<ExtFilesystem>(std::move(journaled.device), name, journaled.report, options.cache_budget);
   } catch (const Error& e) {
     if (journaled.read_failed && *journaled.read_failed) throw;  // the device, not the journal
     // The journal's copies make a filesystem we cannot open (a damaged or
@@ -876,7 +851,7 @@ FilesystemPtr open_ext_filesystem(BlockDevicePtr device, const std::string& name
     stored.note = std::string("the replayed filesystem could not be opened (") + e.what() +
                   "): shown as stored (last checkpoint)";
     log::warn("journal", {{"volume", name}, {"state", stored.state}, {"note", stored.note}});
-    return std::make_shared<ExtFilesystem>(std::move(device), name, std::move(stored));
+    return std::make_shared<ExtFilesystem>(std::move(device), name, std::move(stored), options.cache_budget);
   }
 }
 

@@ -1,12 +1,13 @@
 // NTFS over libntfs-3g (see ntfs_filesystem.h).
 //
-// Locks (never two held at once, so there is no order to get wrong; an
-// OpenFile's library handles are closed under lib_mutex_ by release() or the
-// destructor, and read() checks them under the same lock):
+// Locks (never two held at once, so there is no order to get wrong, except
+// the caches' own and the backup's cache budget's, which call nothing out;
+// an OpenFile's library handles are closed under lib_mutex_ by release() or
+// the destructor, and read() checks them under the same lock):
 //   lib_mutex_     every libntfs-3g call (the library is not thread-safe;
 //                  process-wide, shared by every NTFS volume)
 //   handles_mutex_ the table of open files (shared for read())
-//   cache_mutex_   the per-directory name cache
+//   dir_indexes_   the per-directory name cache (its own mutex)
 // Plain non-resident data (not compressed, not encrypted) is mapped once at
 // open() into an immutable run list and read() goes straight to the
 // BlockDevice without lib_mutex_; resident, compressed and other data is
@@ -28,6 +29,7 @@
 
 #include "readers/common/error.h"
 #include "readers/common/log.h"
+#include "readers/fs/dir_index.h"
 #include "readers/fs/ntfs/ntfs_device.h"
 #include "readers/fs/ntfs/ntfs_names.h"
 #include "readers/fs/ntfs/ntfs_reparse.h"
@@ -62,8 +64,6 @@ std::mutex& library_mutex() {
 constexpr uint64_t kMaxInode = (1ull << 40) - 1;         // node ids keep 40 bits for the inode
 constexpr size_t kMaxRuns = 8u << 20;                  // runs of one file
 constexpr size_t kMaxDirEntries = 16u << 20;           // entries in one directory
-constexpr size_t kDirCacheDirs = 64;                   // directories in the lookup cache
-constexpr size_t kDirCacheEntries = 4u << 20;          // names in the lookup cache, in total
 constexpr int64_t kMaxReparseData = 16 * 1024;         // MAXIMUM_REPARSE_DATA_BUFFER_SIZE
 constexpr int64_t kMaxXattrValue = 64 * 1024;          // XATTR_SIZE_MAX
 constexpr int64_t kMaxInterixSymlink = 8 + 2 * 4096;   // magic + PATH_MAX UTF-16 units
@@ -253,15 +253,10 @@ struct OpenFile {
   ntfs_attr* na = nullptr;
 };
 
-struct DirIndex {
-  std::unordered_map<std::string, uint64_t> names;  // name -> MFT reference (with sequence)
-  std::unordered_set<std::string> refused;          // entries whose record number is out of range
-};
-
 class NtfsFilesystem final : public Filesystem {
  public:
   NtfsFilesystem(BlockDevicePtr device, std::string name, const FsOpenOptions& options)
-      : device_(std::move(device)), name_(std::move(name)), options_(options) {
+      : device_(std::move(device)), name_(std::move(name)), options_(options), dir_indexes_(options.cache_budget) {
     open_library();
   }
 
@@ -481,9 +476,10 @@ class NtfsFilesystem final : public Filesystem {
     std::lock_guard lock(lib_mutex_);
     // The library reads metadata (MFT records, index blocks) in small
     // pieces, often the same ones again: give it a cache. File data read by
-    // runlist goes straight to device_. 32 KiB chunks, 8 MiB per volume.
+    // runlist goes straight to device_. 32 KiB chunks, 8 MiB per volume at most.
     check_mft_runlist(*device_, name_);
-    device_holder_ = std::make_unique<ntfs::BlockDeviceNtfsDevice>(make_block_cache(device_, 32 * 1024, 256), name_);
+    device_holder_ = std::make_unique<ntfs::BlockDeviceNtfsDevice>(
+        make_block_cache(device_, 32 * 1024, 256, options_.cache_budget), name_);
     errno = 0;
     // RDONLY: nothing is written, $LogFile is not replayed or reset, the
     // hibernation file is not refused; FORENSIC: not even in-memory fixes.
@@ -785,40 +781,25 @@ class NtfsFilesystem final : public Filesystem {
     return std::move(ctx.entries);
   }
 
+  // Names whose record number is out of range are kept as refused: looking
+  // one up is an error, not "no such file".
   std::shared_ptr<const DirIndex> dir_index(uint64_t dir) {
-    {
-      std::lock_guard lock(cache_mutex_);
-      auto it = cache_index_.find(dir);
-      if (it != cache_index_.end()) {
-        lru_.splice(lru_.begin(), lru_, it->second);
-        return it->second->second;
+    return dir_indexes_.get(dir, [&] {
+      std::vector<RawEntry> entries;
+      {
+        std::lock_guard lock(lib_mutex_);
+        entries = read_directory(dir);
       }
-    }
-    std::vector<RawEntry> entries;
-    {
-      std::lock_guard lock(lib_mutex_);
-      entries = read_directory(dir);
-    }
-    auto index = std::make_shared<DirIndex>();
-    index->names.reserve(entries.size());
-    for (RawEntry& e : entries) {
-      if (MREF(e.mref) > kMaxInode)
-        index->refused.insert(std::move(e.name));
-      else
-        index->names.try_emplace(std::move(e.name), e.mref);  // first one wins
-    }
-    std::lock_guard lock(cache_mutex_);
-    auto it = cache_index_.find(dir);
-    if (it != cache_index_.end()) return it->second->second;
-    lru_.emplace_front(dir, index);
-    cache_index_[dir] = lru_.begin();
-    cached_entries_ += index->names.size();
-    while (lru_.size() > 1 && (lru_.size() > kDirCacheDirs || cached_entries_ > kDirCacheEntries)) {
-      cached_entries_ -= lru_.back().second->names.size();
-      cache_index_.erase(lru_.back().first);
-      lru_.pop_back();
-    }
-    return index;
+      DirIndex index;
+      index.names.reserve(entries.size());
+      for (RawEntry& e : entries) {
+        if (MREF(e.mref) > kMaxInode)
+          index.refused.insert(std::move(e.name));
+        else
+          index.names.try_emplace(std::move(e.name), e.mref);  // first one wins
+      }
+      return index;
+    });
   }
 
   // Caller holds lib_mutex_. Fills `file` for reading `ino`.
@@ -949,10 +930,7 @@ class NtfsFilesystem final : public Filesystem {
   std::unordered_map<uint64_t, std::shared_ptr<OpenFile>> handles_;
   uint64_t next_handle_ = 1;
 
-  std::mutex cache_mutex_;
-  std::list<std::pair<uint64_t, std::shared_ptr<const DirIndex>>> lru_;
-  std::unordered_map<uint64_t, decltype(lru_)::iterator> cache_index_;
-  size_t cached_entries_ = 0;
+  DirIndexCache dir_indexes_;
 };
 
 }  // namespace

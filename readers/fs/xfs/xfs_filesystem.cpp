@@ -3,7 +3,7 @@
 // Locks (none is taken inside another except the caches' own, which call
 // nothing out):
 //   handles_mutex_ the table of open files (shared for read())
-//   cache_mutex_   the per-directory name index cache
+//   dir_indexes_   the per-directory name index cache (its own mutex)
 //   maps_          the file-map cache (its own mutex)
 // Metadata decoding (XfsVolume) is stateless and needs no lock; file data is
 // read from immutable maps straight from the device.
@@ -22,6 +22,7 @@
 #include "readers/common/error.h"
 #include "readers/common/log.h"
 #include "readers/common/shared_lru.h"
+#include "readers/fs/dir_index.h"
 #include "readers/fs/xfs/xfs_log.h"
 #include "readers/fs/xfs/xfs_volume.h"
 
@@ -33,10 +34,8 @@ using xfs::Extent;
 using xfs::Inode;
 using xfs::XfsVolume;
 
-constexpr size_t kDirCacheDirs = 64;
-constexpr size_t kDirCacheEntries = 4u << 20;
 constexpr size_t kMapCacheFiles = 256;
-constexpr size_t kMapCacheRuns = 256u << 10;
+constexpr size_t kMapCacheBytes = 6u << 20;  // per volume, within the backup's budget
 
 struct Run {
   uint64_t logical = 0;   // file block
@@ -50,21 +49,19 @@ struct FileMap {
   std::vector<Run> runs;  // written extents only: holes and unwritten extents read as zeros
 };
 
-struct DirIndex {
-  std::unordered_map<std::string, uint64_t> names;
-};
-
 // XFS keeps device numbers in the old SysV layout: 14-bit major, 18-bit minor.
 uint64_t linux_rdev(uint32_t dev) { return makedev((dev >> 18) & 0x3fff, dev & 0x3ffff); }
 
 class XfsFilesystem final : public Filesystem {
  public:
-  XfsFilesystem(BlockDevicePtr device, std::string name)
+  XfsFilesystem(BlockDevicePtr device, std::string name, const CacheBudgetPtr& budget)
       : device_(std::move(device)),
         name_(std::move(name)),
         // Metadata reads are small and often hit the same inode cluster or
         // directory block: a cache (file data goes straight to device_).
-        volume_(make_block_cache(device_, 32 * 1024, 512), name_) {
+        volume_(make_block_cache(device_, 32 * 1024, 512, budget), name_),
+        maps_(kMapCacheFiles, kMapCacheBytes, budget),
+        dir_indexes_(budget) {
     journal_ = xfs::inspect_log(*device_, volume_.sb());
     if (journal_.state == "clean") {
       log::info("xfs_log", {{"volume", name_}, {"state", journal_.state}});
@@ -200,31 +197,7 @@ class XfsFilesystem final : public Filesystem {
   }
 
   std::shared_ptr<const DirIndex> dir_index(uint64_t dir) {
-    {
-      std::lock_guard lock(cache_mutex_);
-      auto it = cache_index_.find(dir);
-      if (it != cache_index_.end()) {
-        lru_.splice(lru_.begin(), lru_, it->second);
-        return it->second->second;
-      }
-    }
-    std::vector<DirEntry> entries = volume_.read_directory(read_inode(dir));
-    auto index = std::make_shared<DirIndex>();
-    index->names.reserve(entries.size());
-    for (DirEntry& e : entries) index->names.try_emplace(std::move(e.name), e.ino);  // first one wins
-
-    std::lock_guard lock(cache_mutex_);
-    auto it = cache_index_.find(dir);
-    if (it != cache_index_.end()) return it->second->second;
-    lru_.emplace_front(dir, index);
-    cache_index_[dir] = lru_.begin();
-    cached_entries_ += index->names.size();
-    while (lru_.size() > 1 && (lru_.size() > kDirCacheDirs || cached_entries_ > kDirCacheEntries)) {
-      cached_entries_ -= lru_.back().second->names.size();
-      cache_index_.erase(lru_.back().first);
-      lru_.pop_back();
-    }
-    return index;
+    return dir_indexes_.get(dir, [&] { return DirIndex::of(volume_.read_directory(read_inode(dir))); });
   }
 
   // The file's map: from the cache or mapped now. Two threads may map the
@@ -255,7 +228,7 @@ class XfsFilesystem final : public Filesystem {
       map->runs.push_back(Run{e.offset, e.block, length});
     }
     map->runs.shrink_to_fit();
-    const size_t weight = 1 + map->runs.size();  // before the move: argument order is unspecified
+    const size_t weight = sizeof(FileMap) + map->runs.size() * sizeof(Run);  // before the move
     return maps_.insert(ino, std::move(map), weight);
   }
 
@@ -295,23 +268,20 @@ class XfsFilesystem final : public Filesystem {
   const XfsVolume volume_;
   JournalReport journal_;
 
-  ext::SharedLru<FileMap> maps_{kMapCacheFiles, kMapCacheRuns};
+  ext::SharedLru<FileMap> maps_;
 
   std::shared_mutex handles_mutex_;
   std::unordered_map<uint64_t, std::shared_ptr<const FileMap>> handles_;
   uint64_t next_handle_ = 1;
 
-  std::mutex cache_mutex_;
-  std::list<std::pair<uint64_t, std::shared_ptr<const DirIndex>>> lru_;
-  std::unordered_map<uint64_t, decltype(lru_)::iterator> cache_index_;
-  size_t cached_entries_ = 0;
+  DirIndexCache dir_indexes_;
 };
 
 }  // namespace
 
-FilesystemPtr open_xfs_filesystem(BlockDevicePtr device, const std::string& name, const FsOpenOptions& /*options*/) {
+FilesystemPtr open_xfs_filesystem(BlockDevicePtr device, const std::string& name, const FsOpenOptions& options) {
   if (!device) throw Error(EINVAL, "no device", name);
-  return std::make_shared<XfsFilesystem>(std::move(device), name);
+  return std::make_shared<XfsFilesystem>(std::move(device), name, options.cache_budget);
 }
 
 }  // namespace sendense
