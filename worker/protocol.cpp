@@ -103,6 +103,7 @@ std::vector<std::byte> encode(const Setup& s) {
   w.u32(s.fs_open.ntfs_dir_mode);
   w.u32(s.fs_open.ntfs_file_mode);
   w.u64(s.fs_open.cache_budget_bytes);
+  w.u64(s.fs_open.max_listing_bytes);
   w.u32(static_cast<uint32_t>(s.disks.size()));
   for (const auto& [path, format] : s.disks) {
     w.str(path);
@@ -135,6 +136,7 @@ Setup decode_setup(Reader& r) {
   s.fs_open.ntfs_dir_mode = r.u32();
   s.fs_open.ntfs_file_mode = r.u32();
   s.fs_open.cache_budget_bytes = r.u64();
+  s.fs_open.max_listing_bytes = static_cast<size_t>(r.u64());
   for (uint32_t n = r.u32(), i = 0; i < n; ++i) {
     std::string path = r.str();
     s.disks.emplace_back(std::move(path), r.u32());

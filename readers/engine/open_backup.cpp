@@ -60,7 +60,8 @@ OpenedVolumes open_volumes(const BackupLayout& layout, const EngineOptions& opti
         continue;
       }
     }
-    opened.fs = with_paged_listings(std::move(opened.fs), options.fs_open.cache_budget);
+    opened.fs = with_paged_listings(std::move(opened.fs), options.fs_open.cache_budget,
+                                    options.fs_open.max_listing_bytes);
     out.volumes.push_back(std::move(opened));
   }
   return out;

@@ -61,6 +61,10 @@ struct JournalReport {
   std::string note;           // one line for humans ("view as of the last checkpoint", ...)
 };
 
+// The most one folder's listing may weigh, in bytes (listing_cap.h): about
+// 3 million entries of 20-byte names; a million such names weigh about 90 MiB.
+inline constexpr size_t kMaxListingBytes = 256u << 20;
+
 // How readers open a volume (the same for every reader).
 struct FsOpenOptions {
   // Replay a journal/log that needs recovery into memory (never onto the
@@ -75,6 +79,9 @@ struct FsOpenOptions {
   // Bytes all caches of one backup may keep together (--cache-budget):
   // the limit whoever opens a backup gives the CacheBudget it makes.
   uint64_t cache_budget_bytes = kDefaultCacheBudgetBytes;
+  // The cap on one folder's listing: a reader building a heavier one stops
+  // there with EIO (tests set it low to cross it with small images).
+  size_t max_listing_bytes = kMaxListingBytes;
   // That backup's budget, shared by its images' and volumes' readers; null
   // (tools reading one volume, tests): each cache keeps only its own cap.
   CacheBudgetPtr cache_budget;

@@ -7,6 +7,7 @@
 
 #include "readers/common/error.h"
 #include "readers/common/shared_lru.h"
+#include "readers/fs/listing_cap.h"
 #include "readers/fs/names.h"
 
 namespace sendense {
@@ -21,9 +22,8 @@ namespace {
 constexpr size_t kListingsKept = 32;
 
 size_t weight_of(const std::vector<DirEntry>& entries) {
-  size_t w = sizeof(entries) + entries.capacity() * sizeof(DirEntry);
-  for (const auto& e : entries)
-    if (e.name.capacity() > 15) w += e.name.capacity() + 1;  // past the short-string buffer
+  size_t w = sizeof(entries) + (entries.capacity() - entries.size()) * sizeof(DirEntry);
+  for (const auto& e : entries) w += listing_weight(e.name);
   return w;
 }
 

@@ -15,11 +15,8 @@
 
 namespace sendense {
 
-// The most a folder's shown listing may weigh (bytes; about 3 million
-// entries of 20-byte names). Listing a heavier folder gives EIO: its pages
-// would each list it again. Its entries stay reachable by name.
-inline constexpr size_t kMaxListingBytes = 256u << 20;
-
+// `max_listing_bytes` (kMaxListingBytes, filesystem.h): listing a heavier
+// folder gives EIO, as the readers do while they build one.
 FilesystemPtr with_paged_listings(FilesystemPtr reader, CacheBudgetPtr budget = nullptr,
                                   size_t max_listing_bytes = kMaxListingBytes);
 

@@ -9,7 +9,9 @@
 #include <string>
 #include <vector>
 
+#include "readers/block/block_device.h"
 #include "readers/common/error.h"
+#include "readers/fs/ext/ext_filesystem.h"
 #include "readers/fs/paged_listing.h"
 #include "readers/fs/passthrough/passthrough_filesystem.h"
 #include "tests/support/test_support.h"
@@ -95,6 +97,38 @@ TEST_F(PagedListingTest, AFolderHeavierThanTheCapGivesEioAndKeepsItsNames) {
   }
   EXPECT_TRUE(capped->lookup(wide, "f1234").has_value());
   EXPECT_EQ(capped->readdir_page(capped->root_ino(), 0, 10, false).size(), 3u) << "small folders still list";
+}
+
+// The readers hold themselves to the same cap while they build a listing:
+// an ext4 image (mkfs.ext4 -d of the same folder) opened with a 64 KiB cap
+// stops at the big folder with EIO naming it and the cap, before the paged
+// listing or anyone else holds the whole folder; small folders still list.
+TEST_F(PagedListingTest, TheExtReaderStopsBuildingAFolderAtTheCap) {
+  const std::string image = dir / "ext.raw";
+  test::run_ok("mkfs.ext4 -q -F -d " + test::q(root) + " " + test::q(image) + " 32M");
+  FsOpenOptions options;
+  options.max_listing_bytes = 64 * 1024;
+  auto reader = open_ext_filesystem(open_raw_image(image), "backup/part1", options);
+  auto ext = with_paged_listings(reader, nullptr, options.max_listing_bytes);
+  const uint64_t wide = ext->lookup(ext->root_ino(), "big")->ino;
+  for (Filesystem* f : {reader.get(), ext.get()}) {  // the reader itself, and through the paged listing
+    for (auto list : {+[](Filesystem& fs, uint64_t d) { fs.readdir(d); },
+                      +[](Filesystem& fs, uint64_t d) { fs.readdir_page(d, 0, 10, false); }}) {
+      try {
+        list(*f, wide);
+        ADD_FAILURE() << "a 2,500-entry folder listed under a 64 KiB cap";
+      } catch (const Error& e) {
+        EXPECT_EQ(e.code(), EIO);
+        EXPECT_NE(std::string(e.what()).find("64 KiB of listing"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("backup/part1 inode " + std::to_string(wide)), std::string::npos)
+            << e.what();
+      }
+    }
+  }
+  EXPECT_GE(ext->readdir_page(ext->root_ino(), 0, 10, false).size(), 3u) << "small folders still list";
+  // The same image under the default cap lists all of it.
+  auto whole = open_ext_filesystem(open_raw_image(image), "backup/part1");
+  EXPECT_EQ(whole->readdir(wide).size(), 2502u);
 }
 
 }  // namespace

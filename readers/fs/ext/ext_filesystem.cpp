@@ -36,6 +36,7 @@ extern "C" {  // com_err.h has no C++ guards
 #include "readers/fs/ext/ext_journal.h"
 #include "readers/common/shared_lru.h"
 #include "readers/fs/dir_index.h"
+#include "readers/fs/listing_cap.h"
 #include "readers/volume/volume.h"
 
 namespace sendense {
@@ -47,7 +48,6 @@ namespace {
 constexpr uint64_t kMaxSymlinkLength = 4096;           // PATH_MAX
 constexpr uint64_t kMaxInlineData = 64 * 1024;         // inline data lives in the inode
 constexpr size_t kMaxRuns = 8u << 20;                  // ~200 MiB of run table per file
-constexpr size_t kMaxDirEntries = 16u << 20;           // entries in one directory
 constexpr size_t kMapCacheFiles = 256;                 // files whose run maps are kept after release()
 constexpr size_t kMapCacheBytes = 6u << 20;            // their runs, per volume (and within the backup's budget)
 
@@ -316,13 +316,14 @@ struct FileMap {
 // name -> inode of one directory, for lookup.
 class ExtFilesystem final : public Filesystem {
  public:
-  ExtFilesystem(BlockDevicePtr device, std::string name, JournalReport journal, CacheBudgetPtr budget)
+  ExtFilesystem(BlockDevicePtr device, std::string name, JournalReport journal, const FsOpenOptions& options)
       : device_(std::move(device)),
         name_(std::move(name)),
         journal_(std::move(journal)),
-        budget_(budget),
-        maps_(kMapCacheFiles, kMapCacheBytes, budget),
-        dir_indexes_(std::move(budget)) {
+        max_listing_bytes_(options.max_listing_bytes),
+        budget_(options.cache_budget),
+        maps_(kMapCacheFiles, kMapCacheBytes, options.cache_budget),
+        dir_indexes_(options.cache_budget) {
     open_library();
   }
 
@@ -616,15 +617,16 @@ class ExtFilesystem final : public Filesystem {
     struct Ctx {
       ExtFilesystem* self;
       std::vector<DirEntry> entries;
+      ListingCap cap;
       bool filetype;
       std::exception_ptr error;
-    } ctx{this, {}, ext2fs_has_feature_filetype(fs_->super) != 0, nullptr};
+    } ctx{this, {}, ListingCap(max_listing_bytes_), ext2fs_has_feature_filetype(fs_->super) != 0, nullptr};
     auto cb = [](ext2_ino_t, int, ext2_dir_entry* dirent, int, int, char*, void* data) -> int {
       auto* c = static_cast<Ctx*>(data);
       try {
-        if (c->entries.size() >= kMaxDirEntries) throw Error(EIO, "directory has too many entries");
         DirEntry e;
         e.name.assign(dirent->name, static_cast<size_t>(ext2fs_dirent_name_len(dirent)));
+        c->cap.add(e.name);
         e.ino = dirent->inode;
         if (c->filetype) {
           e.type = type_from_dirent(ext2fs_dirent_file_type(dirent));
@@ -809,6 +811,7 @@ class ExtFilesystem final : public Filesystem {
   const BlockDevicePtr device_;
   const std::string name_;
   const JournalReport journal_;
+  const size_t max_listing_bytes_;
   std::string type_;
   uint64_t block_size_ = 0;
   uint64_t fs_blocks_ = 0;  // fits the device (checked at open)
@@ -838,10 +841,9 @@ FilesystemPtr open_ext_filesystem(BlockDevicePtr device, const std::string& name
   ext::check_superblock(*device, name);
   ext::JournaledDevice journaled = ext::open_ext_journal(device, name, options.replay_journal);
   if (journaled.device == device)
-    return std::make_shared<ExtFilesystem>(std::move(journaled.device), name, std::move(journaled.report),
-                                           options.cache_budget);
+    return std::make_shared<ExtFilesystem>(std::move(journaled.device), name, std::move(journaled.report), options);
   try {
-    return std::make_shared<ExtFilesystem>(std::move(journaled.device), name, journaled.report, options.cache_budget);
+    return std::make_shared<ExtFilesystem>(std::move(journaled.device), name, journaled.report, options);
   } catch (const Error& e) {
     if (journaled.read_failed && *journaled.read_failed) throw;  // the device, not the journal
     // The journal's copies make a filesystem we cannot open (a damaged or
@@ -851,7 +853,7 @@ FilesystemPtr open_ext_filesystem(BlockDevicePtr device, const std::string& name
     stored.note = std::string("the replayed filesystem could not be opened (") + e.what() +
                   "): shown as stored (last checkpoint)";
     log::warn("journal", {{"volume", name}, {"state", stored.state}, {"note", stored.note}});
-    return std::make_shared<ExtFilesystem>(std::move(device), name, std::move(stored), options.cache_budget);
+    return std::make_shared<ExtFilesystem>(std::move(device), name, std::move(stored), options);
   }
 }
 

@@ -30,6 +30,7 @@
 #include "readers/common/error.h"
 #include "readers/common/log.h"
 #include "readers/fs/dir_index.h"
+#include "readers/fs/listing_cap.h"
 #include "readers/fs/ntfs/ntfs_device.h"
 #include "readers/fs/ntfs/ntfs_names.h"
 #include "readers/fs/ntfs/ntfs_reparse.h"
@@ -63,7 +64,6 @@ std::mutex& library_mutex() {
 // far below what would exhaust memory.
 constexpr uint64_t kMaxInode = (1ull << 40) - 1;         // node ids keep 40 bits for the inode
 constexpr size_t kMaxRuns = 8u << 20;                  // runs of one file
-constexpr size_t kMaxDirEntries = 16u << 20;           // entries in one directory
 constexpr int64_t kMaxReparseData = 16 * 1024;         // MAXIMUM_REPARSE_DATA_BUFFER_SIZE
 constexpr int64_t kMaxXattrValue = 64 * 1024;          // XATTR_SIZE_MAX
 constexpr int64_t kMaxInterixSymlink = 8 + 2 * 4096;   // magic + PATH_MAX UTF-16 units
@@ -739,8 +739,9 @@ class NtfsFilesystem final : public Filesystem {
       NtfsFilesystem* self;
       uint64_t dir;
       std::vector<RawEntry> entries;
+      ListingCap cap;
       std::exception_ptr error;
-    } ctx{this, dir, {}, nullptr};
+    } ctx{this, dir, {}, ListingCap(options_.max_listing_bytes), nullptr};
     auto filldir = [](void* data, const ntfschar* name, const int name_len, const int name_type, const s64,
                       const MFT_REF mref, const unsigned dt_type) -> int {
       auto* c = static_cast<Ctx*>(data);
@@ -750,7 +751,7 @@ class NtfsFilesystem final : public Filesystem {
         std::string shown = ntfs::utf16le_to_utf8(name, static_cast<size_t>(std::max(name_len, 0)));
         const bool dots = shown == "." || shown == "..";
         if (!dots && record < FILE_first_user) return 0;  // metafiles ($MFT, $Bitmap, $Extend, ...)
-        if (c->entries.size() >= kMaxDirEntries) throw Error(EIO, "directory has too many entries");
+        c->cap.add(shown);
         if (record > kMaxInode)
           log::warn("ntfs_entry_refused", {{"volume", c->self->name_},
                                            {"directory", std::to_string(c->dir)},

@@ -17,6 +17,7 @@
 
 #include "readers/common/error.h"
 #include "readers/common/log.h"
+#include "readers/fs/listing_cap.h"
 
 namespace sendense {
 namespace {
@@ -24,7 +25,6 @@ namespace {
 constexpr uint64_t kMaxIno = (uint64_t{1} << 40) - 1;   // the FUSE layer's node-id budget
 constexpr size_t kMaxRemembered = size_t{1} << 21;      // (parent, name) pairs, ~100 MiB at most
 constexpr size_t kMaxDepth = 4096;                      // PATH_MAX / 2: deeper is a loop
-constexpr size_t kMaxDirEntries = size_t{1} << 24;
 constexpr size_t kMaxXattrBytes = size_t{1} << 20;
 
 class Fd {
@@ -91,6 +91,7 @@ class PassthroughFilesystem final : public Filesystem {
   std::vector<DirEntry> readdir(uint64_t dir) override {
     Fd dfd = open_ino(dir, O_RDONLY | O_DIRECTORY);
     std::vector<DirEntry> out;
+    ListingCap cap(kMaxListingBytes);
     alignas(8) char buf[64 * 1024];
     for (;;) {
       const long n = ::syscall(SYS_getdents64, dfd.get(), buf, sizeof buf);
@@ -110,10 +111,8 @@ class PassthroughFilesystem final : public Filesystem {
           remember(e.ino, dir, e.name);
         }
         e.type = type_of(d->d_type);
+        cap.add(e.name, where_ + " inode " + std::to_string(dir));
         out.push_back(std::move(e));
-        if (out.size() > kMaxDirEntries)
-          throw Error(EIO, "directory has more than " + std::to_string(kMaxDirEntries) + " entries",
-                      where_ + " inode " + std::to_string(dir));
       }
     }
     return out;

@@ -4,13 +4,13 @@
 #include <sys/stat.h>
 
 #include "readers/common/error.h"
+#include "readers/fs/listing_cap.h"
 #include "readers/fs/xfs/xfs_volume.h"
 
 namespace sendense::xfs {
 
 namespace {
 
-constexpr size_t kMaxDirEntries = 16u << 20;
 constexpr uint64_t kMaxSymlinkLength = 1024;  // XFS_SYMLINK_MAXLEN
 
 uint32_t type_from_ftype(uint8_t ft) {
@@ -59,7 +59,7 @@ void XfsVolume::parse_shortform_dir(const Inode& dir, std::vector<DirEntry>& out
 }
 
 void XfsVolume::parse_dir_data_block(const Inode& dir, const std::string& block, uint64_t dir_block,
-                                     std::vector<DirEntry>& out) const {
+                                     std::vector<DirEntry>& out, ListingCap& cap) const {
   const auto* p = reinterpret_cast<const unsigned char*>(block.data());
   const size_t size = block.size();
   const std::string what = "directory block " + std::to_string(dir_block);
@@ -96,9 +96,9 @@ void XfsVolume::parse_dir_data_block(const Inode& dir, const std::string& block,
     const size_t entry_size = (8 + 1 + namelen + (sb_.ftype ? 1 : 0) + 2 + 7) & ~size_t{7};
     if (namelen == 0 || entry_size > end - pos) fail("entry at " + std::to_string(pos) + " past its end");
     if (be16(p + pos + entry_size - 2) != pos) fail("entry at " + std::to_string(pos) + " has a wrong tag");
-    if (out.size() >= kMaxDirEntries) fail("too many entries");
     DirEntry e;
     e.name.assign(reinterpret_cast<const char*>(p + pos + 9), namelen);
+    cap.add(e.name, where(dir.ino));
     e.ino = ino;
     e.type = sb_.ftype ? type_from_ftype(p[pos + 9 + namelen]) : 0;
     out.push_back(std::move(e));
@@ -106,7 +106,7 @@ void XfsVolume::parse_dir_data_block(const Inode& dir, const std::string& block,
   }
 }
 
-std::vector<DirEntry> XfsVolume::read_directory(const Inode& dir) const {
+std::vector<DirEntry> XfsVolume::read_directory(const Inode& dir, size_t max_listing_bytes) const {
   if (!S_ISDIR(dir.mode)) throw Error(ENOTDIR, "not a directory", where(dir.ino));
   std::vector<DirEntry> out;
   if (dir.format == kFmtLocal) {
@@ -118,6 +118,7 @@ std::vector<DirEntry> XfsVolume::read_directory(const Inode& dir) const {
   const uint64_t per_block = sb_.dir_block_size / sb_.block_size;
   // Data blocks end where the data ends (di_size), at most at the leaf offset.
   const uint64_t data_end = (dir.size + sb_.block_size - 1) / sb_.block_size;
+  ListingCap cap(max_listing_bytes);
   uint64_t next = 0;  // first directory block not read yet, in filesystem blocks
   for (const Extent& e : extents) {
     if (e.offset >= data_end) break;
@@ -125,7 +126,7 @@ std::vector<DirEntry> XfsVolume::read_directory(const Inode& dir) const {
     const uint64_t stop = std::min(e.offset + e.count, data_end);
     for (; b < stop; b += per_block) {
       std::optional<std::string> block = read_fork_blocks(extents, b, per_block, dir.ino);
-      if (block) parse_dir_data_block(dir, *block, b / per_block, out);
+      if (block) parse_dir_data_block(dir, *block, b / per_block, out, cap);
       next = b + per_block;
     }
   }

@@ -54,14 +54,15 @@ uint64_t linux_rdev(uint32_t dev) { return makedev((dev >> 18) & 0x3fff, dev & 0
 
 class XfsFilesystem final : public Filesystem {
  public:
-  XfsFilesystem(BlockDevicePtr device, std::string name, const CacheBudgetPtr& budget)
+  XfsFilesystem(BlockDevicePtr device, std::string name, const FsOpenOptions& options)
       : device_(std::move(device)),
         name_(std::move(name)),
+        max_listing_bytes_(options.max_listing_bytes),
         // Metadata reads are small and often hit the same inode cluster or
         // directory block: a cache (file data goes straight to device_).
-        volume_(make_block_cache(device_, 32 * 1024, 512, budget), name_),
-        maps_(kMapCacheFiles, kMapCacheBytes, budget),
-        dir_indexes_(budget) {
+        volume_(make_block_cache(device_, 32 * 1024, 512, options.cache_budget), name_),
+        maps_(kMapCacheFiles, kMapCacheBytes, options.cache_budget),
+        dir_indexes_(options.cache_budget) {
     journal_ = xfs::inspect_log(*device_, volume_.sb());
     if (journal_.state == "clean") {
       log::info("xfs_log", {{"volume", name_}, {"state", journal_.state}});
@@ -95,7 +96,7 @@ class XfsFilesystem final : public Filesystem {
   }
 
   std::vector<DirEntry> readdir(uint64_t dir) override {
-    std::vector<DirEntry> entries = volume_.read_directory(read_inode(dir));
+    std::vector<DirEntry> entries = volume_.read_directory(read_inode(dir), max_listing_bytes_);
     // An inode number the daemon cannot address is left out of the listing
     // (one bad entry must not fail the whole readdir); lookup() names it.
     auto bad = std::remove_if(entries.begin(), entries.end(), [&](const DirEntry& e) {
@@ -197,7 +198,7 @@ class XfsFilesystem final : public Filesystem {
   }
 
   std::shared_ptr<const DirIndex> dir_index(uint64_t dir) {
-    return dir_indexes_.get(dir, [&] { return DirIndex::of(volume_.read_directory(read_inode(dir))); });
+    return dir_indexes_.get(dir, [&] { return DirIndex::of(volume_.read_directory(read_inode(dir), max_listing_bytes_)); });
   }
 
   // The file's map: from the cache or mapped now. Two threads may map the
@@ -265,6 +266,7 @@ class XfsFilesystem final : public Filesystem {
 
   const BlockDevicePtr device_;
   const std::string name_;
+  const size_t max_listing_bytes_;
   const XfsVolume volume_;
   JournalReport journal_;
 
@@ -281,7 +283,7 @@ class XfsFilesystem final : public Filesystem {
 
 FilesystemPtr open_xfs_filesystem(BlockDevicePtr device, const std::string& name, const FsOpenOptions& options) {
   if (!device) throw Error(EINVAL, "no device", name);
-  return std::make_shared<XfsFilesystem>(std::move(device), name, options.cache_budget);
+  return std::make_shared<XfsFilesystem>(std::move(device), name, options);
 }
 
 }  // namespace sendense

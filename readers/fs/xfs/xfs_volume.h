@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "readers/fs/filesystem.h"
+#include "readers/fs/listing_cap.h"
 #include "readers/fs/xfs/xfs_format.h"
 
 namespace sendense::xfs {
@@ -85,7 +86,8 @@ class XfsVolume {
   std::vector<Extent> data_extents(const Inode& inode) const;
   std::vector<Extent> attr_extents(const Inode& inode) const;
 
-  std::vector<DirEntry> read_directory(const Inode& dir) const;
+  // Past `max_listing_bytes` of entries (listing_cap.h): EIO.
+  std::vector<DirEntry> read_directory(const Inode& dir, size_t max_listing_bytes = kMaxListingBytes) const;
   std::string read_symlink(const Inode& inode) const;
   std::vector<Xattr> read_xattrs(const Inode& inode) const;
   std::string xattr_value(const Inode& inode, const Xattr& xattr) const;
@@ -104,7 +106,7 @@ class XfsVolume {
   std::optional<std::string> read_fork_blocks(const std::vector<Extent>& extents, uint64_t offset, uint64_t count,
                                               uint64_t ino) const;
   void parse_dir_data_block(const Inode& dir, const std::string& block, uint64_t dir_block,
-                            std::vector<DirEntry>& out) const;
+                            std::vector<DirEntry>& out, ListingCap& cap) const;
   void parse_shortform_dir(const Inode& dir, std::vector<DirEntry>& out) const;
   void collect_attr_leaves(const Inode& inode, const std::vector<Extent>& extents, uint64_t block, unsigned depth,
                            std::vector<Xattr>& out, std::unordered_set<uint64_t>& visited) const;
