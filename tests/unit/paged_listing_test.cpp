@@ -112,8 +112,8 @@ TEST_F(PagedListingTest, TheExtReaderStopsBuildingAFolderAtTheCap) {
   auto ext = with_paged_listings(reader, nullptr, options.max_listing_bytes);
   const uint64_t wide = ext->lookup(ext->root_ino(), "big")->ino;
   for (Filesystem* f : {reader.get(), ext.get()}) {  // the reader itself, and through the paged listing
-    for (auto list : {+[](Filesystem& fs, uint64_t d) { fs.readdir(d); },
-                      +[](Filesystem& fs, uint64_t d) { fs.readdir_page(d, 0, 10, false); }}) {
+    for (auto list : {+[](Filesystem& r, uint64_t d) { r.readdir(d); },
+                      +[](Filesystem& r, uint64_t d) { r.readdir_page(d, 0, 10, false); }}) {
       try {
         list(*f, wide);
         ADD_FAILURE() << "a 2,500-entry folder listed under a 64 KiB cap";
