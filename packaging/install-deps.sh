@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   # build
   build-essential cmake pkg-config
-  libfuse3-dev libnbd-dev libzstd-dev zlib1g-dev libext2fs-dev ntfs-3g-dev libsqlite3-dev nlohmann-json3-dev
+  libfuse3-dev libnbd-dev libzstd-dev zlib1g-dev libdeflate-dev libext2fs-dev ntfs-3g-dev libsqlite3-dev nlohmann-json3-dev
   libgtest-dev googletest
   # fuzz targets (tests/fuzz/, the smoke test in packaging/test.sh): clang
   # with libFuzzer and its sanitizer runtimes (-fsanitize=fuzzer,address,undefined)

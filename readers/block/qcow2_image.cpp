@@ -17,11 +17,13 @@
 // handle by name (so a file replaced meanwhile was mixed with the old
 // one's tables), and reads neither zstd nor extended L2 entries, which
 // sent those images to qemu-nbd at a quarter of the speed. What it still
-// did for us (pread and inflate) is a few lines over zlib and libzstd.
+// did for us (pread and inflate) is a few lines over libdeflate, zlib and
+// libzstd.
 //
 // Every L1/L2 entry and compressed descriptor is checked against the file
 // size before it is followed. Threading: everything is immutable after
 // open except the cluster cache (its own lock); reads are positional.
+#include <libdeflate.h>
 #include <zlib.h>
 #include <zstd.h>
 
@@ -343,8 +345,29 @@ class Qcow2Image final : public BlockDevice {
   }
 
   // As qemu: raw deflate (no zlib header), output must fill the cluster.
+  // libdeflate inflates a whole buffer 2-3x faster than zlib's streaming
+  // inflate, which bounded reading compressed backups (issue 12). Its
+  // verdict is taken only when it fills the cluster exactly; anything else
+  // (a stream that would go on past the cluster, which qemu accepts, or
+  // damage) is decided by zlib as qemu decides it. One difference stays: a
+  // crafted stream reaching further back than qemu's 4 KiB window inflates
+  // here (libdeflate always allows 32 KiB) where qemu refuses it.
   static void inflate_zlib(std::vector<unsigned char>& in, std::vector<std::byte>& out, const Level& level,
                            uint64_t cluster_start) {
+    thread_local std::unique_ptr<libdeflate_decompressor, void (*)(libdeflate_decompressor*)> fast(
+        libdeflate_alloc_decompressor(), libdeflate_free_decompressor);
+    if (fast) {
+      size_t in_used = 0, out_made = 0;
+      if (libdeflate_deflate_decompress_ex(fast.get(), in.data(), in.size(), out.data(), out.size(), &in_used,
+                                           &out_made) == LIBDEFLATE_SUCCESS &&
+          out_made == out.size())
+        return;
+    }
+    inflate_zlib_as_qemu(in, out, level, cluster_start);
+  }
+
+  static void inflate_zlib_as_qemu(std::vector<unsigned char>& in, std::vector<std::byte>& out, const Level& level,
+                                   uint64_t cluster_start) {
     z_stream s{};
     if (inflateInit2(&s, -12) != Z_OK) throw Error(ENOMEM, "zlib: cannot start inflating", level.display);
     s.next_in = in.data();

@@ -388,6 +388,43 @@ TEST_F(Qcow2Test, CompressedClusters) {
   }
 }
 
+// qemu takes a compressed cluster whose deflate stream would go on past the
+// cluster (inflate stops when the cluster is full); the fast inflate
+// (libdeflate) refuses such a stream, so the reader must fall back to
+// qemu's verdict. The first cluster's stream is rewritten in place (python's
+// zlib, raw deflate with qemu's 4 KiB window) to inflate to a cluster and 4
+// KiB more of 0x42; what we read must equal what qemu-img convert reads.
+TEST_F(Qcow2Test, ACompressedStreamLongerThanItsClusterReadsAsQemuReadsIt) {
+  TempDir dir;
+  run_ok("seq 1 200000 | head -c 1M > " + shell_quote(dir / "text.raw"));
+  run_ok("qemu-img convert -c -f raw -O qcow2 " + shell_quote(dir / "text.raw") + " " + shell_quote(dir / "packed.qcow2"));
+  const std::string patch = R"(
+import struct, sys, zlib
+path = sys.argv[1]
+with open(path, 'r+b') as f:
+    h = f.read(104)
+    cluster_bits = struct.unpack('>I', h[20:24])[0]
+    l1 = struct.unpack('>Q', h[40:48])[0]
+    f.seek(l1); l2 = struct.unpack('>Q', f.read(8))[0] & 0x00fffffffffffe00
+    f.seek(l2); entry = struct.unpack('>Q', f.read(8))[0]
+    assert entry >> 62 & 1, 'cluster 0 is not compressed'
+    x = 62 - (cluster_bits - 8)
+    host = entry & ((1 << x) - 1)
+    room = (((entry >> x) & ((1 << (cluster_bits - 8)) - 1)) + 1) * 512 - (host & 511)
+    c = zlib.compressobj(9, zlib.DEFLATED, -12)
+    stream = c.compress(b'B' * ((1 << cluster_bits) + 4096)) + c.flush()
+    assert len(stream) <= room, (len(stream), room)
+    f.seek(host); f.write(stream)
+)";
+  write_file(dir / "patch.py", patch);
+  run_ok("python3 " + shell_quote(dir / "patch.py") + " " + shell_quote(dir / "packed.qcow2"));
+  run_ok("qemu-img convert -f qcow2 -O raw " + shell_quote(dir / "packed.qcow2") + " " + shell_quote(dir / "qemu.raw"));
+  const std::string qemu = read_file(dir / "qemu.raw");
+  ASSERT_EQ(qemu.substr(0, 65536), std::string(65536, 'B')) << "qemu did not take the longer stream";
+  auto dev = open_qcow2_image(dir / "packed.qcow2");
+  EXPECT_TRUE(same_bytes(read_all(*dev), qemu));
+}
+
 TEST_F(Qcow2Test, CompressedOverlayOverBacking) {
   TempDir dir;
   std::string ref;
