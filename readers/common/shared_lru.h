@@ -4,12 +4,17 @@
 // someone still holds, it only stops the cache from keeping it. Bounded by
 // entry count and by total weight (the caller says what a value weighs:
 // runs, names); a value heavier than the whole weight budget is returned to
-// its caller but not kept, unless the cache keeps one heavy value: then the
-// last such value stays, alone and outside the weight and the budget, until
-// another heavy one takes its place. That is for structures used across many
-// stateless requests (a huge folder listed a page at a time, looked up a
-// name at a time): building one again per request would cost its whole size
-// each time, and the caller's own cap on the structure bounds the slot.
+// its caller but not kept.
+//
+// Pin::last: the cache also holds the value it last handed out (found or
+// inserted), outside its weight and the budget, so that value survives
+// evictions, and one too heavy to keep is kept there. That is for
+// structures used across many stateless requests, a huge folder listed a
+// page at a time or looked up a name at a time: between two pages, the
+// small entries of other caches (metadata blocks read for the page's
+// attributes) are used more recently and would push the folder out, and
+// building it again costs its whole size each time. The caller's own cap on
+// the structure bounds what the pin adds.
 //
 // With a CacheBudget (one per backup), weights are bytes and are charged to
 // it as well: the cache is one of the budget's members, and an insert that
@@ -49,12 +54,12 @@ class SharedLru final : private CacheBudget::Member {
     uint64_t misses = 0;  // insert() calls: values that had to be built
   };
 
-  enum class Heavy { drop, keep_one };
+  enum class Pin { none, last };
 
-  SharedLru(size_t max_entries, size_t max_weight, CacheBudgetPtr budget = nullptr, Heavy heavy = Heavy::drop)
+  SharedLru(size_t max_entries, size_t max_weight, CacheBudgetPtr budget = nullptr, Pin pin = Pin::none)
       : max_entries_(max_entries),
         max_weight_(budget ? std::min<size_t>(max_weight, budget->limit()) : max_weight),
-        keep_heavy_(heavy == Heavy::keep_one),
+        pin_last_(pin == Pin::last),
         budget_(std::move(budget)) {
     if (budget_) budget_->join(this);
   }
@@ -68,16 +73,18 @@ class SharedLru final : private CacheBudget::Member {
 
   // The value for `key` (now the most recently used), or nullptr.
   Ptr find(uint64_t key) {
+    Ptr unpinned;  // freed after the lock
     std::lock_guard lock(mutex_);
     auto it = index_.find(key);
     if (it == index_.end()) {
-      if (!heavy_ || heavy_key_ != key) return nullptr;
+      if (!pinned_ || pinned_key_ != key) return nullptr;
       ++hits_;
-      return heavy_;
+      return pinned_;
     }
     ++hits_;
     it->second->used = stamp();
     lru_.splice(lru_.begin(), lru_, it->second);
+    pin(key, it->second->value, unpinned);
     return it->second->value;
   }
 
@@ -86,18 +93,13 @@ class SharedLru final : private CacheBudget::Member {
   Ptr insert(uint64_t key, Ptr value, size_t weight) {
     {
       std::list<Entry> evicted;  // freed after the lock: a value's destructor may do anything
+      Ptr unpinned;              // likewise
       std::lock_guard lock(mutex_);
       ++misses_;
       if (auto it = index_.find(key); it != index_.end()) return it->second->value;
-      if (heavy_ && heavy_key_ == key) return heavy_;
-      if (weight > max_weight_ || max_entries_ == 0) {  // too big to keep with the others
-        if (keep_heavy_) {
-          evicted.push_back(Entry{heavy_key_, std::move(heavy_), 0, 0});
-          heavy_key_ = key;
-          heavy_ = value;
-        }
-        return value;
-      }
+      if (pinned_ && pinned_key_ == key) return pinned_;
+      pin(key, value, unpinned);
+      if (weight > max_weight_ || max_entries_ == 0) return value;  // too big to keep with the others
       lru_.push_front(Entry{key, value, weight, stamp()});
       index_.emplace(key, lru_.begin());
       add_weight(weight);
@@ -111,7 +113,7 @@ class SharedLru final : private CacheBudget::Member {
   void erase(uint64_t key) {
     std::list<Entry> erased;  // freed after the lock, as in insert()
     std::lock_guard lock(mutex_);
-    if (heavy_ && heavy_key_ == key) erased.push_back(Entry{key, std::move(heavy_), 0, 0});
+    if (pinned_ && pinned_key_ == key) erased.push_back(Entry{key, std::move(pinned_), 0, 0});
     auto it = index_.find(key);
     if (it == index_.end()) return;
     sub_weight(it->second->weight);
@@ -134,6 +136,12 @@ class SharedLru final : private CacheBudget::Member {
 
   // Called with mutex_ held.
   uint64_t stamp() { return budget_ ? budget_->tick() : ++clock_; }
+  void pin(uint64_t key, const Ptr& value, Ptr& unpinned) {
+    if (!pin_last_) return;
+    unpinned = std::move(pinned_);
+    pinned_key_ = key;
+    pinned_ = value;
+  }
   void add_weight(size_t w) {
     weight_ += w;
     if (budget_) budget_->charge(w);
@@ -163,14 +171,14 @@ class SharedLru final : private CacheBudget::Member {
 
   const size_t max_entries_;
   const size_t max_weight_;
-  const bool keep_heavy_;
+  const bool pin_last_;
   const CacheBudgetPtr budget_;
   mutable std::mutex mutex_;
   std::list<Entry> lru_;  // most recently used first
   std::unordered_map<uint64_t, typename std::list<Entry>::iterator> index_;
   size_t weight_ = 0;
-  uint64_t heavy_key_ = 0;  // the one heavy value kept (Heavy::keep_one)
-  Ptr heavy_;
+  uint64_t pinned_key_ = 0;  // Pin::last: the value last handed out
+  Ptr pinned_;
   uint64_t clock_ = 0;
   uint64_t hits_ = 0;
   uint64_t misses_ = 0;

@@ -4,10 +4,11 @@ namespace sendense {
 
 namespace {
 
-// Per volume, whatever the budget: 64 folders, 256 MiB. One folder heavier
-// than what the cache may hold (a million names is about 80 MiB) is still
-// kept alone: lookups of its names one after another must not list it again
-// each time (the readers' own cap on a listing bounds it).
+// Per volume, whatever the budget: 64 folders, 256 MiB. The index last used
+// stays pinned (SharedLru::Pin::last), even past the budget or heavier than
+// it (a million names is about 80 MiB): lookups of a big folder's names one
+// after another must not list it again each time (the readers' own cap on a
+// listing bounds it).
 constexpr size_t kDirIndexFolders = 64;
 constexpr size_t kDirIndexBytes = 256u << 20;
 constexpr size_t kNodeBytes = 64;  // an unordered_map node with its string header, and its bucket
@@ -29,6 +30,6 @@ size_t DirIndex::bytes() const {
 }
 
 DirIndexCache::DirIndexCache(CacheBudgetPtr budget)
-    : cache_(kDirIndexFolders, kDirIndexBytes, std::move(budget), ext::SharedLru<DirIndex>::Heavy::keep_one) {}
+    : cache_(kDirIndexFolders, kDirIndexBytes, std::move(budget), ext::SharedLru<DirIndex>::Pin::last) {}
 
 }  // namespace sendense

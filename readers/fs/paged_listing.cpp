@@ -15,10 +15,11 @@ namespace sendense {
 namespace {
 
 // Folders whose shown listing is kept, within the backup's cache budget
-// (without one, their weight in total is the cap on one). A folder of a
-// million 20-byte names weighs about 90 MiB: one listing heavier than the
-// budget is kept alone (SharedLru's heavy slot), so paging through it lists
-// it once.
+// (without one, their weight in total is the cap on one). The listing last
+// used stays pinned (SharedLru::Pin::last), even past the budget or heavier
+// than it (a million short names weigh about 60 MiB), so paging through a
+// folder lists it once even while each page's attributes churn the
+// metadata caches.
 constexpr size_t kListingsKept = 32;
 
 size_t weight_of(const std::vector<DirEntry>& entries) {
@@ -32,7 +33,7 @@ class PagedListings final : public Filesystem {
   PagedListings(FilesystemPtr reader, CacheBudgetPtr budget, size_t max_bytes)
       : reader_(std::move(reader)),
         max_bytes_(max_bytes),
-        listings_(kListingsKept, max_bytes, std::move(budget), ext::SharedLru<std::vector<DirEntry>>::Heavy::keep_one) {}
+        listings_(kListingsKept, max_bytes, std::move(budget), ext::SharedLru<std::vector<DirEntry>>::Pin::last) {}
 
   uint64_t root_ino() const override { return reader_->root_ino(); }
   std::string type_name() const override { return reader_->type_name(); }

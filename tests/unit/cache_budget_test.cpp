@@ -1,5 +1,5 @@
 // The per-backup cache budget (issue 11): caches sharing one CacheBudget
-// give way to each other by least recent use, heavy values stay out of it,
+// give way to each other by least recent use, the value last used stays pinned,
 // and a real backup (a zlib-compressed qcow2 of an ext4 volume made with
 // mkfs.ext4 -d and qemu-img, GPT-partitioned) walked whole under a tiny
 // budget reads every byte right while its caches stay within the budget.
@@ -46,24 +46,45 @@ TEST(CacheBudgetTest, CachesSharingABudgetEvictTheLeastRecentlyUsedEntryOfAny) {
   EXPECT_EQ(b.find(2), nullptr);
 }
 
-TEST(CacheBudgetTest, AValueHeavierThanTheBudgetIsDroppedOrKeptAloneOutsideIt) {
+TEST(CacheBudgetTest, AValueHeavierThanTheBudgetIsDroppedOrKeptPinnedOutsideIt) {
   auto budget = std::make_shared<CacheBudget>(100);
   Lru dropping(8, 1 << 20, budget);
-  Lru keeping(8, 1 << 20, budget, Lru::Heavy::keep_one);
+  Lru pinning(8, 1 << 20, budget, Lru::Pin::last);
   EXPECT_EQ(dropping.insert(1, value(200), 200)->size(), 200u);  // handed back to its caller
   EXPECT_EQ(dropping.find(1), nullptr);
 
-  keeping.insert(1, value(200), 200);
-  EXPECT_NE(keeping.find(1), nullptr);
-  EXPECT_EQ(budget->used(), 0u);  // the heavy slot is not charged
-  keeping.insert(3, value(50), 50);
+  pinning.insert(1, value(200), 200);
+  EXPECT_NE(pinning.find(1), nullptr);
+  EXPECT_EQ(budget->used(), 0u);  // the pin is not charged
+  pinning.insert(3, value(50), 50);  // now the one pinned
   EXPECT_EQ(budget->used(), 50u);
-  keeping.insert(2, value(300), 300);  // takes the heavy slot's place
-  EXPECT_EQ(keeping.find(1), nullptr);
-  EXPECT_NE(keeping.find(2), nullptr);
-  EXPECT_NE(keeping.find(3), nullptr);
-  keeping.erase(2);
-  EXPECT_EQ(keeping.find(2), nullptr);
+  EXPECT_EQ(pinning.find(1), nullptr);
+  pinning.insert(2, value(300), 300);
+  EXPECT_NE(pinning.find(2), nullptr);
+  EXPECT_NE(pinning.find(3), nullptr);
+  pinning.erase(3);
+  EXPECT_EQ(pinning.find(3), nullptr);
+}
+
+// The value last used survives the budget's evictions: a big folder's
+// listing, found once per page, is not pushed out by the many small
+// entries (metadata blocks) each page adds to the other caches.
+TEST(CacheBudgetTest, ThePinnedValueSurvivesEvictionsByOtherCaches) {
+  auto budget = std::make_shared<CacheBudget>(1000);
+  Lru listings(8, 1 << 20, budget, Lru::Pin::last);
+  Lru blocks(100, 1 << 20, budget);
+  listings.insert(7, value(600), 600);
+  for (uint64_t page = 0; page < 20; ++page) {
+    ASSERT_NE(listings.find(7), nullptr) << "page " << page;
+    for (uint64_t b = 0; b < 5; ++b) blocks.insert(page * 5 + b, value(100), 100);
+    EXPECT_LE(budget->used(), 1000u);
+  }
+  EXPECT_NE(listings.find(7), nullptr);
+  Lru unpinned(8, 1 << 20, budget);  // the same churn without a pin loses it
+  unpinned.insert(7, value(600), 600);
+  ASSERT_NE(unpinned.find(7), nullptr);
+  for (uint64_t b = 0; b < 5; ++b) blocks.insert(1000 + b, value(100), 100);
+  EXPECT_EQ(unpinned.find(7), nullptr);
 }
 
 TEST(CacheBudgetTest, ACacheGoneGivesItsBytesBack) {
