@@ -1,7 +1,9 @@
 // ext2/ext3/ext4 over libext2fs (see ext_filesystem.h).
 //
-// Locks (only maps_'s own lock is ever taken inside another, and it calls
-// nothing out, so there is no order to get wrong):
+// Locks (only the caches' own locks and the backup's cache budget's are
+// ever taken inside another, under lib_mutex_ when a map or a metadata
+// block is stored; they call nothing out, so there is no order to get
+// wrong):
 //   lib_mutex_     every libext2fs call on fs_ (the library is not thread-safe)
 //   handles_mutex_ the table of open files (shared for read())
 //   dir_indexes_   the per-directory name cache (its own mutex, as maps_)
