@@ -88,8 +88,14 @@ std::string describe_status(int st) {
 
 // Attributes are immutable (so is the image): those a listing or a lookup
 // brought are kept, so the per-entry getattr of readdirplus, ls -l or a
-// walk costs no request.
+// walk costs no request. So is a small file's map (worker/protocol.h): the
+// file's reads then go to the image files here, with no request.
 class WorkerFilesystem final : public Filesystem {
+  struct Known {
+    Attr attr;
+    std::vector<worker::MappedExtent> map;  // empty: reads go to the worker
+  };
+
  public:
   WorkerFilesystem(std::shared_ptr<Worker> worker, uint32_t index)
       : worker_(std::move(worker)), index_(index), volume_(worker_->hello().volumes.at(index)),
@@ -100,10 +106,11 @@ class WorkerFilesystem final : public Filesystem {
   JournalReport journal() const override { return volume_.journal; }
 
   Attr getattr(uint64_t ino) override {
-    if (auto known = attrs_.find(ino)) return *known;
+    if (auto known = attrs_.find(ino)) return known->attr;
     auto out = call(Op::getattr, [&](worker::Writer& w) { w.u64(ino); });
     worker::Reader r(out);
-    return keep(worker::get_attr(r), ino);
+    Attr a = worker::get_attr(r);
+    return keep(a, worker::get_map(r), ino);
   }
   std::optional<Attr> lookup(uint64_t dir, std::string_view name) override {
     auto out = call(Op::lookup, [&](worker::Writer& w) {
@@ -113,7 +120,7 @@ class WorkerFilesystem final : public Filesystem {
     worker::Reader r(out);
     if (r.u32() == 0) return std::nullopt;
     Attr a = worker::get_attr(r);
-    return keep(a, a.ino);
+    return keep(a, worker::get_map(r), a.ino);
   }
   std::vector<DirEntry> readdir(uint64_t dir) override {
     return readdir_page(dir, 0, std::numeric_limits<size_t>::max(), false);
@@ -147,6 +154,7 @@ class WorkerFilesystem final : public Filesystem {
   size_t read(uint64_t handle, uint64_t offset, std::span<std::byte> buf) override {
     const auto ino = files_.find(handle);
     if (!ino) throw Error(EBADF, "no open file " + std::to_string(handle));
+    if (auto known = attrs_.find(*ino); known && !known->map.empty()) return read_mapped(*known, offset, buf);
     size_t done = 0;
     while (done < buf.size()) {
       const size_t want = std::min(buf.size() - done, worker_->max_read());
@@ -223,7 +231,10 @@ class WorkerFilesystem final : public Filesystem {
       e.ino = r.u64();
       e.type = r.u32();
       e.next = r.u64();
-      if (r.u32() != 0) keep(worker::get_attr(r), e.ino);
+      if (r.u32() != 0) {
+        Attr a = worker::get_attr(r);
+        keep(a, worker::get_map(r), e.ino);
+      }
     }
     return entries;
   }
@@ -240,16 +251,67 @@ class WorkerFilesystem final : public Filesystem {
   }
 
   // Keeps the attributes the worker gave for `ino` (those it names another
-  // inode in are not kept: the cache is keyed by the inode asked for).
-  const Attr& keep(const Attr& a, uint64_t ino) {
-    if (a.ino == ino && ino != 0) attrs_.insert(ino, std::make_shared<const Attr>(a), 1);
+  // inode in are not kept: the cache is keyed by the inode asked for), with
+  // the file's map once checked.
+  const Attr& keep(const Attr& a, std::vector<worker::MappedExtent> map, uint64_t ino) {
+    if (!map.empty()) check_map(a, map);
+    if (a.ino == ino && ino != 0) attrs_.insert(ino, std::make_shared<const Known>(Known{a, std::move(map)}), 1);
     return a;
+  }
+
+  // A map is the worker's word: it must cover the file exactly, with
+  // extents inside the daemon's own image files.
+  void check_map(const Attr& a, const std::vector<worker::MappedExtent>& map) const {
+    const auto& images = worker_->images();
+    uint64_t total = 0;
+    bool ok = map.size() <= worker::kMapMaxExtents && a.size <= worker::kMapMaxSize;
+    for (const auto& e : map) {
+      if (!ok) break;
+      ok = e.length > 0 && e.length <= worker::kMapMaxSize &&
+           (e.file == worker::kZeros ||
+            (e.file < images.size() && e.offset <= images[e.file]->size() &&
+             e.length <= images[e.file]->size() - e.offset));
+      total += e.length;
+    }
+    if (!ok || total != a.size)
+      throw Error(EIO, "worker protocol: the map of inode " + std::to_string(a.ino) +
+                           " does not cover the file inside the backup's image files");
+  }
+
+  // A read of a mapped file: from the daemon's own descriptors. A failed
+  // worker fails its backup's every read, as those through it fail.
+  size_t read_mapped(const Known& k, uint64_t offset, std::span<std::byte> buf) {
+    if (worker_->failed()) throw Error(EIO, "worker for backup " + worker_->backup_id() + " failed (" + worker_->failure() + ")");
+    if (offset >= k.attr.size) return 0;
+    const size_t count = static_cast<size_t>(std::min<uint64_t>(buf.size(), k.attr.size - offset));
+    size_t done = 0;
+    uint64_t start = 0;  // of the extent in the file
+    for (const auto& e : k.map) {
+      if (done == count) break;
+      const uint64_t pos = offset + done;
+      if (pos < start + e.length) {
+        const uint64_t within = pos - start;
+        const size_t n = static_cast<size_t>(std::min<uint64_t>(count - done, e.length - within));
+        if (e.file == worker::kZeros) {
+          std::memset(buf.data() + done, 0, n);
+        } else {
+          try {
+            worker_->images()[e.file]->read_exact(buf.data() + done, n, e.offset + within, "file data");
+          } catch (const Error& err) {
+            throw Error(err.code(), err.what(), "inode " + std::to_string(k.attr.ino) + " of " + volume_.name);
+          }
+        }
+        done += n;
+      }
+      start += e.length;
+    }
+    return done;
   }
 
   std::shared_ptr<Worker> worker_;
   uint32_t index_;
   worker::HelloVolume volume_;
-  ext::SharedLru<Attr> attrs_;
+  ext::SharedLru<Known> attrs_;
   // Open files: the handle number (sent with each read) -> the inode.
   HandleTable<const uint64_t> files_;
   std::mutex released_mutex_;

@@ -77,6 +77,7 @@ class Worker {
 
   const worker::Hello& hello() const { return hello_; }
   pid_t pid() const { return pid_; }
+  const std::string& backup_id() const { return backup_id_; }
   // The daemon's own descriptors of the images (image change checks).
   const std::vector<ImageFilePtr>& images() const { return images_; }
   bool failed() const { return failed_.load(std::memory_order_acquire); }

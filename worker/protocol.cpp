@@ -77,6 +77,25 @@ void put_attr(Writer& w, const Attr& a) {
   put_time(w, a.ctime);
 }
 
+void put_map(Writer& w, const std::vector<MappedExtent>& map) {
+  w.u32(static_cast<uint32_t>(map.size()));
+  for (const MappedExtent& e : map) {
+    w.u32(e.file);
+    w.u64(e.offset);
+    w.u64(e.length);
+  }
+}
+
+std::vector<MappedExtent> get_map(Reader& r) {
+  std::vector<MappedExtent> map(r.count(20));
+  for (MappedExtent& e : map) {
+    e.file = r.u32();
+    e.offset = r.u64();
+    e.length = r.u64();
+  }
+  return map;
+}
+
 Attr get_attr(Reader& r) {
   Attr a;
   a.ino = r.u64();

@@ -24,7 +24,15 @@
 //     from a cookie), and a page asked for readdirplus carries every
 //     entry's attributes, so listing a folder with attributes (ls -l) is
 //     one request per page, not one per entry. Whatever a folder's size,
-//     no reply holds more than a page of it.
+//     no reply holds more than a page of it;
+//   - every attribute reply (getattr, lookup, a readdirplus page's entries)
+//     is followed by a file map: for a regular file of at most kMapMaxSize
+//     bytes stored as is (not compressed), where its bytes lie in the image
+//     files the daemon passed in. The daemon then reads that file itself,
+//     with no request: a small-file walk's every read. The daemon checks a
+//     map against its own descriptors, so a worker can point it at nothing
+//     but the bytes of its backup's image files, which the worker reads
+//     anyway.
 //
 // The first exchange: the daemon sends kSetup (id 0) with everything the
 // worker needs (the backup, the passed descriptors, the sandbox); the
@@ -146,6 +154,19 @@ class Reader {
 
 void put_attr(Writer& w, const Attr& a);
 Attr get_attr(Reader& r);
+
+// A file map (see above): extents in file order covering [0, size).
+inline constexpr uint64_t kMapMaxSize = 1u << 20;
+inline constexpr size_t kMapMaxExtents = 16;
+inline constexpr uint32_t kZeros = 0xffffffff;  // MappedExtent::file of a hole
+struct MappedExtent {
+  uint32_t file = kZeros;  // index in Setup::files (descriptor kFirstImageFd + file)
+  uint64_t offset = 0;
+  uint64_t length = 0;
+};
+// No map: an empty vector.
+void put_map(Writer& w, const std::vector<MappedExtent>& map);
+std::vector<MappedExtent> get_map(Reader& r);
 
 // kSetup: everything a worker is told.
 struct PassedFile {

@@ -12,6 +12,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -88,6 +89,30 @@ void reply_error(uint64_t id, int code, const std::string& message) {
   send_all(Header{id, static_cast<uint32_t>(code > 0 ? code : EIO), 0}, w.buf);
 }
 
+// The attributes, then the file's map (worker/protocol.h): empty unless a
+// regular file small enough, stored as is in the passed files.
+void put_attr_map(Writer& w, Filesystem& fs, const Attr& a) {
+  put_attr(w, a);
+  std::vector<MappedExtent> map;
+  if (S_ISREG(a.mode) && a.size > 0 && a.size <= kMapMaxSize) {
+    try {
+      if (auto extents = fs.map_file(a.ino, kMapMaxExtents)) {
+        for (const Extent& e : *extents) {
+          const int fd = e.file ? e.file->passed_fd() : -1;
+          if (e.file && fd < kFirstImageFd) {  // not a file the daemon passed: it cannot read it
+            map.clear();
+            break;
+          }
+          map.push_back({e.file ? static_cast<uint32_t>(fd - kFirstImageFd) : kZeros, e.offset, e.length});
+        }
+      }
+    } catch (const Error&) {
+      map.clear();  // read through the worker, whose read reports the error
+    }
+  }
+  put_map(w, map);
+}
+
 class Server {
  public:
   explicit Server(std::vector<FilesystemPtr> volumes) : volumes_(std::move(volumes)), open_(volumes_.size()) {}
@@ -149,14 +174,14 @@ class Server {
     Writer w;
     switch (static_cast<Op>(h.a)) {
       case Op::getattr:
-        put_attr(w, fs.getattr(r.u64()));
+        put_attr_map(w, fs, fs.getattr(r.u64()));
         break;
       case Op::lookup: {
         const uint64_t dir = r.u64();
         const std::string name = r.str();
         auto a = fs.lookup(dir, name);
         w.u32(a ? 1 : 0);
-        if (a) put_attr(w, *a);
+        if (a) put_attr_map(w, fs, *a);
         break;
       }
       case Op::readdir: {
@@ -180,7 +205,7 @@ class Server {
             }
           }
           w.u32(a ? 1 : 0);
-          if (a) put_attr(w, *a);
+          if (a) put_attr_map(w, fs, *a);
         }
         break;
       }

@@ -39,6 +39,9 @@ class BlockCache final : public BlockDevice {
       done += n;
     }
   }
+  bool map(uint64_t offset, uint64_t length, std::vector<Extent>& out) const override {
+    return parent_->map(offset, length, out);
+  }
 
  private:
   using Chunk = std::vector<std::byte>;

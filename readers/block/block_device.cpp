@@ -31,6 +31,18 @@ void require_in_range(const BlockDevice& dev, uint64_t offset, uint64_t length) 
                          " is past the end (" + std::to_string(total) + " bytes)", dev.describe());
 }
 
+void append_extent(std::vector<Extent>& out, const ImageFile* file, uint64_t offset, uint64_t length) {
+  if (length == 0) return;
+  if (!out.empty()) {
+    Extent& last = out.back();
+    if (last.file == file && (file == nullptr || last.offset + last.length == offset)) {
+      last.length += length;
+      return;
+    }
+  }
+  out.push_back(Extent{file, file ? offset : 0, length});
+}
+
 BlockDevicePtr open_image(const std::string& path, ImageFormat format, const std::string& confine_root,
                           QemuOpener qemu, CacheBudgetPtr budget) {
   if (format == ImageFormat::raw) return open_raw_image(path);

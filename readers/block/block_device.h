@@ -16,6 +16,17 @@ namespace sendense {
 
 class ImageFile;
 
+// Where a stretch of a device's bytes is stored: `length` bytes of `file`
+// from `offset`, or zeros (file == nullptr).
+struct Extent {
+  const ImageFile* file = nullptr;
+  uint64_t offset = 0;
+  uint64_t length = 0;
+};
+
+// Appends to `out`, merged with the last extent when it continues it.
+void append_extent(std::vector<Extent>& out, const ImageFile* file, uint64_t offset, uint64_t length);
+
 class BlockDevice {
  public:
   virtual ~BlockDevice() = default;
@@ -42,6 +53,17 @@ class BlockDevice {
   // Checks the image files now (one fstat each; a change is logged as a
   // read would log it), then answers changed().
   virtual bool check_changed() const { return changed(); }
+
+  // Where [offset, offset + length) is stored, appended to `out` in device
+  // order: so that a process holding the image files but no parser (the
+  // daemon, for a sandboxed worker's backup) can copy the bytes itself.
+  // False (`out` then unspecified) where some byte is not stored as it
+  // reads: compressed, rewritten on the way (an escaped journal block), or
+  // read by another program (qemu-nbd). The range must lie in the device.
+  virtual bool map(uint64_t offset, uint64_t length, std::vector<Extent>& out) const {
+    (void)offset, (void)length, (void)out;
+    return false;
+  }
 };
 
 using BlockDevicePtr = std::shared_ptr<const BlockDevice>;

@@ -30,6 +30,17 @@ class Concat final : public BlockDevice {
       ++i;
     }
   }
+  bool map(uint64_t offset, uint64_t length, std::vector<Extent>& out) const override {
+    require_in_range(*this, offset, length);
+    size_t i = static_cast<size_t>(std::upper_bound(starts_.begin(), starts_.end(), offset) - starts_.begin()) - 1;
+    for (uint64_t done = 0; done < length; ++i) {
+      const uint64_t within = offset + done - starts_[i];
+      const uint64_t n = std::min(length - done, parts_[i]->size() - within);
+      if (!parts_[i]->map(within, n, out)) return false;
+      done += n;
+    }
+    return true;
+  }
 
  private:
   std::vector<BlockDevicePtr> parts_;

@@ -43,7 +43,9 @@ ImageFilePtr ImageFile::open(const std::string& path, const std::string& display
     struct stat st {};
     if (::fstat(fd.get(), &st) != 0) throw sys_error("cannot stat image", display);
     if (!S_ISREG(st.st_mode)) throw Error(EIO, "not a regular file", display);
-    return std::make_shared<const ImageFile>(std::move(fd), st, display, path);
+    auto file = std::make_shared<ImageFile>(std::move(fd), st, display, path);
+    file->passed_fd_ = it->second;
+    return file;
   }
   // O_PATH opens nothing: no FIFO rendezvous, no device open routine.
   UniqueFd probe(::open(path.c_str(), O_PATH | O_CLOEXEC));

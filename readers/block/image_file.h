@@ -64,6 +64,10 @@ class ImageFile {
   // confinement check must hold, since the name may have moved meanwhile.
   const std::string& opened_path() const { return opened_path_; }
 
+  // Worker mode: the descriptor the daemon passed in for this file (the
+  // daemon's name for it in a file map); -1 otherwise.
+  int passed_fd() const { return passed_fd_; }
+
   ImageFile(UniqueFd fd, const struct stat& identity, std::string display, std::string opened_path);
 
  private:
@@ -74,6 +78,7 @@ class ImageFile {
   std::string display_;
   std::string opened_path_;
   mutable std::atomic<bool> changed_{false};
+  int passed_fd_ = -1;
 };
 
 using ImageFilePtr = std::shared_ptr<const ImageFile>;

@@ -135,6 +135,10 @@ class Qcow2Image final : public BlockDevice {
     require_in_range(*this, offset, buf.size());
     if (!buf.empty()) read_level(0, offset, buf.data(), buf.size());
   }
+  bool map(uint64_t offset, uint64_t length, std::vector<Extent>& out) const override {
+    require_in_range(*this, offset, length);
+    return length == 0 || map_level(0, offset, length, out);
+  }
 
  private:
   // Fills out[0, len) with level k's view of [offset, offset + len).
@@ -158,12 +162,6 @@ class Qcow2Image final : public BlockDevice {
       return;
     }
 
-    const uint32_t cluster_bits = level.header.cluster_bits;
-    const uint32_t unit_bits = level.unit_bits;
-    const uint32_t entry_bytes = level.extended_l2 ? 16 : 8;
-    const uint32_t l2_bits = cluster_bits - (level.extended_l2 ? 4 : 3);  // log2 of entries per L2 table
-    const uint64_t end = offset + len;
-
     // A pending run of units to serve at once: zeros, the backing file, or
     // host-contiguous data.
     Kind run_kind = Kind::zero;
@@ -180,7 +178,7 @@ class Qcow2Image final : public BlockDevice {
       }
       run_start = run_end;
     };
-    auto add = [&](const Mapping& m, uint64_t from, uint64_t to, uint64_t unit_start) {
+    for_each_unit(level, offset, offset + len, [&](const Mapping& m, uint64_t from, uint64_t to, uint64_t unit_start) {
       if (m.kind == Kind::compressed) {
         flush();
         run_kind = Kind::zero;
@@ -198,8 +196,46 @@ class Qcow2Image final : public BlockDevice {
         run_host = host;
       }
       run_end = to;
-    };
+    });
+    flush();
+  }
 
+  // Appends where level k's view of [offset, offset + len) is stored;
+  // false at the first compressed cluster.
+  bool map_level(size_t k, uint64_t offset, uint64_t len, std::vector<Extent>& out) const {
+    if (k == levels_.size() || offset >= levels_[k].virtual_size) {
+      append_extent(out, nullptr, 0, len);
+      return true;
+    }
+    const Level& level = levels_[k];
+    const uint64_t inside = std::min(len, level.virtual_size - offset);
+    bool ok = true;
+    if (level.raw) {
+      append_extent(out, level.file.get(), offset, inside);
+    } else {
+      for_each_unit(level, offset, offset + inside, [&](const Mapping& m, uint64_t from, uint64_t to, uint64_t unit_start) {
+        if (!ok) return;
+        switch (m.kind) {
+          case Kind::zero: append_extent(out, nullptr, 0, to - from); break;
+          case Kind::unallocated: ok = map_level(k + 1, from, to - from, out); break;
+          case Kind::data: append_extent(out, level.file.get(), m.host + (from - unit_start), to - from); break;
+          case Kind::compressed: ok = false; break;
+        }
+      });
+    }
+    append_extent(out, nullptr, 0, len - inside);
+    return ok;
+  }
+
+  // Calls piece(mapping, from, to, unit_start) for every unit (cluster or
+  // subcluster) of qcow2 level `level` over [offset, end), in order, with
+  // [from, to) the part of the unit inside the range. end <= virtual size.
+  template <typename Piece>
+  void for_each_unit(const Level& level, uint64_t offset, uint64_t end, Piece&& piece) const {
+    const uint32_t cluster_bits = level.header.cluster_bits;
+    const uint32_t unit_bits = level.unit_bits;
+    const uint32_t entry_bytes = level.extended_l2 ? 16 : 8;
+    const uint32_t l2_bits = cluster_bits - (level.extended_l2 ? 4 : 3);  // log2 of entries per L2 table
     std::vector<unsigned char> entries;
     uint64_t pos = offset;
     while (pos < end) {
@@ -211,7 +247,7 @@ class Qcow2Image final : public BlockDevice {
 
       const uint64_t l2_offset = l2_table_offset(level, l1_index);
       if (l2_offset == 0) {
-        add(Mapping{Kind::unallocated, 0}, pos, table_end, pos);
+        piece(Mapping{Kind::unallocated, 0}, pos, table_end, pos);
         pos = table_end;
         continue;
       }
@@ -228,14 +264,14 @@ class Qcow2Image final : public BlockDevice {
         const uint64_t from_c = std::max(pos, cluster_start);
         const uint64_t to_c = std::min(table_end, cluster_start + (uint64_t{1} << cluster_bits));
         if (entry & kCompressedFlag) {  // the whole cluster, whatever the subcluster bitmap says
-          add(Mapping{Kind::compressed, check_compressed(level, entry, cluster)}, from_c, to_c, cluster_start);
+          piece(Mapping{Kind::compressed, check_compressed(level, entry, cluster)}, from_c, to_c, cluster_start);
           continue;
         }
         for (uint64_t u = from_c; u < to_c;) {
           const uint64_t unit = u >> unit_bits;
           const uint64_t unit_start = unit << unit_bits;
           const uint64_t to = std::min(to_c, unit_start + (uint64_t{1} << unit_bits));
-          add(classify(level, entry, bitmap, cluster, static_cast<uint32_t>(unit - (cluster_start >> unit_bits)),
+          piece(classify(level, entry, bitmap, cluster, static_cast<uint32_t>(unit - (cluster_start >> unit_bits)),
                        u - unit_start, to - u),
               u, to, unit_start);
           u = to;
@@ -243,7 +279,6 @@ class Qcow2Image final : public BlockDevice {
       }
       pos = table_end;
     }
-    flush();
   }
 
   // The L2 table offset for `l1_index`, validated; 0 if unallocated.

@@ -21,6 +21,11 @@ class RawImage final : public BlockDevice {
     require_in_range(*this, offset, buf.size());
     file_->read_exact(buf.data(), buf.size(), offset, "raw image");
   }
+  bool map(uint64_t offset, uint64_t length, std::vector<Extent>& out) const override {
+    require_in_range(*this, offset, length);
+    append_extent(out, file_.get(), offset, length);
+    return true;
+  }
 
  private:
   ImageFilePtr file_;

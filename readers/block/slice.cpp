@@ -18,6 +18,10 @@ class Slice final : public BlockDevice {
     require_in_range(*this, offset, buf.size());
     parent_->read_at(offset_ + offset, buf);
   }
+  bool map(uint64_t offset, uint64_t length, std::vector<Extent>& out) const override {
+    require_in_range(*this, offset, length);
+    return parent_->map(offset_ + offset, length, out);
+  }
 
  private:
   BlockDevicePtr parent_;

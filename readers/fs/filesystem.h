@@ -130,6 +130,16 @@ class Filesystem {
   virtual size_t read(uint64_t handle, uint64_t offset, std::span<std::byte> buf) = 0;
   virtual void release(uint64_t handle) = 0;
 
+  // Where regular file `ino`'s bytes [0, size) are stored (block_device.h:
+  // extents of the image files, zeros for holes), in file order; nullopt
+  // where the reader cannot say (inline or compressed data, a format
+  // without maps) or when it takes more than `max_extents`. So that the
+  // daemon can copy a sandboxed worker's file itself (worker/protocol.h).
+  virtual std::optional<std::vector<Extent>> map_file(uint64_t ino, size_t max_extents) {
+    (void)ino, (void)max_extents;
+    return std::nullopt;
+  }
+
   // Full names ("user.x", "security.selinux", "system.posix_acl_access").
   virtual std::vector<std::string> listxattr(uint64_t ino) = 0;
   virtual std::optional<std::string> getxattr(uint64_t ino, std::string_view name) = 0;

@@ -60,6 +60,9 @@ class PagedListings final : public Filesystem {
     return reader_->read(handle, offset, buf);
   }
   void release(uint64_t handle) override { reader_->release(handle); }
+  std::optional<std::vector<Extent>> map_file(uint64_t ino, size_t max_extents) override {
+    return reader_->map_file(ino, max_extents);
+  }
   std::vector<std::string> listxattr(uint64_t ino) override { return reader_->listxattr(ino); }
   std::optional<std::string> getxattr(uint64_t ino, std::string_view name) override {
     return reader_->getxattr(ino, name);

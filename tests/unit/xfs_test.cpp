@@ -24,6 +24,7 @@
 #include <thread>
 
 #include "readers/block/block_device.h"
+#include "readers/block/image_file.h"
 #include "readers/common/error.h"
 #include "readers/fs/filesystem.h"
 #include "readers/fs/registry.h"
@@ -292,6 +293,38 @@ TEST(XfsReader, V5TreeMatchesSource) {
   // dirs/huge (100k entries) is listed by HugeDirectoryListsEveryEntry and
   // compared file by file by the integration test; here it would only add minutes.
   compare_trees(*f, src.path("v5"), {.times = true, .xattrs = true, .skip = {"dirs/huge"}});
+}
+
+// What the daemon copies for a worker's small files (worker/protocol.h):
+// every file's map, read from the image file, equals the file as read.
+TEST(XfsReader, EveryFileCopiedByItsMapEqualsItsRead) {
+  REQUIRE_FIXTURES();
+  FilesystemPtr f = open_image(kFixtures + "/v5.img");
+  size_t mapped = 0;
+  std::vector<uint64_t> dirs = {f->root_ino()};
+  while (!dirs.empty()) {
+    const uint64_t dir = dirs.back();
+    dirs.pop_back();
+    for (const DirEntry& e : f->readdir(dir)) {
+      if (e.name == "." || e.name == ".." || e.name == "huge") continue;
+      const Attr a = f->getattr(e.ino);
+      if (S_ISDIR(a.mode)) dirs.push_back(e.ino);
+      if (!S_ISREG(a.mode) || a.size > (64u << 20)) continue;
+      const auto map = f->map_file(e.ino, 1u << 20);  // frag.bin: thousands of extents
+      ASSERT_TRUE(map) << e.name;
+      std::string copied;
+      for (const sendense::Extent& x : *map) {
+        const size_t at = copied.size();
+        copied.resize(at + x.length, '\0');
+        if (!x.file) continue;  // a hole
+        ASSERT_EQ(::pread(x.file->fd(), copied.data() + at, x.length, static_cast<off_t>(x.offset)),
+                  static_cast<ssize_t>(x.length));
+      }
+      EXPECT_TRUE(copied == read_all(*f, e.ino)) << e.name << " differs when copied by its map";
+      ++mapped;
+    }
+  }
+  EXPECT_GT(mapped, 20u);
 }
 
 TEST(XfsReader, V4TreeMatchesSource) {

@@ -37,6 +37,7 @@ extern "C" {  // com_err.h has no C++ guards
 #include "readers/fs/ext/ext_cache_stats.h"
 #include "readers/fs/ext/ext_journal.h"
 #include "readers/common/shared_lru.h"
+#include "readers/fs/block_runs.h"
 #include "readers/fs/dir_index.h"
 #include "readers/fs/listing_cap.h"
 #include "readers/volume/volume.h"
@@ -301,18 +302,12 @@ using FsHandle = std::unique_ptr<struct_ext2_filsys, Ext2fsCloser>;
 
 // A file's data, mapped once: logical block -> physical block runs, sorted
 // and non-overlapping; or the bytes of an inline-data file.
-struct Run {
-  uint64_t logical = 0;
-  uint64_t physical = 0;
-  uint64_t length = 0;
-};
-
 struct FileMap {
   uint64_t ino = 0;
   uint64_t size = 0;
   bool is_inline = false;
   std::string inline_data;
-  std::vector<Run> runs;
+  std::vector<BlockRun> runs;
 };
 
 // name -> inode of one directory, for lookup.
@@ -421,6 +416,12 @@ class ExtFilesystem final : public Filesystem {
   void release(uint64_t handle) override {
     std::unique_lock lock(handles_mutex_);
     handles_.erase(handle);
+  }
+
+  std::optional<std::vector<Extent>> map_file(uint64_t ino, size_t max_extents) override {
+    const std::shared_ptr<const FileMap> map = file_map(ino);
+    if (map->is_inline) return std::nullopt;
+    return map_block_runs(*device_, map->runs, block_size_, map->size, max_extents);
   }
 
   std::vector<std::string> listxattr(uint64_t ino) override {
@@ -557,7 +558,7 @@ class ExtFilesystem final : public Filesystem {
       map_indirect(ino, inode, *map);
     }
     map->runs.shrink_to_fit();
-    const size_t weight = sizeof(FileMap) + map->runs.size() * sizeof(Run) + map->inline_data.size();
+    const size_t weight = sizeof(FileMap) + map->runs.size() * sizeof(BlockRun) + map->inline_data.size();
     return maps_.insert(ino, std::move(map), weight);
   }
 
@@ -685,7 +686,7 @@ class ExtFilesystem final : public Filesystem {
       throw Error(EIO, "block " + std::to_string(physical) + "+" + std::to_string(length) + " is outside the device",
                   where(map.ino));
     if (!map.runs.empty()) {
-      Run& last = map.runs.back();
+      BlockRun& last = map.runs.back();
       if (logical < last.logical + last.length)
         throw Error(EIO, "overlapping or unordered block mapping at logical block " + std::to_string(logical),
                     where(map.ino));
@@ -695,7 +696,7 @@ class ExtFilesystem final : public Filesystem {
       }
     }
     if (map.runs.size() >= kMaxRuns) throw Error(EIO, "too many extents", where(map.ino));
-    map.runs.push_back(Run{logical, physical, length});
+    map.runs.push_back(BlockRun{logical, physical, length});
   }
 
   uint64_t blocks_for(uint64_t size) const { return size / block_size_ + (size % block_size_ != 0); }
@@ -756,35 +757,7 @@ class ExtFilesystem final : public Filesystem {
 
   // No lock: the map is immutable and the device is thread-safe.
   void read_runs(const FileMap& map, uint64_t offset, std::span<std::byte> out) const {
-    const uint64_t bs = block_size_;
-    // First run that ends after `offset`.
-    auto it = std::upper_bound(map.runs.begin(), map.runs.end(), offset / bs,
-                               [](uint64_t block, const Run& r) { return block < r.logical + r.length; });
-    uint64_t pos = offset;
-    size_t done = 0;
-    while (done < out.size()) {
-      const uint64_t want_end = offset + out.size();
-      if (it == map.runs.end() || pos < it->logical * bs) {
-        // A hole up to the next run (or the end).
-        const uint64_t hole_end = it == map.runs.end() ? want_end : std::min(want_end, it->logical * bs);
-        const size_t n = static_cast<size_t>(hole_end - pos);
-        std::fill_n(out.begin() + static_cast<ptrdiff_t>(done), n, std::byte{0});
-        pos += n;
-        done += n;
-        continue;
-      }
-      const uint64_t run_end = (it->logical + it->length) * bs;
-      const size_t n = static_cast<size_t>(std::min(want_end, run_end) - pos);
-      const uint64_t device_offset = it->physical * bs + (pos - it->logical * bs);
-      try {
-        device_->read_at(device_offset, out.subspan(done, n));
-      } catch (const Error& e) {
-        throw Error(e.code(), e.what(), where(map.ino));
-      }
-      pos += n;
-      done += n;
-      ++it;
-    }
+    read_block_runs(*device_, map.runs, block_size_, offset, out, where(map.ino));
   }
 
   // Caller holds lib_mutex_. Runs `fn` with the inode's xattrs read.

@@ -72,6 +72,9 @@ class ReadFailureWatch final : public BlockDevice {
       throw;
     }
   }
+  bool map(uint64_t offset, uint64_t length, std::vector<Extent>& out) const override {
+    return volume_->map(offset, length, out);
+  }
   std::shared_ptr<const std::atomic<bool>> failed() const { return failed_; }
   // The first failed read's message (libext2fs keeps only an errno of it).
   std::string first_error() const {

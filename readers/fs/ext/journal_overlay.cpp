@@ -44,6 +44,31 @@ class JournalOverlay final : public BlockDevice {
       ++it;
     }
   }
+  // As read_at: a replayed block is its journal copy, unless the copy is
+  // escaped (its first bytes are rewritten on the way).
+  bool map(uint64_t offset, uint64_t length, std::vector<Extent>& out) const override {
+    require_in_range(*this, offset, length);
+    const uint64_t end = offset + length;
+    auto it = std::lower_bound(copies_.begin(), copies_.end(), offset / bs_,
+                               [](const BlockCopy& c, uint64_t block) { return c.fs_block < block; });
+    uint64_t pos = offset;
+    while (pos < end) {
+      const uint64_t mapped_start = it == copies_.end() ? end : std::max(pos, std::min(end, it->fs_block * bs_));
+      if (pos < mapped_start) {
+        if (!volume_->map(pos, mapped_start - pos, out)) return false;
+        pos = mapped_start;
+        continue;
+      }
+      const uint64_t block_start = it->fs_block * bs_;
+      const uint64_t in_block = pos - block_start;
+      const uint64_t n = std::min(end, block_start + bs_) - pos;
+      if (it->escaped && in_block < 4) return false;
+      if (!volume_->map(it->device_offset + in_block, n, out)) return false;
+      pos += n;
+      ++it;
+    }
+    return true;
+  }
 
  private:
   BlockDevicePtr volume_;

@@ -22,6 +22,7 @@
 #include "readers/common/error.h"
 #include "readers/common/log.h"
 #include "readers/common/shared_lru.h"
+#include "readers/fs/block_runs.h"
 #include "readers/fs/dir_index.h"
 #include "readers/fs/xfs/xfs_log.h"
 #include "readers/fs/xfs/xfs_volume.h"
@@ -37,16 +38,10 @@ using xfs::XfsVolume;
 constexpr size_t kMapCacheFiles = 256;
 constexpr size_t kMapCacheBytes = 6u << 20;  // per volume, within the backup's budget
 
-struct Run {
-  uint64_t logical = 0;   // file block
-  uint64_t physical = 0;  // linear filesystem block
-  uint64_t length = 0;
-};
-
 struct FileMap {
   uint64_t ino = 0;
   uint64_t size = 0;
-  std::vector<Run> runs;  // written extents only: holes and unwritten extents read as zeros
+  std::vector<BlockRun> runs;  // written extents only: holes and unwritten extents read as zeros
 };
 
 // XFS keeps device numbers in the old SysV layout: 14-bit major, 18-bit minor.
@@ -138,6 +133,11 @@ class XfsFilesystem final : public Filesystem {
     handles_.erase(handle);
   }
 
+  std::optional<std::vector<sendense::Extent>> map_file(uint64_t ino, size_t max_extents) override {
+    const std::shared_ptr<const FileMap> map = file_map(ino);
+    return map_block_runs(*device_, map->runs, volume_.sb().block_size, map->size, max_extents);
+  }
+
   std::vector<std::string> listxattr(uint64_t ino) override {
     std::vector<std::string> names;
     for (xfs::Xattr& x : volume_.read_xattrs(read_inode(ino))) names.push_back(std::move(x.name));
@@ -220,48 +220,22 @@ class XfsFilesystem final : public Filesystem {
       if (e.unwritten) continue;          // reads as zeros
       const uint64_t length = std::min(e.count, end_block - e.offset);
       if (!map->runs.empty()) {
-        Run& last = map->runs.back();
+        BlockRun& last = map->runs.back();
         if (last.logical + last.length == e.offset && last.physical + last.length == e.block) {
           last.length += length;
           continue;
         }
       }
-      map->runs.push_back(Run{e.offset, e.block, length});
+      map->runs.push_back(BlockRun{e.offset, e.block, length});
     }
     map->runs.shrink_to_fit();
-    const size_t weight = sizeof(FileMap) + map->runs.size() * sizeof(Run);  // before the move
+    const size_t weight = sizeof(FileMap) + map->runs.size() * sizeof(BlockRun);  // before the move
     return maps_.insert(ino, std::move(map), weight);
   }
 
   // No lock: the map is immutable and the device is thread-safe.
   void read_runs(const FileMap& map, uint64_t offset, std::span<std::byte> out) const {
-    const uint64_t bs = volume_.sb().block_size;
-    auto it = std::upper_bound(map.runs.begin(), map.runs.end(), offset / bs,
-                               [](uint64_t block, const Run& r) { return block < r.logical + r.length; });
-    uint64_t pos = offset;
-    size_t done = 0;
-    const uint64_t want_end = offset + out.size();
-    while (done < out.size()) {
-      if (it == map.runs.end() || pos < it->logical * bs) {
-        const uint64_t hole_end = it == map.runs.end() ? want_end : std::min(want_end, it->logical * bs);
-        const size_t n = static_cast<size_t>(hole_end - pos);
-        std::fill_n(out.begin() + static_cast<ptrdiff_t>(done), n, std::byte{0});
-        pos += n;
-        done += n;
-        continue;
-      }
-      const uint64_t run_end = (it->logical + it->length) * bs;
-      const size_t n = static_cast<size_t>(std::min(want_end, run_end) - pos);
-      const uint64_t device_offset = it->physical * bs + (pos - it->logical * bs);
-      try {
-        device_->read_at(device_offset, out.subspan(done, n));
-      } catch (const Error& e) {
-        throw Error(e.code(), e.what(), volume_.where(map.ino));
-      }
-      pos += n;
-      done += n;
-      ++it;
-    }
+    read_block_runs(*device_, map.runs, volume_.sb().block_size, offset, out, volume_.where(map.ino));
   }
 
   const BlockDevicePtr device_;
