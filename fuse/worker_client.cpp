@@ -89,17 +89,22 @@ std::string describe_status(int st) {
 // Attributes are immutable (so is the image): those a listing or a lookup
 // brought are kept, so the per-entry getattr of readdirplus, ls -l or a
 // walk costs no request. So is a small file's map (worker/protocol.h): the
-// file's reads then go to the image files here, with no request.
+// file's reads then go to the image files here, with no request. And the
+// names of a folder's first page with attributes (what opendir fetches):
+// a lookup of one of them, which a walk makes for every entry the kernel
+// listed without attributes, costs no request either.
 class WorkerFilesystem final : public Filesystem {
   struct Known {
     Attr attr;
     std::vector<worker::MappedExtent> map;  // empty: reads go to the worker
   };
+  using Names = std::unordered_map<std::string, uint64_t>;  // shown name -> inode
 
  public:
   WorkerFilesystem(std::shared_ptr<Worker> worker, uint32_t index)
       : worker_(std::move(worker)), index_(index), volume_(worker_->hello().volumes.at(index)),
-        attrs_(worker::kListingAttrsMax, worker::kListingAttrsMax) {}
+        attrs_(worker::kListingAttrsMax, worker::kListingAttrsMax),
+        names_(kNamedFolders, worker::kListingAttrsMax) {}
 
   uint64_t root_ino() const override { return volume_.root_ino; }
   std::string type_name() const override { return volume_.fs_type; }
@@ -113,6 +118,12 @@ class WorkerFilesystem final : public Filesystem {
     return keep(a, worker::get_map(r), ino);
   }
   std::optional<Attr> lookup(uint64_t dir, std::string_view name) override {
+    // A page's names are the names the tree shows, each unique in its
+    // folder (names.h), and the worker's lookup finds each one's entry.
+    if (auto names = names_.find(dir)) {
+      if (auto it = names->find(std::string(name)); it != names->end())
+        if (auto known = attrs_.find(it->second)) return known->attr;
+    }
     auto out = call(Op::lookup, [&](worker::Writer& w) {
       w.u64(dir);
       w.str(name);
@@ -226,6 +237,7 @@ class WorkerFilesystem final : public Filesystem {
     });
     worker::Reader r(out);
     std::vector<DirEntry> entries(r.count(28));
+    auto names = attrs_next && cookie == 0 ? std::make_shared<Names>() : nullptr;
     for (auto& e : entries) {
       e.name = r.str();
       e.ino = r.u64();
@@ -234,7 +246,12 @@ class WorkerFilesystem final : public Filesystem {
       if (r.u32() != 0) {
         Attr a = worker::get_attr(r);
         keep(a, worker::get_map(r), e.ino);
+        if (names && e.name != "." && e.name != "..") names->emplace(e.name, e.ino);
       }
+    }
+    if (names && !names->empty()) {
+      const size_t weight = names->size();
+      names_.insert(dir, std::move(names), weight);
     }
     return entries;
   }
@@ -312,6 +329,8 @@ class WorkerFilesystem final : public Filesystem {
   uint32_t index_;
   worker::HelloVolume volume_;
   ext::SharedLru<Known> attrs_;
+  static constexpr size_t kNamedFolders = 256;
+  ext::SharedLru<Names> names_;  // by folder
   // Open files: the handle number (sent with each read) -> the inode.
   HandleTable<const uint64_t> files_;
   std::mutex released_mutex_;
