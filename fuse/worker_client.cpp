@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -97,6 +98,7 @@ class WorkerFilesystem final : public Filesystem {
   struct Known {
     Attr attr;
     std::vector<worker::MappedExtent> map;  // empty: reads go to the worker
+    bool asked = false;                     // a larger file's map was asked for (kMap)
   };
   using Names = std::unordered_map<std::string, uint64_t>;  // shown name -> inode
 
@@ -165,7 +167,11 @@ class WorkerFilesystem final : public Filesystem {
   size_t read(uint64_t handle, uint64_t offset, std::span<std::byte> buf) override {
     const auto ino = files_.find(handle);
     if (!ino) throw Error(EBADF, "no open file " + std::to_string(handle));
-    if (auto known = attrs_.find(*ino); known && !known->map.empty()) return read_mapped(*known, offset, buf);
+    auto known = attrs_.find(*ino);
+    if (known && known->map.empty() && !known->asked && S_ISREG(known->attr.mode) &&
+        known->attr.size > worker::kMapMaxSize)
+      known = ask_map(*known);
+    if (known && !known->map.empty()) return read_mapped(*known, offset, buf);
     size_t done = 0;
     while (done < buf.size()) {
       const size_t want = std::min(buf.size() - done, worker_->max_read());
@@ -271,20 +277,21 @@ class WorkerFilesystem final : public Filesystem {
   // inode in are not kept: the cache is keyed by the inode asked for), with
   // the file's map once checked.
   const Attr& keep(const Attr& a, std::vector<worker::MappedExtent> map, uint64_t ino) {
-    if (!map.empty()) check_map(a, map);
+    if (!map.empty()) check_map(a, map, worker::kMapMaxExtents, worker::kMapMaxSize);
     if (a.ino == ino && ino != 0) attrs_.insert(ino, std::make_shared<const Known>(Known{a, std::move(map)}), 1);
     return a;
   }
 
   // A map is the worker's word: it must cover the file exactly, with
   // extents inside the daemon's own image files.
-  void check_map(const Attr& a, const std::vector<worker::MappedExtent>& map) const {
+  void check_map(const Attr& a, const std::vector<worker::MappedExtent>& map, size_t max_extents,
+                 uint64_t max_size) const {
     const auto& images = worker_->images();
     uint64_t total = 0;
-    bool ok = map.size() <= worker::kMapMaxExtents && a.size <= worker::kMapMaxSize;
+    bool ok = map.size() <= max_extents && a.size <= max_size;
     for (const auto& e : map) {
       if (!ok) break;
-      ok = e.length > 0 && e.length <= worker::kMapMaxSize &&
+      ok = e.length > 0 && e.length <= a.size - total &&
            (e.file == worker::kZeros ||
             (e.file < images.size() && e.offset <= images[e.file]->size() &&
              e.length <= images[e.file]->size() - e.offset));
@@ -293,6 +300,18 @@ class WorkerFilesystem final : public Filesystem {
     if (!ok || total != a.size)
       throw Error(EIO, "worker protocol: the map of inode " + std::to_string(a.ino) +
                            " does not cover the file inside the backup's image files");
+  }
+
+  // A larger file's map, asked for once by its first read; kept with its
+  // attributes (an empty map too: the worker reads that file).
+  std::shared_ptr<const Known> ask_map(const Known& k) {
+    auto out = call(Op::map, [&](worker::Writer& w) { w.u64(k.attr.ino); });
+    worker::Reader r(out);
+    auto map = worker::get_map(r);
+    if (!map.empty()) check_map(k.attr, map, worker::kMapMaxExtentsAsked, UINT64_MAX);
+    auto known = std::make_shared<const Known>(Known{k.attr, std::move(map), true});
+    attrs_.insert(k.attr.ino, known, 1);
+    return known;
   }
 
   // A read of a mapped file: from the daemon's own descriptors. A failed

@@ -17,6 +17,7 @@ const char* op_name(Op op) {
     case Op::getxattr: return "getxattr";
     case Op::statfs: return "statfs";
     case Op::probe: return "probe";
+    case Op::map: return "map";
   }
   return "unknown";
 }

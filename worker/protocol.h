@@ -32,7 +32,8 @@
 //     with no request: a small-file walk's every read. The daemon checks a
 //     map against its own descriptors, so a worker can point it at nothing
 //     but the bytes of its backup's image files, which the worker reads
-//     anyway.
+//     anyway. A larger file's map is asked for once, by its first read
+//     (kMap): its reads then cost no request either.
 //
 // The first exchange: the daemon sends kSetup (id 0) with everything the
 // worker needs (the backup, the passed descriptors, the sandbox); the
@@ -69,6 +70,7 @@ enum class Op : uint32_t {
   getxattr,
   statfs,
   probe,     // sandbox-check only: try one forbidden action (worker/probes.h)
+  map,       // inode -> its file map (at most kMapMaxExtentsAsked extents; empty: none)
 };
 const char* op_name(Op op);
 
@@ -158,6 +160,7 @@ Attr get_attr(Reader& r);
 // A file map (see above): extents in file order covering [0, size).
 inline constexpr uint64_t kMapMaxSize = 1u << 20;
 inline constexpr size_t kMapMaxExtents = 16;
+inline constexpr size_t kMapMaxExtentsAsked = 256;  // kMap
 inline constexpr uint32_t kZeros = 0xffffffff;  // MappedExtent::file of a hole
 struct MappedExtent {
   uint32_t file = kZeros;  // index in Setup::files (descriptor kFirstImageFd + file)

@@ -89,28 +89,30 @@ void reply_error(uint64_t id, int code, const std::string& message) {
   send_all(Header{id, static_cast<uint32_t>(code > 0 ? code : EIO), 0}, w.buf);
 }
 
-// The attributes, then the file's map (worker/protocol.h): empty unless a
-// regular file small enough, stored as is in the passed files.
+// Where regular file `ino`'s bytes lie in the passed files (worker/protocol.h);
+// empty when the reader cannot say, past `max_extents`, or on an error
+// (the file's reads then come through the worker, which reports it).
+std::vector<MappedExtent> mapped(Filesystem& fs, uint64_t ino, size_t max_extents) {
+  std::vector<MappedExtent> map;
+  try {
+    if (auto extents = fs.map_file(ino, max_extents)) {
+      for (const Extent& e : *extents) {
+        const int fd = e.file ? e.file->passed_fd() : -1;
+        if (e.file && fd < kFirstImageFd) return {};  // not a file the daemon passed: it cannot read it
+        map.push_back({e.file ? static_cast<uint32_t>(fd - kFirstImageFd) : kZeros, e.offset, e.length});
+      }
+    }
+  } catch (const Error&) {
+    return {};
+  }
+  return map;
+}
+
+// The attributes, then the map of a small regular file.
 void put_attr_map(Writer& w, Filesystem& fs, const Attr& a) {
   put_attr(w, a);
-  std::vector<MappedExtent> map;
-  if (S_ISREG(a.mode) && a.size > 0 && a.size <= kMapMaxSize) {
-    try {
-      if (auto extents = fs.map_file(a.ino, kMapMaxExtents)) {
-        for (const Extent& e : *extents) {
-          const int fd = e.file ? e.file->passed_fd() : -1;
-          if (e.file && fd < kFirstImageFd) {  // not a file the daemon passed: it cannot read it
-            map.clear();
-            break;
-          }
-          map.push_back({e.file ? static_cast<uint32_t>(fd - kFirstImageFd) : kZeros, e.offset, e.length});
-        }
-      }
-    } catch (const Error&) {
-      map.clear();  // read through the worker, whose read reports the error
-    }
-  }
-  put_map(w, map);
+  const bool small = S_ISREG(a.mode) && a.size > 0 && a.size <= kMapMaxSize;
+  put_map(w, small ? mapped(fs, a.ino, kMapMaxExtents) : std::vector<MappedExtent>{});
 }
 
 class Server {
@@ -251,6 +253,9 @@ class Server {
         if (v) w.str(*v);
         break;
       }
+      case Op::map:
+        put_map(w, mapped(fs, r.u64(), kMapMaxExtentsAsked));
+        break;
       case Op::statfs: {
         const FsStat s = fs.statfs();
         for (uint64_t v : {s.block_size, s.blocks, s.blocks_free, s.files, s.files_free, s.name_max}) w.u64(v);
