@@ -310,6 +310,7 @@ class WorkerFilesystem final : public Filesystem {
     auto map = worker::get_map(r);
     if (!map.empty()) check_map(k.attr, map, worker::kMapMaxExtentsAsked, UINT64_MAX);
     auto known = std::make_shared<const Known>(Known{k.attr, std::move(map), true});
+    attrs_.erase(k.attr.ino);  // insert() keeps a value already there
     attrs_.insert(k.attr.ino, known, 1);
     return known;
   }

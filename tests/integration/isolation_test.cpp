@@ -487,22 +487,28 @@ TEST_F(IsolationTest, SandboxCheckFindsEveryForbiddenActionBlocked) {
   EXPECT_EQ(j.output.find("FAILED"), std::string::npos) << j.output;
 }
 
-TEST_F(IsolationTest, SmallFilesListedWithTheirAttributesAreReadByTheDaemonItself) {
+TEST_F(IsolationTest, FilesWithKnownMapsAreReadByTheDaemonItself) {
   start({"--worker-timeout", "2"});
   const pid_t w = attach(big_, "disk");
   ASSERT_GT(w, 0);
   const std::string dir = vol(big_, "disk") + "/tree/d07";
   run_ok("ls -l " + q(dir) + " >/dev/null");  // readdirplus: the files' attributes and maps
+  // A large file's map is asked for by its first read, once.
+  ReadResult first = read_file_slowly(big_file(), 0ms, nullptr);
+  ASSERT_EQ(first.error, 0);
   ASSERT_EQ(::kill(w, SIGSTOP), 0);
-  // The maps came with the listing: the reads send the worker nothing, so
-  // a stopped worker delays none of them (through it, each would wait for
-  // the 2 s watchdog and fail).
+  // The maps are known: the reads send the worker nothing, so a stopped
+  // worker delays none of them (through it, each would wait for the 2 s
+  // watchdog and fail).
   const auto t0 = std::chrono::steady_clock::now();
   CommandResult got = run("cd " + q(dir) + " && cat f00 f17 f49");
+  ReadResult again = read_file_slowly(big_file(), 0ms, nullptr);
   const auto took = std::chrono::steady_clock::now() - t0;
   ASSERT_EQ(::kill(w, SIGCONT), 0);
   EXPECT_EQ(got.status, 0) << got.output;
   EXPECT_EQ(got.output, "0700\n0717\n0749\n");
+  EXPECT_EQ(again.error, 0);
+  EXPECT_TRUE(again.data == big_data_) << "the large file differs (" << again.data.size() << " bytes read)";
   EXPECT_LT(took, 1500ms);
   EXPECT_EQ(count_events(daemon_->log(), "worker_failed", {{"backup", big_}}), 0);
 }
