@@ -22,32 +22,31 @@ class JournalOverlay final : public BlockDevice {
   // crossing no replayed block is a single read.
   void read_at(uint64_t offset, std::span<std::byte> buf) const override {
     require_in_range(*this, offset, buf.size());
-    const uint64_t end = offset + buf.size();
-    auto it = std::lower_bound(copies_.begin(), copies_.end(), offset / bs_,
-                               [](const BlockCopy& c, uint64_t block) { return c.fs_block < block; });
-    uint64_t pos = offset;
-    while (pos < end) {
-      const uint64_t mapped_start = it == copies_.end() ? end : std::max(pos, std::min(end, it->fs_block * bs_));
-      if (pos < mapped_start) {
-        volume_->read_at(pos, buf.subspan(pos - offset, mapped_start - pos));
-        pos = mapped_start;
-        continue;
-      }
-      const uint64_t block_start = it->fs_block * bs_;
-      const uint64_t in_block = pos - block_start;
-      const uint64_t n = std::min(end, block_start + bs_) - pos;
+    walk(offset, buf.size(), [&](uint64_t pos, uint64_t from, uint64_t n, const BlockCopy* copy) {
       std::span<std::byte> out = buf.subspan(pos - offset, n);
-      volume_->read_at(it->device_offset + in_block, out);
-      if (it->escaped && in_block < 4)
+      volume_->read_at(from, out);
+      const uint64_t in_block = copy ? pos - copy->fs_block * bs_ : 4;
+      if (copy && copy->escaped && in_block < 4)
         std::copy(kMagicBytes + in_block, kMagicBytes + std::min<uint64_t>(4, in_block + n), out.begin());
-      pos += n;
-      ++it;
-    }
+      return true;
+    });
   }
   // As read_at: a replayed block is its journal copy, unless the copy is
   // escaped (its first bytes are rewritten on the way).
   bool map(uint64_t offset, uint64_t length, std::vector<Extent>& out) const override {
     require_in_range(*this, offset, length);
+    return walk(offset, length, [&](uint64_t pos, uint64_t from, uint64_t n, const BlockCopy* copy) {
+      if (copy && copy->escaped && pos - copy->fs_block * bs_ < 4) return false;
+      return volume_->map(from, n, out);
+    });
+  }
+
+ private:
+  // Calls piece(pos, volume offset, length, the copy or nullptr) for each
+  // stretch of [offset, offset + length) in order: unreplayed stretches
+  // whole, replayed blocks one by one. Stops at the first false.
+  template <typename Piece>
+  bool walk(uint64_t offset, uint64_t length, Piece&& piece) const {
     const uint64_t end = offset + length;
     auto it = std::lower_bound(copies_.begin(), copies_.end(), offset / bs_,
                                [](const BlockCopy& c, uint64_t block) { return c.fs_block < block; });
@@ -55,22 +54,19 @@ class JournalOverlay final : public BlockDevice {
     while (pos < end) {
       const uint64_t mapped_start = it == copies_.end() ? end : std::max(pos, std::min(end, it->fs_block * bs_));
       if (pos < mapped_start) {
-        if (!volume_->map(pos, mapped_start - pos, out)) return false;
+        if (!piece(pos, pos, mapped_start - pos, nullptr)) return false;
         pos = mapped_start;
         continue;
       }
       const uint64_t block_start = it->fs_block * bs_;
-      const uint64_t in_block = pos - block_start;
       const uint64_t n = std::min(end, block_start + bs_) - pos;
-      if (it->escaped && in_block < 4) return false;
-      if (!volume_->map(it->device_offset + in_block, n, out)) return false;
+      if (!piece(pos, it->device_offset + (pos - block_start), n, &*it)) return false;
       pos += n;
       ++it;
     }
     return true;
   }
 
- private:
   BlockDevicePtr volume_;
   uint64_t bs_;
   std::vector<BlockCopy> copies_;
