@@ -325,6 +325,17 @@ TEST(Journal, OverlayReadsAnyRange) {
     std::string got(n, '\0');
     overlay->read_at(off, std::as_writable_bytes(std::span(got)));
     ASSERT_TRUE(got == want.substr(off, n)) << "offset " << off << " length " << n;
+    // Its map (what the daemon copies for a worker): the same bytes, or
+    // none where the range holds an escaped copy's restored magic.
+    bool touches_magic = false;
+    for (const auto& c : copies)
+      if (c.escaped && off < c.fs_block * kBs + 4 && c.fs_block * kBs < off + n) touches_magic = true;
+    std::vector<sendense::Extent> map;
+    ASSERT_EQ(overlay->map(off, n, map), !touches_magic) << "offset " << off << " length " << n;
+    if (touches_magic) continue;
+    std::string copied;
+    for (const auto& e : map) copied += volume.substr(e.offset, e.length);  // one file: the volume
+    ASSERT_TRUE(copied == want.substr(off, n)) << "map of offset " << off << " length " << n;
   }
   // A copy outside the volume is refused.
   EXPECT_THROW(sendense::ext::make_journal_overlay(sendense::open_raw_image(dir / "volume.raw"), kBs,
