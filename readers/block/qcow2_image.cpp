@@ -213,15 +213,32 @@ class Qcow2Image final : public BlockDevice {
     if (level.raw) {
       append_extent(out, level.file.get(), offset, inside);
     } else {
+      // Unallocated units go to the level below a run at a time, as in
+      // read_level: one walk of its tables per run, not per unit.
+      uint64_t below_start = offset, below_end = offset;
+      auto flush = [&] {
+        if (ok && below_end > below_start) ok = map_level(k + 1, below_start, below_end - below_start, out);
+        below_start = below_end;
+      };
       for_each_unit(level, offset, offset + inside, [&](const Mapping& m, uint64_t from, uint64_t to, uint64_t unit_start) {
         if (!ok) return;
+        if (m.kind == Kind::unallocated) {
+          if (below_end != from) {
+            flush();
+            below_start = from;
+          }
+          below_end = to;
+          return;
+        }
+        flush();
         switch (m.kind) {
           case Kind::zero: append_extent(out, nullptr, 0, to - from); break;
-          case Kind::unallocated: ok = map_level(k + 1, from, to - from, out); break;
           case Kind::data: append_extent(out, level.file.get(), m.host + (from - unit_start), to - from); break;
           case Kind::compressed: ok = false; break;
+          case Kind::unallocated: break;
         }
       });
+      flush();
     }
     append_extent(out, nullptr, 0, len - inside);
     return ok;
