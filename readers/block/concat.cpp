@@ -19,30 +19,34 @@ class Concat final : public BlockDevice {
 
   void read_at(uint64_t offset, std::span<std::byte> buf) const override {
     require_in_range(*this, offset, buf.size());
-    // The part holding `offset`: the last one starting at or before it.
-    size_t i = static_cast<size_t>(std::upper_bound(starts_.begin(), starts_.end(), offset) - starts_.begin()) - 1;
-    size_t done = 0;
-    while (done < buf.size()) {
-      const uint64_t within = offset + done - starts_[i];
-      const uint64_t n = std::min<uint64_t>(buf.size() - done, parts_[i]->size() - within);
-      parts_[i]->read_at(within, buf.subspan(done, static_cast<size_t>(n)));
-      done += static_cast<size_t>(n);
-      ++i;
-    }
+    walk(offset, buf.size(), [&](const BlockDevice& part, uint64_t within, uint64_t done, uint64_t n) {
+      part.read_at(within, buf.subspan(static_cast<size_t>(done), static_cast<size_t>(n)));
+      return true;
+    });
   }
   bool map(uint64_t offset, uint64_t length, std::vector<Extent>& out) const override {
     require_in_range(*this, offset, length);
+    return walk(offset, length, [&](const BlockDevice& part, uint64_t within, uint64_t, uint64_t n) {
+      return part.map(within, n, out);
+    });
+  }
+
+ private:
+  // Calls piece(part, offset in it, bytes done, length) for each part the
+  // range touches, in order; stops at the first false.
+  template <typename Piece>
+  bool walk(uint64_t offset, uint64_t length, Piece&& piece) const {
+    // The part holding `offset`: the last one starting at or before it.
     size_t i = static_cast<size_t>(std::upper_bound(starts_.begin(), starts_.end(), offset) - starts_.begin()) - 1;
     for (uint64_t done = 0; done < length; ++i) {
       const uint64_t within = offset + done - starts_[i];
       const uint64_t n = std::min(length - done, parts_[i]->size() - within);
-      if (!parts_[i]->map(within, n, out)) return false;
+      if (!piece(*parts_[i], within, done, n)) return false;
       done += n;
     }
     return true;
   }
 
- private:
   std::vector<BlockDevicePtr> parts_;
   std::vector<uint64_t> starts_;  // offset of each part in the whole, ascending
   uint64_t total_;
