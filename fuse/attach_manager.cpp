@@ -1,7 +1,5 @@
 #include "fuse/attach_manager.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <filesystem>
 #include <optional>
@@ -52,7 +50,12 @@ bool AttachedBackup::images_changed(bool check_now) const {
 void AttachedBackup::touch() { last_access_ms.store(steady_now_ms(), std::memory_order_relaxed); }
 
 AttachManager::AttachManager(Catalog& catalog, CatalogView& view, AttachOptions options)
-    : catalog_(catalog), view_(view), options_(std::move(options)) {}
+    : catalog_(catalog), view_(view), options_(std::move(options)) {
+  // A spare worker takes the worker's start off the first listing of a
+  // backup (fuse/worker_client.h).
+  if (options_.isolation == "worker" && options_.attach_mode != "kernel" && !options_.worker.spares)
+    options_.worker.spares = std::make_shared<SpareWorkers>(options_.worker);
+}
 
 AttachManager::~AttachManager() = default;
 

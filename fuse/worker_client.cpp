@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/stat.h>
+#include <poll.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -411,11 +412,14 @@ std::shared_ptr<Worker> Worker::start(const std::string& backup_id, int64_t num,
   if (w->options_.binary.empty()) w->options_.binary = find_worker_binary();
   std::vector<int> fds;
   for (const auto& f : w->images_) fds.push_back(f->fd());
-  uint64_t namespaces = 0;
-  w->spawn(fds, namespaces);
+  std::optional<StartedWorker> spare;
+  if (options.spares && fds.size() <= worker::kMaxSpareFiles && backup_id.size() <= worker::kSpareRoom)
+    spare = options.spares->take();
+  if (spare) w->adopt(std::move(*spare));
+  else w->spawn(fds);
   setup.memory_limit = options.memory_limit;
   setup.threads = options.threads;
-  setup.namespaces = namespaces;
+  setup.namespaces = w->namespaces_;
 
   Pending p;
   p.id = 0;
@@ -431,6 +435,18 @@ std::shared_ptr<Worker> Worker::start(const std::string& backup_id, int64_t num,
   msghdr m{};
   m.msg_iov = iov;
   m.msg_iovlen = 2;
+  // A spare has no image yet: they come with its setup.
+  std::vector<char> control;
+  if (spare) {
+    control.resize(CMSG_SPACE(sizeof(int) * fds.size()));
+    m.msg_control = control.data();
+    m.msg_controllen = control.size();
+    cmsghdr* c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+  }
   if (::sendmsg(w->sock_.get(), &m, MSG_NOSIGNAL) < 0) {
     const Error e = sys_error("cannot send the setup to the worker", backup_id);
     std::lock_guard lock(w->mutex_);
@@ -449,14 +465,22 @@ std::shared_ptr<Worker> Worker::start(const std::string& backup_id, int64_t num,
     w->serving_ = true;
   }
   log::debug("worker_started", {{"backup", backup_id}, {"pid", std::to_string(w->pid_)},
-                                {"namespaces", std::to_string(namespaces)}});
+                                {"namespaces", std::to_string(w->namespaces_)}, {"spare", spare ? "yes" : "no"}});
   return w;
 }
 
-void Worker::spawn(const std::vector<int>& fds, uint64_t& namespaces) {
+namespace {
+
+// Clones the worker into new namespaces (as many as the host allows) and
+// execs `args` (binary first) with the socket as kControlFd and `fds` as
+// kFirstImageFd... The child gets no other descriptor, no_new_privs, and
+// limits on descriptors (`nofile`), core dumps and CPU time.
+StartedWorker start_process(const WorkerOptions& options, std::vector<std::string> args, const std::vector<int>& fds,
+                            rlim_t nofile_limit, const std::string& label) {
+  StartedWorker out;
   int sv[2];
-  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) throw sys_error("socketpair", backup_id_);
-  sock_.reset(sv[0]);
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) throw sys_error("socketpair", label);
+  out.sock.reset(sv[0]);
   UniqueFd child_end(sv[1]);
   // A 1 MiB read must fit one datagram: raise both buffers (root may force
   // past net.core.wmem_max; otherwise reads are cut smaller).
@@ -466,12 +490,13 @@ void Worker::spawn(const std::vector<int>& fds, uint64_t& namespaces) {
         ::setsockopt(fd, SOL_SOCKET, plain, &kSocketBuffer, sizeof kSocketBuffer);
   int sndbuf = 0;
   socklen_t len = sizeof sndbuf;
-  if (::getsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &sndbuf, &len) == 0) max_read_ = worker::max_part_for(sndbuf);
+  if (::getsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &sndbuf, &len) == 0) out.max_read = worker::max_part_for(sndbuf);
 
   // Everything the child needs is made before the fork: between fork and
   // exec only system calls (async-signal-safe).
-  std::string arg0 = options_.binary, arg1 = backup_id_;
-  std::vector<char*> argv = {arg0.data(), arg1.data(), nullptr};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
   std::vector<std::string> env_strings;  // (the worker limits its own malloc arenas: worker/sandbox.cpp)
   for (const char* name : {"ASAN_OPTIONS", "UBSAN_OPTIONS"})
     if (const char* v = std::getenv(name)) {
@@ -484,15 +509,15 @@ void Worker::spawn(const std::vector<int>& fds, uint64_t& namespaces) {
   for (auto& s : env_strings) envp.push_back(s.data());
   envp.push_back(nullptr);
   UniqueFd devnull;
-  if (options_.quiet) {
+  if (options.quiet) {
     devnull.reset(::open("/dev/null", O_WRONLY | O_CLOEXEC));
-    if (!devnull) throw sys_error("/dev/null", backup_id_);
+    if (!devnull) throw sys_error("/dev/null", label);
   }
   const int quiet_fd = devnull ? devnull.get() : -1;
   std::vector<int> sources = {child_end.get()};
   sources.insert(sources.end(), fds.begin(), fds.end());
   const int high = worker::kControlFd + static_cast<int>(sources.size());  // first descriptor past the targets
-  const rlimit nofile{static_cast<rlim_t>(2 * fds.size() + 64), static_cast<rlim_t>(2 * fds.size() + 64)};
+  const rlimit nofile{nofile_limit, nofile_limit};
   const rlimit no_core{0, 0};
   // CPU seconds over the worker's life: a backup read for hours uses many;
   // a spin in one request is the watchdog's to catch.
@@ -519,7 +544,6 @@ void Worker::spawn(const std::vector<int>& fds, uint64_t& namespaces) {
   };
 
   long pid = -1;
-  namespaces = 0;
   for (uint64_t flags : {kAllNamespaces, kAllNamespaces & ~static_cast<uint64_t>(CLONE_NEWPID), uint64_t{0}}) {
     // clone(2) as fork(2) (no new stack): the child runs child() and execs.
     pid = ::syscall(SYS_clone, flags | SIGCHLD, nullptr, nullptr, nullptr, 0);
@@ -527,19 +551,114 @@ void Worker::spawn(const std::vector<int>& fds, uint64_t& namespaces) {
       child();
     }
     if (pid > 0) {
-      namespaces = flags;
+      out.namespaces = flags;
       break;
     }
     if (errno != EPERM && errno != EINVAL && errno != ENOSPC && errno != EUSERS) break;
   }
-  if (pid < 0) throw sys_error("cannot start the worker", backup_id_);
-  pid_ = static_cast<pid_t>(pid);
-  child_end.reset();
+  if (pid < 0) throw sys_error("cannot start the worker", label);
+  out.pid = static_cast<pid_t>(pid);
   static std::atomic<bool> told{false};
-  if (namespaces != kAllNamespaces && !told.exchange(true))
-    log::warn("worker_namespaces", {{"asked", std::to_string(kAllNamespaces)}, {"got", std::to_string(namespaces)},
+  if (out.namespaces != kAllNamespaces && !told.exchange(true))
+    log::warn("worker_namespaces", {{"asked", std::to_string(kAllNamespaces)}, {"got", std::to_string(out.namespaces)},
                                     {"reason", "the host refused new namespaces"}});
+  return out;
+}
+
+void kill_and_reap(pid_t pid) {
+  ::kill(pid, SIGKILL);
+  while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+  }
+}
+
+}  // namespace
+
+void Worker::spawn(const std::vector<int>& fds) {
+  adopt(start_process(options_, {options_.binary, backup_id_}, fds, static_cast<rlim_t>(2 * fds.size() + 64), backup_id_));
+}
+
+void Worker::adopt(StartedWorker started) {
+  sock_ = std::move(started.sock);
+  pid_ = started.pid;
+  max_read_ = started.max_read;
+  namespaces_ = started.namespaces;
   watchdog_ = std::thread([this] { watchdog_loop(); });
+}
+
+SpareWorkers::SpareWorkers(WorkerOptions options) : options_(std::move(options)) {
+  if (options_.binary.empty()) options_.binary = find_worker_binary();
+  maker_ = std::thread([this] { make_loop(); });
+}
+
+SpareWorkers::~SpareWorkers() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  maker_.join();
+  if (spare_) kill_and_reap(spare_->pid);
+}
+
+std::optional<StartedWorker> SpareWorkers::take() {
+  std::optional<StartedWorker> out;
+  {
+    std::lock_guard lock(mutex_);
+    out.swap(spare_);
+  }
+  cv_.notify_all();
+  if (out && ::waitpid(out->pid, nullptr, WNOHANG) != 0) return std::nullopt;  // it ended meanwhile: reaped
+  return out;
+}
+
+bool SpareWorkers::ready() const {
+  std::lock_guard lock(mutex_);
+  return spare_.has_value();
+}
+
+void SpareWorkers::make_loop() {
+  std::unique_lock lock(mutex_);
+  while (!stopping_) {
+    if (spare_) {
+      // A spare that ends while it waits (killed by hand) is reaped and replaced.
+      if (!cv_.wait_for(lock, std::chrono::seconds(5), [&] { return stopping_ || !spare_; }) &&
+          ::waitpid(spare_->pid, nullptr, WNOHANG) != 0)
+        spare_.reset();
+      continue;
+    }
+    // After a take: the attach that took it is listing now; the new
+    // spare's exec waits so as not to compete with it for the CPU.
+    if (cv_.wait_for(lock, kRefillDelay, [&] { return stopping_; })) break;
+    lock.unlock();
+    std::optional<StartedWorker> made;
+    std::string why;
+    try {
+      std::string pad(worker::kSpareRoom, ' ');
+      StartedWorker w = start_process(options_, {options_.binary, worker::kSpareFlag, pad}, {},
+                                      static_cast<rlim_t>(3 * worker::kMaxSpareFiles + 64), "spare worker");
+      // Ready means exec'd and linked: a binary that cannot start is found
+      // here, not by the attach that would take it.
+      pollfd p{w.sock.get(), POLLIN, 0};
+      Header h{};
+      if (::poll(&p, 1, 10000) == 1 && ::recv(w.sock.get(), &h, sizeof h, 0) == static_cast<ssize_t>(sizeof h) &&
+          h.id == 0 && h.a == 0) {
+        made = std::move(w);
+      } else {
+        why = "it did not say it was ready within 10 s (a host without PR_SET_MM_MAP?)";
+        kill_and_reap(w.pid);
+      }
+    } catch (const Error& e) {
+      why = e.what();
+    }
+    lock.lock();
+    if (made) {
+      spare_ = std::move(made);
+    } else {
+      // Workers are then started by each attach, as without spares.
+      log::warn("spare_workers_off", {{"reason", why}});
+      break;
+    }
+  }
 }
 
 Worker::~Worker() {

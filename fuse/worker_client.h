@@ -4,7 +4,8 @@
 // in-process attach does (confined to the image's folder), opens every
 // file of it O_RDONLY itself, and starts `sendense-restore-worker
 // BACKUP_ID` as its child with only the control socket and those
-// descriptors; the worker sandboxes itself, opens the backup and answers
+// descriptors (or takes a spare started ahead and sends it the descriptors
+// with the setup: SpareWorkers below); the worker sandboxes itself, opens the backup and answers
 // with its volumes (Hello). Each volume is then served through a
 // WorkerFilesystem, a Filesystem whose every call is one request.
 //
@@ -33,6 +34,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <thread>
@@ -47,6 +49,8 @@
 
 namespace sendense {
 
+class SpareWorkers;
+
 struct WorkerOptions {
   std::string binary;                      // "": find_worker_binary()
   std::chrono::seconds timeout{30};        // --worker-timeout: a request older than this kills the worker
@@ -56,6 +60,51 @@ struct WorkerOptions {
   // sandbox-check: a worker ended by its probe is the expected outcome: no
   // worker_failed line, and the worker's stderr goes to /dev/null.
   bool quiet = false;
+  // Workers started ahead (the daemon's AttachManager makes them); null:
+  // each worker is started by the attach that needs it.
+  std::shared_ptr<SpareWorkers> spares;
+};
+
+// A worker process just started: its pid, the daemon's end of its socket,
+// the namespaces it got, the largest read one reply can carry.
+struct StartedWorker {
+  pid_t pid = -1;
+  UniqueFd sock;
+  uint64_t namespaces = 0;
+  size_t max_read = 64 * 1024;
+};
+
+// One worker started ahead of the next attach (worker/protocol.h,
+// kSpareFlag). Isolation's cost on the first listing of a backup was
+// mostly the worker's clone, exec and dynamic linking (about 8 ms of
+// 11-15); a spare has done them before the attach comes. It holds nothing
+// but its socket and is not yet sandboxed: it has read no byte of any
+// image. The attach that takes it passes the image descriptors with the
+// setup (SCM_RIGHTS); the worker takes the backup's id as its command
+// line, then sandboxes itself as any worker does. A new spare is started
+// kRefillDelay after one is taken; one that ends while it waits is reaped
+// (within 5 s) and replaced. A spare that cannot start or cannot take a
+// name (PR_SET_MM_MAP) turns spares off for the daemon's life, with one
+// `spare_workers_off` line. The destructor kills and reaps the spare.
+class SpareWorkers {
+ public:
+  static constexpr std::chrono::milliseconds kRefillDelay{200};
+  explicit SpareWorkers(WorkerOptions options);
+  ~SpareWorkers();
+  SpareWorkers(const SpareWorkers&) = delete;
+  SpareWorkers& operator=(const SpareWorkers&) = delete;
+  // The spare, if one is ready and still runs; a new one is started.
+  std::optional<StartedWorker> take();
+  bool ready() const;
+
+ private:
+  void make_loop();
+  WorkerOptions options_;
+  mutable std::mutex mutex_;
+  std::condition_variable cv_;
+  std::optional<StartedWorker> spare_;
+  bool stopping_ = false;
+  std::thread maker_;
 };
 
 // `sendense-restore-worker` next to the running program (the build folder),
@@ -106,7 +155,10 @@ class Worker {
 
  private:
   Worker(std::string backup_id, WorkerOptions options);
-  void spawn(const std::vector<int>& fds, uint64_t& namespaces);
+  // Starts the worker with `fds` as its images (a fresh process).
+  void spawn(const std::vector<int>& fds);
+  // Takes a started process (fresh or spare) and watches it.
+  void adopt(StartedWorker started);
   // Registers `p` under a new request id, sends it with `args`, waits for
   // its reply (call() and read() differ only in how the reply is taken).
   std::vector<std::byte> submit(Pending& p, uint32_t volume, std::span<const std::byte> args);
@@ -134,6 +186,7 @@ class Worker {
   std::vector<ImageFilePtr> images_;
   UniqueFd sock_;
   pid_t pid_ = -1;
+  uint64_t namespaces_ = 0;
   size_t max_read_ = 64 * 1024;
 
   mutable std::mutex mutex_;

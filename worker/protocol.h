@@ -57,6 +57,16 @@ namespace sendense::worker {
 inline constexpr int kControlFd = 3;      // the SOCK_SEQPACKET socket to the daemon
 inline constexpr int kFirstImageFd = 4;   // image files, in the order of Setup::files
 
+// A spare worker (started ahead of any backup: fuse/worker_client.h) runs as
+// `sendense-restore-worker --spare PAD`, PAD being kSpareRoom spaces: the
+// room in which it writes the id of the backup it is given, so that its
+// command line names that backup like any worker's. It says it is ready
+// with one empty reply of id 0, then waits for a Setup that brings the
+// image descriptors with it (SCM_RIGHTS, in the order of Setup::files).
+inline constexpr const char* kSpareFlag = "--spare";
+inline constexpr size_t kSpareRoom = 255;       // the longest backup id a spare takes
+inline constexpr size_t kMaxSpareFiles = 253;   // SCM_MAX_FD: one message's descriptors
+
 enum class Op : uint32_t {
   setup = 1,
   getattr,

@@ -2,6 +2,8 @@
 // (issue 10). Started by the daemon only (fuse/worker_client.h), with the
 // control socket as fd 3 and the image files it opened as fd 4.. ; the
 // backup id on the command line names it in ps and /proc/PID/cmdline.
+// Or `sendense-restore-worker --spare PAD`: started ahead with the socket
+// only; the setup then brings the images and the id (worker/spare.h).
 //
 // It reads the setup (worker/protocol.h), enters the sandbox
 // (worker/sandbox.h), opens the backup through the engine with the
@@ -35,6 +37,7 @@
 #include "worker/probes.h"
 #include "worker/protocol.h"
 #include "worker/sandbox.h"
+#include "worker/spare.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 // Leak checking runs ptrace at exit, which the filter forbids; the daemon
@@ -274,12 +277,34 @@ class Server {
   std::vector<std::unordered_map<uint64_t, uint64_t>> open_;
 };
 
-int run(const std::string& backup_id) {
+// `backup_id`: the one the worker was started for; empty for a spare,
+// which takes its images and its name from the setup.
+int run(std::string backup_id, char** argv) {
   // The setup, then the sandbox, then the first byte of the backup.
   size_parts();
-  std::vector<std::byte> buf(4 * 1024 * 1024);
+  const bool spare = backup_id.empty();
+  if (spare) {
+    try {
+      say_ready();
+    } catch (const Error&) {
+      return 2;
+    }
+  }
+  // Sized by a peek: zeroing a 4 MiB buffer for a setup of a few hundred
+  // bytes cost each attach milliseconds of page faults.
   ssize_t n;
-  do n = ::recv(kControlFd, buf.data(), buf.size(), 0);
+  do n = ::recv(kControlFd, nullptr, 0, MSG_PEEK | MSG_TRUNC);
+  while (n < 0 && errno == EINTR);
+  if (n < static_cast<ssize_t>(sizeof(Header)) || n > 4 * 1024 * 1024) return 2;
+  std::vector<std::byte> buf(static_cast<size_t>(n));
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxSpareFiles)];
+  iovec iov{buf.data(), buf.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  do n = ::recvmsg(kControlFd, &msg, 0);
   while (n < 0 && errno == EINTR);
   if (n < static_cast<ssize_t>(sizeof(Header))) return 2;
   Header h;
@@ -287,9 +312,22 @@ int run(const std::string& backup_id) {
   if (static_cast<Op>(h.a) != Op::setup) return 2;
   Setup setup;
   try {
+    const std::vector<int> passed = passed_descriptors(msg);
     Reader r(std::span(buf.data(), static_cast<size_t>(n)).subspan(sizeof h));
     setup = decode_setup(r);
-    if (setup.backup_id != backup_id) throw Error(EINVAL, "setup for " + setup.backup_id + ", started for " + backup_id);
+    if (spare) {
+      if (passed.size() != setup.files.size())
+        throw Error(EINVAL, "setup of " + std::to_string(setup.files.size()) + " image files with " +
+                                std::to_string(passed.size()) + " descriptors", setup.backup_id);
+      place_image_descriptors(passed);
+      take_name(argv, setup.backup_id);
+      backup_id = setup.backup_id;
+      install_crash_report(backup_id);
+    } else if (!passed.empty()) {
+      throw Error(EINVAL, "descriptors passed to a worker started with its images", backup_id);
+    } else if (setup.backup_id != backup_id) {
+      throw Error(EINVAL, "setup for " + setup.backup_id + ", started for " + backup_id);
+    }
 
     PassedImageFiles table;
     for (const auto& f : setup.files) table.fds[f.name] = f.fd;
@@ -356,8 +394,9 @@ int run(const std::string& backup_id) {
 }  // namespace sendense::worker
 
 int main(int argc, char** argv) {
-  if (argc != 2 || ::fcntl(sendense::worker::kControlFd, F_GETFD) < 0) {
-    std::cerr << "usage: sendense-restore-worker BACKUP_ID\n"
+  const bool spare = argc == 3 && std::strcmp(argv[1], sendense::worker::kSpareFlag) == 0;
+  if ((argc != 2 && !spare) || ::fcntl(sendense::worker::kControlFd, F_GETFD) < 0) {
+    std::cerr << "usage: sendense-restore-worker BACKUP_ID | --spare PAD\n"
                  "Started by sendense-restorefs (--isolation worker) only: it serves one backup's\n"
                  "filesystems over the socket it is given as descriptor 3.\n";
     return 2;
@@ -365,7 +404,7 @@ int main(int argc, char** argv) {
   // pid 1 of its namespace: SIGTERM would be ignored without a handler.
   ::signal(SIGTERM, [](int) { ::syscall(SYS_exit_group, 0); });
   ::signal(SIGPIPE, SIG_IGN);
-  sendense::worker::install_crash_report(argv[1]);
-  const int rc = sendense::worker::run(argv[1]);
+  sendense::worker::install_crash_report(spare ? "(spare)" : argv[1]);
+  const int rc = sendense::worker::run(spare ? std::string() : std::string(argv[1]), argv);
   ::syscall(SYS_exit_group, rc);
 }

@@ -74,6 +74,18 @@ pid_t worker_of(pid_t daemon, const std::string& backup) {
   return -1;
 }
 
+// The spare worker child of `daemon` (started ahead, no backup yet), or -1.
+pid_t spare_of(pid_t daemon) {
+  for (const auto& [pid, state] : children_of(daemon)) {
+    const std::string cmdline = read_text("/proc/" + std::to_string(pid) + "/cmdline");
+    const auto nul = cmdline.find('\0');
+    if (nul != std::string::npos && cmdline.substr(0, nul).ends_with("sendense-restore-worker") &&
+        cmdline.compare(nul + 1, 8, std::string("--spare") + '\0') == 0 && state != 'Z')
+      return pid;
+  }
+  return -1;
+}
+
 std::string status_field(pid_t pid, const std::string& key) {
   std::istringstream in(read_text("/proc/" + std::to_string(pid) + "/status"));
   std::string line;
@@ -225,6 +237,42 @@ class IsolationTest : public ::testing::Test {
   std::string vol(const std::string& id, const std::string& volume) const { return mnt_ + "/" + id + "/" + volume; }
   std::string big_file() const { return vol(big_, "disk") + "/big.bin"; }
 
+  // The sandbox of worker `w` of `backup`, seen from outside (issue 10).
+  void expect_sandboxed(pid_t w, const std::string& backup) {
+    EXPECT_EQ(read_text("/proc/" + std::to_string(w) + "/cmdline").substr(read_text("/proc/" + std::to_string(w) + "/cmdline").find('\0') + 1),
+              backup + '\0');
+    std::istringstream uids(status_field(w, "Uid"));
+    for (int i = 0; i < 4; ++i) {
+      long uid = -1;
+      uids >> uid;
+      EXPECT_GE(uid, 2147000000L) << "Uid: " << status_field(w, "Uid");
+    }
+    std::istringstream gids(status_field(w, "Gid"));
+    long gid = 0;
+    gids >> gid;
+    EXPECT_GE(gid, 2147000000L);
+    EXPECT_EQ(status_field(w, "Groups"), "");
+    EXPECT_EQ(status_field(w, "NoNewPrivs"), "1");
+    EXPECT_EQ(status_field(w, "Seccomp"), "2");
+    EXPECT_EQ(status_field(w, "CapEff"), "0000000000000000");
+    EXPECT_EQ(status_field(w, "CapPrm"), "0000000000000000");
+    EXPECT_EQ(status_field(w, "CapBnd"), "0000000000000000");
+    // Its own namespaces (the host allowing): pid 1 inside its pid namespace.
+    for (const char* ns : {"mnt", "net", "ipc", "uts", "pid"}) {
+      std::error_code ec;
+      const auto mine = std::filesystem::read_symlink("/proc/self/ns/" + std::string(ns), ec);
+      const auto its = std::filesystem::read_symlink("/proc/" + std::to_string(w) + "/ns/" + ns, ec);
+      EXPECT_NE(mine, its) << ns << " namespace shared with the host";
+    }
+    EXPECT_EQ(status_field(w, "NSpid").substr(status_field(w, "NSpid").rfind('\t') + 1), "1");
+    // Its root is empty; it holds only the socket and the images (and their dups).
+    EXPECT_EQ(run_ok("ls -A /proc/" + std::to_string(w) + "/root/ | wc -l"), "0\n");
+    const std::string fds = run_ok("ls -l /proc/" + std::to_string(w) + "/fd/");
+    EXPECT_EQ(fds.find("/dev/"), fds.find("/dev/null")) << fds;  // no device but stdio
+    EXPECT_NE(fds.find("socket:"), std::string::npos) << fds;
+    EXPECT_NE(fds.find("repo/"), std::string::npos) << fds;  // its images (fixture repo, big-repo)
+  }
+
   // Attaches `backup` (a lookup inside it) and returns its worker's pid.
   pid_t attach(const std::string& backup, const std::string& volume) {
     struct stat st {};
@@ -276,42 +324,50 @@ TEST_F(IsolationTest, WorkerIsSandboxedAndNamesItsBackup) {
   start();
   const pid_t w = attach(full_, "part1");
   ASSERT_GT(w, 0) << "no worker child for " << full_;
-  EXPECT_EQ(read_text("/proc/" + std::to_string(w) + "/cmdline").substr(read_text("/proc/" + std::to_string(w) + "/cmdline").find('\0') + 1),
-            full_ + '\0');
-  std::istringstream uids(status_field(w, "Uid"));
-  for (int i = 0; i < 4; ++i) {
-    long uid = -1;
-    uids >> uid;
-    EXPECT_GE(uid, 2147000000L) << "Uid: " << status_field(w, "Uid");
-  }
-  std::istringstream gids(status_field(w, "Gid"));
-  long gid = 0;
-  gids >> gid;
-  EXPECT_GE(gid, 2147000000L);
-  EXPECT_EQ(status_field(w, "Groups"), "");
-  EXPECT_EQ(status_field(w, "NoNewPrivs"), "1");
-  EXPECT_EQ(status_field(w, "Seccomp"), "2");
-  EXPECT_EQ(status_field(w, "CapEff"), "0000000000000000");
-  EXPECT_EQ(status_field(w, "CapPrm"), "0000000000000000");
-  EXPECT_EQ(status_field(w, "CapBnd"), "0000000000000000");
-  // Its own namespaces (the host allowing): pid 1 inside its pid namespace.
-  for (const char* ns : {"mnt", "net", "ipc", "uts", "pid"}) {
-    std::error_code ec;
-    const auto mine = std::filesystem::read_symlink("/proc/self/ns/" + std::string(ns), ec);
-    const auto its = std::filesystem::read_symlink("/proc/" + std::to_string(w) + "/ns/" + ns, ec);
-    EXPECT_NE(mine, its) << ns << " namespace shared with the host";
-  }
-  EXPECT_EQ(status_field(w, "NSpid").substr(status_field(w, "NSpid").rfind('\t') + 1), "1");
-  // Its root is empty; it holds only the socket and the images (and their dups).
-  EXPECT_EQ(run_ok("ls -A /proc/" + std::to_string(w) + "/root/ | wc -l"), "0\n");
-  const std::string fds = run_ok("ls -l /proc/" + std::to_string(w) + "/fd/");
-  EXPECT_EQ(fds.find("/dev/"), fds.find("/dev/null")) << fds;  // no device but stdio
-  EXPECT_NE(fds.find("socket:"), std::string::npos) << fds;
-  EXPECT_NE(fds.find(".qcow2"), std::string::npos) << fds;
+  expect_sandboxed(w, full_);
   // Two backups: two workers with different ids.
   const pid_t w2 = attach(big_, "disk");
   ASSERT_GT(w2, 0);
   EXPECT_NE(status_field(w, "Uid"), status_field(w2, "Uid"));
+}
+
+// The worker started ahead (fuse/worker_client.h, SpareWorkers): before
+// any attach it holds nothing but its socket; the next attach makes it that
+// backup's worker, named and sandboxed like any, serving the right bytes;
+// a new spare follows; a spare killed while it waits is reaped and
+// replaced, and the attach after it still works.
+TEST_F(IsolationTest, ASpareWorkerBecomesTheNextBackupsWorker) {
+  start();
+  pid_t spare = -1;
+  ASSERT_TRUE(wait_for([&] { return (spare = spare_of(daemon_->pid())) > 0; }, 10s)) << "no spare worker";
+  const std::string spare_fds = run_ok("ls -l /proc/" + std::to_string(spare) + "/fd/");
+  EXPECT_EQ(spare_fds.find("repo/"), std::string::npos) << "a spare holds an image:\n" << spare_fds;
+  EXPECT_EQ(fd_count(spare), 4) << spare_fds;  // stdio and the socket
+  EXPECT_EQ(status_field(spare, "NoNewPrivs"), "1");
+
+  const pid_t w = attach(full_, "part1");
+  ASSERT_EQ(w, spare) << "the attach did not take the spare";
+  expect_sandboxed(w, full_);
+  CommandResult mine = run(checksums_command(vol(full_, "part1"), true));
+  ASSERT_EQ(mine.status, 0) << mine.output;
+  EXPECT_EQ(mine.output, run(checksums_command(fx_ + "/src", true)).output);
+
+  pid_t next = -1;
+  ASSERT_TRUE(wait_for([&] { return (next = spare_of(daemon_->pid())) > 0; }, 5s)) << "no new spare after the take";
+  EXPECT_NE(next, spare);
+  ASSERT_EQ(::kill(next, SIGKILL), 0);
+  pid_t again = -1;
+  EXPECT_TRUE(wait_for([&] { return (again = spare_of(daemon_->pid())) > 0 && again != next; }, 10s))
+      << "the killed spare was not replaced";
+  for (const auto& [pid, state] : children_of(daemon_->pid())) EXPECT_NE(state, 'Z') << "zombie " << pid;
+  const pid_t w2 = attach(big_, "disk");
+  ASSERT_GT(w2, 0);
+  EXPECT_EQ(w2, again);
+  expect_sandboxed(w2, big_);
+  ReadResult big = read_file_slowly(big_file(), 0ms, nullptr);
+  EXPECT_EQ(big.error, 0);
+  EXPECT_TRUE(big.data == big_data_) << "the large file differs (" << big.data.size() << " bytes read)";
+  EXPECT_EQ(daemon_->log().find("spare_workers_off"), std::string::npos) << daemon_->log();
 }
 
 // A worker killed with SIGKILL, or with SIGSEGV as a crashing parser is, in
@@ -335,6 +391,8 @@ TEST_F(IsolationTest, KilledWorkerFailsOnlyItsBackupAndReattaches) {
     const pid_t w = attach(big_, "disk");
     ASSERT_GT(w, 0);
     ASSERT_GT(attach(full_, "part1"), 0);
+    // With a spare waiting (its socket is one of the daemon's descriptors).
+    ASSERT_TRUE(wait_for([&] { return spare_of(daemon_->pid()) > 0; }, 5s));
     if (baseline_fds < 0) baseline_fds = fd_count(daemon_->pid());
     // The kernel's cached entries and pages of the tree would answer
     // without asking the worker: drop them so the walk reaches it.
@@ -398,7 +456,8 @@ TEST_F(IsolationTest, KilledWorkerFailsOnlyItsBackupAndReattaches) {
     EXPECT_GT(w_new, 0);
     EXPECT_NE(w_new, w);
     for (const auto& [pid, state] : children_of(daemon_->pid())) EXPECT_NE(state, 'Z') << "zombie " << pid;
-    EXPECT_LE(children_of(daemon_->pid()).size(), 2u);
+    ASSERT_TRUE(wait_for([&] { return spare_of(daemon_->pid()) > 0; }, 5s));
+    EXPECT_LE(children_of(daemon_->pid()).size(), 3u);  // two workers and the spare
     EXPECT_LE(fd_count(daemon_->pid()), baseline_fds) << run_ok("ls -l /proc/" + std::to_string(daemon_->pid()) + "/fd");
     if (HasFatalFailure() || HasFailure()) break;
   }

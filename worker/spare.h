@@ -1,0 +1,33 @@
+// A spare worker's own steps (worker/protocol.h, kSpareFlag): started
+// ahead of any backup, it has only its socket until the setup brings the
+// image descriptors, and only a placeholder name until it takes the
+// backup's. All of it runs before the sandbox (worker/sandbox.h).
+#pragma once
+
+#include <sys/socket.h>
+
+#include <string>
+#include <vector>
+
+namespace sendense::worker {
+
+// Tells the daemon the spare is up (exec'd, linked, waiting), once it has
+// checked that it can take a name (take_name). Throws Error.
+void say_ready();
+
+// The descriptors an SCM_RIGHTS message carried (received with `m`).
+// Throws Error when the control data was cut (more than the room given).
+std::vector<int> passed_descriptors(const msghdr& m);
+
+// Moves `fds` to kFirstImageFd, kFirstImageFd + 1, ... in order (wherever
+// they were received) and sets RLIMIT_NOFILE as the daemon does for a
+// worker it starts with its images. Throws Error.
+void place_image_descriptors(const std::vector<int>& fds);
+
+// Writes `backup_id` over the placeholder in the command line (argv[1..])
+// and ends the command line there, so /proc/PID/cmdline reads
+// "<binary>\0<backup_id>\0" (PR_SET_MM_MAP). Throws Error when the id does
+// not fit or the kernel refuses.
+void take_name(char** argv, const std::string& backup_id);
+
+}  // namespace sendense::worker
