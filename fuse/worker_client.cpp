@@ -100,6 +100,10 @@ class WorkerFilesystem final : public Filesystem {
     Attr attr;
     std::vector<worker::MappedExtent> map;  // empty: reads go to the worker
     bool asked = false;                     // a larger file's map was asked for (kMap)
+    // The folder whose first page brought it (0: none, or its page's
+    // xattr names were asked for already), and its xattr names once known.
+    uint64_t folder = 0;
+    std::shared_ptr<const std::vector<std::string>> xattrs;
   };
   using Names = std::unordered_map<std::string, uint64_t>;  // shown name -> inode
 
@@ -205,13 +209,19 @@ class WorkerFilesystem final : public Filesystem {
     worker_->post(Op::release, index_, w.buf);
   }
   std::vector<std::string> listxattr(uint64_t ino) override {
+    if (auto names = known_xattrs(ino)) return *names;
     auto out = call(Op::listxattr, [&](worker::Writer& w) { w.u64(ino); });
     worker::Reader r(out);
     std::vector<std::string> names(r.count(4));
     for (auto& n : names) n = r.str();
     return names;
   }
+  // `ls -l` asks every entry for its POSIX ACLs (two getxattr each): a
+  // name its listxattr would show but does not is answered here.
   std::optional<std::string> getxattr(uint64_t ino, std::string_view name) override {
+    if (listxattr_shows_namespace(name))
+      if (auto names = known_xattrs(ino); names && std::find(names->begin(), names->end(), name) == names->end())
+        return std::nullopt;
     auto out = call(Op::getxattr, [&](worker::Writer& w) {
       w.u64(ino);
       w.str(name);
@@ -252,7 +262,7 @@ class WorkerFilesystem final : public Filesystem {
       e.next = r.u64();
       if (r.u32() != 0) {
         Attr a = worker::get_attr(r);
-        keep(a, worker::get_map(r), e.ino);
+        keep(a, worker::get_map(r), e.ino, names ? dir : 0);
         if (names && e.name != "." && e.name != "..") names->emplace(e.name, e.ino);
       }
     }
@@ -277,10 +287,66 @@ class WorkerFilesystem final : public Filesystem {
   // Keeps the attributes the worker gave for `ino` (those it names another
   // inode in are not kept: the cache is keyed by the inode asked for), with
   // the file's map once checked.
-  const Attr& keep(const Attr& a, std::vector<worker::MappedExtent> map, uint64_t ino) {
+  const Attr& keep(const Attr& a, std::vector<worker::MappedExtent> map, uint64_t ino, uint64_t folder = 0) {
     if (!map.empty()) check_map(a, map, worker::kMapMaxExtents, worker::kMapMaxSize);
-    if (a.ino == ino && ino != 0) attrs_.insert(ino, std::make_shared<const Known>(Known{a, std::move(map)}), 1);
+    if (a.ino == ino && ino != 0)
+      attrs_.insert(ino, std::make_shared<const Known>(Known{a, std::move(map), false, folder, nullptr}), 1);
     return a;
+  }
+
+  // Replaces what is known of an inode (insert() keeps a value already there).
+  std::shared_ptr<const Known> replace(uint64_t ino, Known k) {
+    auto known = std::make_shared<const Known>(std::move(k));
+    attrs_.erase(ino);
+    attrs_.insert(ino, known, 1);
+    return known;
+  }
+
+  // The names every reader's listxattr lists when present (filesystem.h);
+  // others (NTFS's system.ntfs_*) are only found by asking.
+  static bool listxattr_shows_namespace(std::string_view n) {
+    return n.starts_with("user.") || n.starts_with("security.") || n.starts_with("trusted.") ||
+           n == "system.posix_acl_access" || n == "system.posix_acl_default";
+  }
+
+  // The xattr names of `ino`, if known or if it came with a folder's first
+  // page: then one request asks for those of every entry of that page.
+  std::shared_ptr<const std::vector<std::string>> known_xattrs(uint64_t ino) {
+    auto known = attrs_.find(ino);
+    if (!known) return nullptr;
+    if (known->xattrs || known->folder == 0) return known->xattrs;
+    ask_xattr_names(known->folder);
+    known = attrs_.find(ino);
+    return known ? known->xattrs : nullptr;
+  }
+
+  // One request for the xattr names of `folder`'s first page's entries.
+  // Each is asked once: an entry the worker could not list is then asked
+  // on its own, as one that came without a page is.
+  void ask_xattr_names(uint64_t folder) {
+    auto names = names_.find(folder);
+    std::vector<std::pair<uint64_t, std::shared_ptr<const Known>>> asked;
+    if (names)
+      for (const auto& [name, ino] : *names)
+        if (auto k = attrs_.find(ino); k && k->folder == folder && !k->xattrs && asked.size() < worker::kMaxXattrBatch)
+          asked.emplace_back(ino, std::move(k));
+    if (asked.empty()) return;
+    auto out = call(Op::xattr_names, [&](worker::Writer& w) {
+      w.u32(static_cast<uint32_t>(asked.size()));
+      for (const auto& [ino, k] : asked) w.u64(ino);
+    });
+    worker::Reader r(out);
+    if (r.u32() != asked.size()) throw Error(EIO, "worker protocol: xattr_names answered for another count");
+    for (auto& [ino, k] : asked) {
+      Known updated = *k;
+      updated.folder = 0;
+      if (r.u32() != 0) {
+        auto list = std::make_shared<std::vector<std::string>>(r.count(4));
+        for (auto& n : *list) n = r.str();
+        updated.xattrs = std::move(list);
+      }
+      replace(ino, std::move(updated));
+    }
   }
 
   // A map is the worker's word: it must cover the file exactly, with
@@ -310,10 +376,10 @@ class WorkerFilesystem final : public Filesystem {
     worker::Reader r(out);
     auto map = worker::get_map(r);
     if (!map.empty()) check_map(k.attr, map, worker::kMapMaxExtentsAsked, UINT64_MAX);
-    auto known = std::make_shared<const Known>(Known{k.attr, std::move(map), true});
-    attrs_.erase(k.attr.ino);  // insert() keeps a value already there
-    attrs_.insert(k.attr.ino, known, 1);
-    return known;
+    Known updated = k;
+    updated.map = std::move(map);
+    updated.asked = true;
+    return replace(k.attr.ino, std::move(updated));
   }
 
   // A read of a mapped file: from the daemon's own descriptors. A failed

@@ -18,6 +18,7 @@ const char* op_name(Op op) {
     case Op::statfs: return "statfs";
     case Op::probe: return "probe";
     case Op::map: return "map";
+    case Op::xattr_names: return "xattr_names";
   }
   return "unknown";
 }

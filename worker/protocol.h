@@ -81,6 +81,9 @@ enum class Op : uint32_t {
   statfs,
   probe,     // sandbox-check only: try one forbidden action (worker/probes.h)
   map,       // inode -> its file map (at most kMapMaxExtentsAsked extents; empty: none)
+  // count, that many inodes (at most kMaxXattrBatch) -> for each: 1 and its
+  // xattr names (Filesystem::listxattr), or 0 where listing failed
+  xattr_names,
 };
 const char* op_name(Op op);
 
@@ -95,6 +98,10 @@ inline constexpr size_t kReleaseBatch = 64;
 
 // The most entries one kReaddir reply holds.
 inline constexpr size_t kMaxPageEntries = 4096;
+
+// The most inodes one xattr_names request asks for (a folder's first page
+// with attributes is at most 1,024 entries: fuse/fuse_ops.cpp).
+inline constexpr size_t kMaxXattrBatch = 4096;
 
 // Attributes the daemon keeps per volume (those pages and lookups brought).
 inline constexpr size_t kListingAttrsMax = 32768;

@@ -259,6 +259,24 @@ class Server {
       case Op::map:
         put_map(w, mapped(fs, r.u64(), kMapMaxExtentsAsked));
         break;
+      case Op::xattr_names: {
+        const uint32_t count = r.count(8);
+        if (count > kMaxXattrBatch) throw Error(EINVAL, "worker protocol: too many inodes in one xattr_names");
+        w.u32(count);
+        for (uint32_t i = 0; i < count; ++i) {
+          std::vector<std::string> names;
+          try {
+            names = fs.listxattr(r.u64());
+          } catch (const Error&) {
+            w.u32(0);  // the daemon asks (and reports) on its own
+            continue;
+          }
+          w.u32(1);
+          w.u32(static_cast<uint32_t>(names.size()));
+          for (const auto& n : names) w.str(n);
+        }
+        break;
+      }
       case Op::statfs: {
         const FsStat s = fs.statfs();
         for (uint64_t v : {s.block_size, s.blocks, s.blocks_free, s.files, s.files_free, s.name_max}) w.u64(v);

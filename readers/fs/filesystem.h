@@ -141,6 +141,10 @@ class Filesystem {
   }
 
   // Full names ("user.x", "security.selinux", "system.posix_acl_access").
+  // A name in the user., security. or trusted. namespace, or a POSIX ACL
+  // name, is found by getxattr only if listxattr lists it (a sandboxed
+  // worker's daemon answers the others' absence from the list:
+  // fuse/worker_client.cpp); other names (system.ntfs_*) may be found unlisted.
   virtual std::vector<std::string> listxattr(uint64_t ino) = 0;
   virtual std::optional<std::string> getxattr(uint64_t ino, std::string_view name) = 0;
 

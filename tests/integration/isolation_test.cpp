@@ -572,6 +572,52 @@ TEST_F(IsolationTest, FilesWithKnownMapsAreReadByTheDaemonItself) {
   EXPECT_EQ(count_events(daemon_->log(), "worker_failed", {{"backup", big_}}), 0);
 }
 
+// `ls -l` asks each entry for its POSIX ACLs: the xattr names of a
+// folder's first page come in one request, then each entry's listxattr and
+// the getxattr of a name it lacks are answered by the daemon; the values
+// (and names a list does not show) are still the worker's.
+TEST_F(IsolationTest, AFoldersXattrNamesComeInOneRequest) {
+  start({"--worker-timeout", "2"});
+  const pid_t w = attach(full_, "part1");
+  ASSERT_GT(w, 0);
+  const std::string dir = vol(full_, "part1") + "/attrs";
+  const std::string src = fx_ + "/src/attrs";
+  // The first pages with attributes (the volume's root: its names answer
+  // the lookups of the path), then the ACL getxattrs of `ls -l`.
+  run_ok("ls -l " + q(vol(full_, "part1")) + " " + q(dir) + " >/dev/null");
+  // Every name and value, ACLs included, as the source has them.
+  const std::string dump = "getfattr -h -d -m - -e hex * 2>&1 | sort";
+  EXPECT_EQ(run_ok("cd " + q(dir) + " && " + dump), run_ok("cd " + q(src) + " && " + dump));
+  // Names, and what each lacks, from the daemon alone: a stopped worker
+  // delays none of it (through it, each call would wait for the watchdog).
+  // (The names to ask come from the source: a listing would be a request;
+  // -I: no import looks into the current folder.)
+  const std::string names =
+      "python3 -I -c 'import os,errno,sys\n"
+      "for f in sorted(os.listdir(sys.argv[1])):\n"
+      "  p=os.path.join(sys.argv[2],f)\n"
+      "  have=sorted(os.listxattr(p,follow_symlinks=False))\n"
+      "  lacks=[]\n"
+      "  for n in (\"system.posix_acl_access\",\"system.posix_acl_default\",\"security.selinux\",\"user.none\"):\n"
+      "    if n in have: continue\n"
+      "    try: os.getxattr(p,n,follow_symlinks=False)\n"
+      "    except OSError as e:\n"
+      "      if e.errno==errno.ENODATA: lacks.append(n)\n"
+      "      else: raise\n"
+      "  print(f,have,lacks)' " + q(src) + " ";
+  const std::string want = run_ok(names + q(src));
+  ASSERT_NE(want.find("acl-file ['system.posix_acl_access']"), std::string::npos) << want;
+  ASSERT_EQ(::kill(w, SIGSTOP), 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  CommandResult got = run(names + q(dir));
+  const auto took = std::chrono::steady_clock::now() - t0;
+  ASSERT_EQ(::kill(w, SIGCONT), 0);
+  EXPECT_EQ(got.status, 0) << got.output;
+  EXPECT_EQ(got.output, want);
+  EXPECT_LT(took, 1500ms);
+  EXPECT_EQ(count_events(daemon_->log(), "worker_failed", {{"backup", full_}}), 0);
+}
+
 TEST_F(IsolationTest, HungWorkerIsKilledByTheWatchdog) {
   start({"--worker-timeout", "2"});
   const pid_t w = attach(big_, "disk");
