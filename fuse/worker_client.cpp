@@ -704,13 +704,22 @@ void SpareWorkers::make_loop() {
                                       static_cast<rlim_t>(3 * worker::kMaxSpareFiles + 64), "spare worker");
       // Ready means exec'd and linked: a binary that cannot start is found
       // here, not by the attach that would take it.
+      // (In slices, so that a daemon stopping meanwhile does not wait.)
       pollfd p{w.sock.get(), POLLIN, 0};
+      int polled = 0;
+      for (int slice = 0; slice < 100 && polled == 0; ++slice) {
+        polled = ::poll(&p, 1, 100);
+        if (polled < 0 && errno == EINTR) polled = 0;
+        std::lock_guard stop_lock(mutex_);
+        if (stopping_) break;
+      }
       Header h{};
-      if (::poll(&p, 1, 10000) == 1 && ::recv(w.sock.get(), &h, sizeof h, 0) == static_cast<ssize_t>(sizeof h) &&
-          h.id == 0 && h.a == 0) {
+      if (polled == 1 && ::recv(w.sock.get(), &h, sizeof h, 0) == static_cast<ssize_t>(sizeof h) && h.id == 0 &&
+          h.a == 0) {
         made = std::move(w);
       } else {
-        why = "it did not say it was ready within 10 s (a host without PR_SET_MM_MAP?)";
+        why = polled == 1 ? "it ended before it was ready (it cannot start, or the kernel refuses PR_SET_MM_MAP)"
+                          : "it did not say it was ready within 10 s";
         kill_and_reap(w.pid);
       }
     } catch (const Error& e) {
@@ -719,7 +728,7 @@ void SpareWorkers::make_loop() {
     lock.lock();
     if (made) {
       spare_ = std::move(made);
-    } else {
+    } else if (!stopping_) {
       // Workers are then started by each attach, as without spares.
       log::warn("spare_workers_off", {{"reason", why}});
       break;
