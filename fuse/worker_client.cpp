@@ -503,7 +503,7 @@ std::shared_ptr<Worker> Worker::start(const std::string& backup_id, int64_t num,
   m.msg_iovlen = 2;
   // A spare has no image yet: they come with its setup.
   std::vector<char> control;
-  if (spare) {
+  if (spare && !fds.empty()) {
     control.resize(CMSG_SPACE(sizeof(int) * fds.size()));
     m.msg_control = control.data();
     m.msg_controllen = control.size();

@@ -20,8 +20,36 @@
 namespace sendense::worker {
 
 namespace {
-prctl_mm_map current_layout();
+
+// The process's memory layout as /proc/self/stat gives it, with the
+// current brk: what PR_SET_MM_MAP must be given back unchanged.
+prctl_mm_map current_layout() {
+  std::ifstream in("/proc/self/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto close = stat.rfind(')');
+  if (close == std::string::npos) throw Error(EIO, "cannot read /proc/self/stat");
+  std::istringstream fields(stat.substr(close + 2));
+  std::vector<unsigned long long> f(3);  // fields 1-2 (pid, comm) are not in the stream
+  std::string word;
+  while (fields >> word) f.push_back(std::strtoull(word.c_str(), nullptr, 10));
+  if (f.size() < 52) throw Error(EIO, "/proc/self/stat has too few fields");
+  prctl_mm_map m{};
+  m.start_code = f[26];
+  m.end_code = f[27];
+  m.start_stack = f[28];
+  m.start_data = f[45];
+  m.end_data = f[46];
+  m.start_brk = f[47];
+  m.brk = static_cast<__u64>(::syscall(SYS_brk, 0));
+  m.arg_start = f[48];
+  m.arg_end = f[49];
+  m.env_start = f[50];
+  m.env_end = f[51];
+  m.exe_fd = static_cast<__u32>(-1);  // keep /proc/PID/exe
+  return m;
 }
+
+}  // namespace
 
 void say_ready() {
   // A kernel without PR_SET_MM_MAP could not give the spare its name: it
@@ -66,38 +94,6 @@ void place_image_descriptors(const std::vector<int>& fds) {
   const rlimit nofile{static_cast<rlim_t>(2 * fds.size() + 64), static_cast<rlim_t>(2 * fds.size() + 64)};
   if (::setrlimit(RLIMIT_NOFILE, &nofile) != 0) throw sys_error("cannot limit the worker's descriptors");
 }
-
-namespace {
-
-// The process's memory layout as /proc/self/stat gives it, with the
-// current brk: what PR_SET_MM_MAP must be given back unchanged.
-prctl_mm_map current_layout() {
-  std::ifstream in("/proc/self/stat");
-  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const auto close = stat.rfind(')');
-  if (close == std::string::npos) throw Error(EIO, "cannot read /proc/self/stat");
-  std::istringstream fields(stat.substr(close + 2));
-  std::vector<unsigned long long> f(3);  // fields 1-2 (pid, comm) are not in the stream
-  std::string word;
-  while (fields >> word) f.push_back(std::strtoull(word.c_str(), nullptr, 10));
-  if (f.size() < 52) throw Error(EIO, "/proc/self/stat has too few fields");
-  prctl_mm_map m{};
-  m.start_code = f[26];
-  m.end_code = f[27];
-  m.start_stack = f[28];
-  m.start_data = f[45];
-  m.end_data = f[46];
-  m.start_brk = f[47];
-  m.brk = static_cast<__u64>(::syscall(SYS_brk, 0));
-  m.arg_start = f[48];
-  m.arg_end = f[49];
-  m.env_start = f[50];
-  m.env_end = f[51];
-  m.exe_fd = static_cast<__u32>(-1);  // keep /proc/PID/exe
-  return m;
-}
-
-}  // namespace
 
 void take_name(char** argv, const std::string& backup_id) {
   if (!argv[1] || !argv[2]) throw Error(EINVAL, "a spare is started with two arguments");

@@ -264,9 +264,10 @@ class Server {
         if (count > kMaxXattrBatch) throw Error(EINVAL, "worker protocol: too many inodes in one xattr_names");
         w.u32(count);
         for (uint32_t i = 0; i < count; ++i) {
+          const uint64_t ino = r.u64();
           std::vector<std::string> names;
           try {
-            names = fs.listxattr(r.u64());
+            names = fs.listxattr(ino);
           } catch (const Error&) {
             w.u32(0);  // the daemon asks (and reports) on its own
             continue;
