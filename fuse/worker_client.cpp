@@ -684,6 +684,8 @@ bool SpareWorkers::ready() const {
 
 void SpareWorkers::make_loop() {
   std::unique_lock lock(mutex_);
+  int failures = 0;  // in a row
+  auto pause = kRefillDelay;
   while (!stopping_) {
     if (spare_) {
       // A spare that ends while it waits (killed by hand) is reaped and replaced.
@@ -694,7 +696,7 @@ void SpareWorkers::make_loop() {
     }
     // After a take: the attach that took it is listing now; the new
     // spare's exec waits so as not to compete with it for the CPU.
-    if (cv_.wait_for(lock, kRefillDelay, [&] { return stopping_; })) break;
+    if (cv_.wait_for(lock, pause, [&] { return stopping_; })) break;
     lock.unlock();
     std::optional<StartedWorker> made;
     std::string why;
@@ -727,7 +729,14 @@ void SpareWorkers::make_loop() {
     }
     lock.lock();
     if (made) {
+      log::debug("spare_worker_ready", {{"pid", std::to_string(made->pid)}});
       spare_ = std::move(made);
+      failures = 0;
+      pause = kRefillDelay;
+    } else if (!stopping_ && ++failures < 3) {
+      // (One killed while it started, say.)
+      log::warn("spare_worker_failed", {{"reason", why}});
+      pause = std::chrono::seconds(1);
     } else if (!stopping_) {
       // Workers are then started by each attach, as without spares.
       log::warn("spare_workers_off", {{"reason", why}});

@@ -83,9 +83,11 @@ struct StartedWorker {
 // setup (SCM_RIGHTS); the worker takes the backup's id as its command
 // line, then sandboxes itself as any worker does. A new spare is started
 // kRefillDelay after one is taken; one that ends while it waits is reaped
-// (within 5 s) and replaced. A spare that cannot start or cannot take a
-// name (PR_SET_MM_MAP) turns spares off for the daemon's life, with one
-// `spare_workers_off` line. The destructor kills and reaps the spare.
+// (within 5 s) and replaced. One that ends before it is ready is retried
+// a second later (a `spare_worker_failed` line); three in a row (a binary
+// that cannot start, a kernel without PR_SET_MM_MAP) turn spares off for
+// the daemon's life, with one `spare_workers_off` line. The destructor
+// kills and reaps the spare.
 class SpareWorkers {
  public:
   static constexpr std::chrono::milliseconds kRefillDelay{200};

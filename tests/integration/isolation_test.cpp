@@ -338,8 +338,14 @@ TEST_F(IsolationTest, WorkerIsSandboxedAndNamesItsBackup) {
 // replaced, and the attach after it still works.
 TEST_F(IsolationTest, ASpareWorkerBecomesTheNextBackupsWorker) {
   start();
+  // Ready: started, and its "ready" received by the daemon (a sanitizer
+  // build's spare takes a while between its exec and that).
+  auto ready = [&](pid_t pid) {
+    return count_events(daemon_->log(), "spare_worker_ready", {{"pid", std::to_string(pid)}}) == 1;
+  };
   pid_t spare = -1;
-  ASSERT_TRUE(wait_for([&] { return (spare = spare_of(daemon_->pid())) > 0; }, 10s)) << "no spare worker";
+  ASSERT_TRUE(wait_for([&] { return (spare = spare_of(daemon_->pid())) > 0 && ready(spare); }, 10s))
+      << "no spare worker";
   const std::string spare_fds = run_ok("ls -l /proc/" + std::to_string(spare) + "/fd/");
   EXPECT_EQ(spare_fds.find("repo/"), std::string::npos) << "a spare holds an image:\n" << spare_fds;
   EXPECT_EQ(fd_count(spare), 4) << spare_fds;  // stdio and the socket
@@ -353,11 +359,12 @@ TEST_F(IsolationTest, ASpareWorkerBecomesTheNextBackupsWorker) {
   EXPECT_EQ(mine.output, run(checksums_command(fx_ + "/src", true)).output);
 
   pid_t next = -1;
-  ASSERT_TRUE(wait_for([&] { return (next = spare_of(daemon_->pid())) > 0; }, 5s)) << "no new spare after the take";
+  ASSERT_TRUE(wait_for([&] { return (next = spare_of(daemon_->pid())) > 0 && ready(next); }, 10s))
+      << "no new spare after the take";
   EXPECT_NE(next, spare);
   ASSERT_EQ(::kill(next, SIGKILL), 0);
   pid_t again = -1;
-  EXPECT_TRUE(wait_for([&] { return (again = spare_of(daemon_->pid())) > 0 && again != next; }, 10s))
+  EXPECT_TRUE(wait_for([&] { return (again = spare_of(daemon_->pid())) > 0 && again != next && ready(again); }, 10s))
       << "the killed spare was not replaced";
   for (const auto& [pid, state] : children_of(daemon_->pid())) EXPECT_NE(state, 'Z') << "zombie " << pid;
   const pid_t w2 = attach(big_, "disk");
