@@ -219,7 +219,8 @@ class WorkerFilesystem final : public Filesystem {
   // `ls -l` asks every entry for its POSIX ACLs (two getxattr each): a
   // name its listxattr would show but does not is answered here.
   std::optional<std::string> getxattr(uint64_t ino, std::string_view name) override {
-    if (listxattr_shows_namespace(name))
+    // (Other names, NTFS's system.ntfs_*, are found only by asking.)
+    if (listed_xattr_name(name))
       if (auto names = known_xattrs(ino); names && std::find(names->begin(), names->end(), name) == names->end())
         return std::nullopt;
     auto out = call(Op::getxattr, [&](worker::Writer& w) {
@@ -300,13 +301,6 @@ class WorkerFilesystem final : public Filesystem {
     attrs_.erase(ino);
     attrs_.insert(ino, known, 1);
     return known;
-  }
-
-  // The names every reader's listxattr lists when present (filesystem.h);
-  // others (NTFS's system.ntfs_*) are only found by asking.
-  static bool listxattr_shows_namespace(std::string_view n) {
-    return n.starts_with("user.") || n.starts_with("security.") || n.starts_with("trusted.") ||
-           n == "system.posix_acl_access" || n == "system.posix_acl_default";
   }
 
   // The xattr names of `ino`, if known or if it came with a folder's first
@@ -640,7 +634,8 @@ void kill_and_reap(pid_t pid) {
 }  // namespace
 
 void Worker::spawn(const std::vector<int>& fds) {
-  adopt(start_process(options_, {options_.binary, backup_id_}, fds, static_cast<rlim_t>(2 * fds.size() + 64), backup_id_));
+  adopt(start_process(options_, {options_.binary, backup_id_}, fds,
+                      static_cast<rlim_t>(worker::descriptor_limit(fds.size())), backup_id_));
 }
 
 void Worker::adopt(StartedWorker started) {

@@ -67,6 +67,10 @@ inline constexpr const char* kSpareFlag = "--spare";
 inline constexpr size_t kSpareRoom = 255;       // the longest backup id a spare takes
 inline constexpr size_t kMaxSpareFiles = 253;   // SCM_MAX_FD: one message's descriptors
 
+// A worker's RLIMIT_NOFILE with `images` image files: set by the daemon
+// before exec, or by a spare once its images come.
+inline constexpr size_t descriptor_limit(size_t images) { return 2 * images + 64; }
+
 enum class Op : uint32_t {
   setup = 1,
   getattr,

@@ -91,7 +91,8 @@ void place_image_descriptors(const std::vector<int>& fds) {
     if (::dup2(moved[i], kFirstImageFd + static_cast<int>(i)) < 0) throw sys_error("cannot place a passed image descriptor");
     ::close(moved[i]);
   }
-  const rlimit nofile{static_cast<rlim_t>(2 * fds.size() + 64), static_cast<rlim_t>(2 * fds.size() + 64)};
+  const auto limit = static_cast<rlim_t>(descriptor_limit(fds.size()));
+  const rlimit nofile{limit, limit};
   if (::setrlimit(RLIMIT_NOFILE, &nofile) != 0) throw sys_error("cannot limit the worker's descriptors");
 }
 

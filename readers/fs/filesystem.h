@@ -154,6 +154,13 @@ class Filesystem {
   virtual JournalReport journal() const { return {}; }
 };
 
+// The names listxattr shows when present (Filesystem::listxattr):
+// user., security., trusted. and the two POSIX ACL names.
+inline bool listed_xattr_name(std::string_view n) {
+  return n.starts_with("user.") || n.starts_with("security.") || n.starts_with("trusted.") ||
+         n == "system.posix_acl_access" || n == "system.posix_acl_default";
+}
+
 using FilesystemPtr = std::shared_ptr<Filesystem>;
 
 }  // namespace sendense

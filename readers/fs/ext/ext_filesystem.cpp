@@ -434,7 +434,7 @@ class ExtFilesystem final : public Filesystem {
       auto cb = [](char* name, char*, size_t, void* data) -> int {
         auto* c = static_cast<Ctx*>(data);
         try {
-          if (listed_xattr(name)) c->names->emplace_back(name);
+          if (listed_xattr_name(name)) c->names->emplace_back(name);  // not "system.data" (inline data)
         } catch (...) {
           return XATTR_ABORT;
         }
@@ -447,7 +447,7 @@ class ExtFilesystem final : public Filesystem {
 
   std::optional<std::string> getxattr(uint64_t ino, std::string_view name) override {
     const std::string key(name);
-    if (!listed_xattr(key.c_str())) {
+    if (!listed_xattr_name(key)) {
       // Still check the inode so a bad ino is ENOENT, not "no attribute".
       std::lock_guard lock(lib_mutex_);
       read_inode(ino);
@@ -776,12 +776,6 @@ class ExtFilesystem final : public Filesystem {
     fn(h);
   }
 
-  // The namespaces shown; "system.data" (inline data) and anything unknown is not.
-  static bool listed_xattr(const char* name) {
-    std::string_view n(name);
-    return n.starts_with("user.") || n.starts_with("security.") || n.starts_with("trusted.") ||
-           n == "system.posix_acl_access" || n == "system.posix_acl_default";
-  }
 
   const BlockDevicePtr device_;
   const std::string name_;
