@@ -462,6 +462,7 @@ int run_daemon(const DaemonOptions& options) {
     fuse_loop_cfg_set_max_threads(config, 64);
     rc = fuse_session_loop_mt(se, config);
     fuse_loop_cfg_destroy(config);
+    tree_mount->stop();
   }
   watchdog->stop();
   notify_stopping();

@@ -208,6 +208,27 @@ void list_from(fuse_req_t req, fuse_ino_t ino, DirHandle& h, uint64_t offset, bo
     if (!add(h.entries[i])) return;
 }
 
+// The small regular files of the folder page `h` holds, for reading ahead
+// (prefetch.h), once per page: the kernel lists a folder's first part with
+// attributes and the rest without, but the page (up to kPageEntries)
+// brought them all, so asking them costs no request. The caller holds h.mutex.
+void note_page(FuseContext& context, fuse_ino_t ino, DirHandle& h) {
+  if (!context.no_open || !node::is_volume_node(ino) || !h.attrs || h.noted == h.from) return;
+  h.noted = h.from;
+  std::vector<Prefetcher::File> small;
+  for (const NodeEntry& e : h.entries) {
+    if (!S_ISREG(e.type)) continue;
+    try {
+      const struct stat st = context.tree.getattr(e.node).st;
+      if (st.st_size > 0 && static_cast<uint64_t>(st.st_size) <= Prefetcher::kMaxFileSize)
+        small.push_back({e.node, static_cast<uint64_t>(st.st_size)});
+    } catch (const std::exception&) {
+      // its own lookup reports it
+    }
+  }
+  context.prefetch.listed(ino, h.from, small);
+}
+
 void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_file_info* fi) {
   checked(req, "readdir", ino, [&] {
     const std::shared_ptr<DirHandle> handle = dir_handle(req, fi->fh);
@@ -224,6 +245,7 @@ void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_
       used += need;
       return true;
     });
+    note_page(context_of(req), ino, *handle);
     count_bytes(req, "readdir", used);
     fuse_reply_buf(req, buf.data(), used);
   });
@@ -256,6 +278,7 @@ void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, f
       used += need;
       return true;
     });
+    note_page(context_of(req), ino, *handle);
     count_bytes(req, "readdirplus", used);
     fuse_reply_buf(req, buf.data(), used);
   });
@@ -294,7 +317,9 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_fil
     const std::span<std::byte> into(buf.data(), size);
     size_t n = 0;
     if (fi->fh == 0) {  // no OPEN was sent (node_files.h)
-      n = context.node_files.read(ino, static_cast<uint64_t>(offset), into);
+      if (auto ahead = context.prefetch.read_from_window(ino, static_cast<uint64_t>(offset), into)) n = *ahead;
+      else n = context.node_files.read(ino, static_cast<uint64_t>(offset), into);
+      if (offset == 0) context.prefetch.read_started(ino);
     } else {
       std::shared_ptr<OpenFile> file = context.files.find(fi->fh);
       // Opened by a previous run of the daemon: taken over (restore_tree.h).

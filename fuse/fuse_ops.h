@@ -13,6 +13,7 @@
 #include "fuse/handle_table.h"
 #include "fuse/metrics.h"
 #include "fuse/node_files.h"
+#include "fuse/prefetch.h"
 #include "fuse/restore_tree.h"
 #include "fuse/session_io.h"
 
@@ -32,6 +33,7 @@ struct DirHandle {
   uint64_t from = ~uint64_t{0};
   bool end = false;
   bool attrs = false;
+  uint64_t noted = ~uint64_t{0};   // the page whose small files were noted for reading ahead (prefetch.h)
   std::shared_ptr<const AttachedBackup::ChangeMark> read_through;  // the attach its pages came from
   AttachedBackupPtr pin;           // kernel-backend volumes only (see OpenFile)
 };
@@ -46,6 +48,9 @@ struct FuseContext {
   HandleTable<OpenFile> files;  // files the kernel opened (with --attach kernel)
   HandleTable<DirHandle> dirs;
   NodeFiles node_files;        // files read without an open (node_files.h)
+  // Reads small files ahead when reads come without an open (prefetch.h);
+  // its thread runs while the session does (ServedMount).
+  Prefetcher prefetch{tree, node_files};
   // Mounted "ro" (ServedMount sets it from the mount options): the kernel
   // itself refuses every writing open, so OPEN need not come here.
   bool read_only_mount = false;

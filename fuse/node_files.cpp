@@ -37,15 +37,20 @@ size_t NodeFiles::read(uint64_t node, uint64_t offset, std::span<std::byte> buf)
   if (!held) held = open_.insert(node, std::make_shared<const Held>(tree_, node), 1);
   Mark mark;
   const size_t n = tree_.read(*held->file, offset, buf, &mark);
+  if (!read_through(node, std::move(mark))) refuse_stale();
+  return n;
+}
+
+bool NodeFiles::read_through(uint64_t node, Mark mark) {
   std::lock_guard lock(mutex_);
   Mark& before = read_through_[node];
   // Two reads of one node can race across a change: one through the old
   // attach, one through its replacement. The kernel may cache either's
   // pages, so neither may join the other's: bytes from a changed attach
   // are refused, and so are new bytes after old ones.
-  if (stale(mark) || (before != mark && stale(before))) refuse_stale();
+  if (stale(mark) || (before != mark && stale(before))) return false;
   before = std::move(mark);
-  return n;
+  return true;
 }
 
 void NodeFiles::forget(uint64_t node) {

@@ -48,6 +48,12 @@ class NodeFiles {
   // The kernel dropped its inode of `node` (FORGET).
   void forget(uint64_t node);
 
+  using Mark = std::shared_ptr<const AttachedBackup::ChangeMark>;
+  // Bytes of `node` read through the attach of `mark` are about to reach
+  // the kernel by another way (prefetch.h): false when read() would refuse
+  // them, else remembered as read() remembers its own.
+  bool read_through(uint64_t node, Mark mark);
+
  private:
   // Closes its file when the last holder lets go (a read may still be
   // using a file the table already dropped).
@@ -57,7 +63,6 @@ class NodeFiles {
     RestoreTree& tree;
     std::shared_ptr<OpenFile> file;
   };
-  using Mark = std::shared_ptr<const AttachedBackup::ChangeMark>;
 
   RestoreTree& tree_;
   ext::SharedLru<Held> open_{kMaxOpen, kMaxOpen};

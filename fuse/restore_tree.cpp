@@ -130,6 +130,25 @@ RestoreTree::Resolved RestoreTree::resolve(uint64_t node) {
   return r;
 }
 
+std::vector<std::vector<std::byte>> RestoreTree::read_ahead(std::span<const std::pair<uint64_t, uint64_t>> files,
+                                                            std::shared_ptr<const AttachedBackup::ChangeMark>* read_through) {
+  std::vector<std::vector<std::byte>> none(files.size());
+  if (files.empty() || !node::is_volume_node(files.front().first)) return none;
+  const int64_t vid = node::volume_of(files.front().first);
+  auto backup_id = view_.backup_of_volume(vid);
+  if (!backup_id || (!tenant_.empty() && !visible_backup(*backup_id))) return none;
+  AttachedBackupPtr b = manager_.find(*backup_id);
+  const AttachedVolume* v = b ? b->volume(vid) : nullptr;
+  if (!v || !b->current() || b->replaced_changed) return none;
+  std::vector<Filesystem::WholeFile> asked;
+  for (const auto& [node, size] : files) {
+    if (!node::is_volume_node(node) || node::volume_of(node) != vid) return none;
+    asked.push_back({node::inode_of(node), size});
+  }
+  *read_through = b->change_seen;
+  return v->fs->read_files(asked);
+}
+
 std::optional<NodeAttr> RestoreTree::lookup(uint64_t parent, std::string_view name, double* negative_timeout) {
   auto snap = view_.snapshot();
   auto attr = lookup_node(*snap, parent, name, negative_timeout);

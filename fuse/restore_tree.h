@@ -105,6 +105,13 @@ class RestoreTree {
 
   // Opens a regular file (its reader handle on the current attach).
   std::shared_ptr<OpenFile> open(uint64_t node);
+  // Whole small files of one volume for reading ahead (prefetch.h): for
+  // each (node, size), its bytes or nothing. Only while the backup is
+  // attached, current and its pages the kernel's to keep (not the
+  // replacement of a changed image), and seen by this view: it never
+  // attaches. `read_through` as for read().
+  std::vector<std::vector<std::byte>> read_ahead(std::span<const std::pair<uint64_t, uint64_t>> files,
+                                                 std::shared_ptr<const AttachedBackup::ChangeMark>* read_through);
   // `read_through`, when given, is set to the change mark of the attach
   // the bytes came from.
   size_t read(OpenFile& file, uint64_t offset, std::span<std::byte> buf,

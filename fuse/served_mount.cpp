@@ -52,7 +52,7 @@ void install_wake_handler() {
 
 ServedMount::ServedMount(std::string path, FuseContext& context, const std::string& options, FuseHolder& holder,
                          std::optional<FuseHolder::Held> kept)
-    : path_(std::move(path)), holder_(holder) {
+    : path_(std::move(path)), context_(context), holder_(holder) {
   std::vector<const char*> argv = {"sendense-restorefs", "-o", options.c_str()};
   fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), const_cast<char**>(argv.data()));
   fuse_lowlevel_ops ops = make_fuse_operations();
@@ -86,6 +86,7 @@ ServedMount::ServedMount(std::string path, FuseContext& context, const std::stri
     se_ = nullptr;
     throw;
   }
+  context.prefetch.start(se_, context.metrics);
 }
 
 ServedMount::~ServedMount() {
@@ -110,6 +111,7 @@ void ServedMount::start(int max_threads) {
 }
 
 void ServedMount::stop() {
+  context_.prefetch.stop();
   if (!thread_.joinable()) return;
   fuse_session_exit(se_);
   // Again until it ends: a wake that lands just before the loop waits is lost.

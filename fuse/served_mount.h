@@ -38,6 +38,9 @@ class ServedMount {
   // Serves on a thread of its own (a tenant's view) with up to
   // `max_threads` workers; stop() ends it.
   void start(int max_threads);
+  // Ends reading ahead (prefetch.h) and the thread start() began, if any
+  // (the tree's session runs on the daemon's main thread: it calls this
+  // once its loop ended, before the backups are detached).
   void stop();
 
   // Takes the mount down for good (a tenant removed): the holder forgets it.
@@ -45,6 +48,7 @@ class ServedMount {
 
  private:
   std::string path_;
+  FuseContext& context_;
   FuseHolder& holder_;
   std::unique_ptr<SessionIo> io_;
   fuse_session* se_ = nullptr;

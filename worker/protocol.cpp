@@ -19,6 +19,7 @@ const char* op_name(Op op) {
     case Op::probe: return "probe";
     case Op::map: return "map";
     case Op::xattr_names: return "xattr_names";
+    case Op::read_files: return "read_files";
   }
   return "unknown";
 }

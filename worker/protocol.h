@@ -88,6 +88,10 @@ enum class Op : uint32_t {
   // count, that many inodes (at most kMaxXattrBatch) -> for each: 1 and its
   // xattr names (Filesystem::listxattr), or 0 where listing failed
   xattr_names,
+  // count, that many (inode, size) pairs (at most kReadFilesMax, each size at
+  // most kReadFilesMaxSize, together at most kReadFilesMaxBytes) -> for each:
+  // 1 and exactly `size` bytes (the file from its start), or 0
+  read_files,
 };
 const char* op_name(Op op);
 
@@ -106,6 +110,11 @@ inline constexpr size_t kMaxPageEntries = 4096;
 // The most inodes one xattr_names request asks for (a folder's first page
 // with attributes is at most 1,024 entries: fuse/fuse_ops.cpp).
 inline constexpr size_t kMaxXattrBatch = 4096;
+
+// One read_files request (reading small files ahead: fuse/prefetch.h).
+inline constexpr size_t kReadFilesMax = 64;
+inline constexpr uint64_t kReadFilesMaxSize = 128 * 1024;
+inline constexpr uint64_t kReadFilesMaxBytes = 1 << 20;
 
 // Attributes the daemon keeps per volume (those pages and lookups brought).
 inline constexpr size_t kListingAttrsMax = 32768;
@@ -150,6 +159,11 @@ class Reader {
   uint64_t u64() { return pod<uint64_t>(); }
   int64_t i64() { return pod<int64_t>(); }
   std::string str();
+  void raw(void* p, size_t n) {
+    need(n);
+    std::memcpy(p, data_.data() + pos_, n);
+    pos_ += n;
+  }
   // A count of items each at least `min_size` bytes long: a count the rest
   // of the message cannot hold is refused (a hostile worker must not make
   // the daemon allocate for billions of entries).

@@ -278,6 +278,25 @@ class Server {
         }
         break;
       }
+      case Op::read_files: {
+        const uint32_t count = r.count(16);
+        std::vector<Filesystem::WholeFile> files(count);
+        uint64_t total = 0;
+        for (auto& f : files) {
+          f.ino = r.u64();
+          f.size = r.u64();
+          total += f.size;
+          if (f.size > kReadFilesMaxSize) throw Error(EINVAL, "worker protocol: a file too large for read_files");
+        }
+        if (count > kReadFilesMax || total > kReadFilesMaxBytes)
+          throw Error(EINVAL, "worker protocol: too much in one read_files");
+        auto got = fs.read_files(files);
+        for (const auto& bytes : got) {
+          w.u32(bytes.empty() ? 0 : 1);
+          w.raw(bytes.data(), bytes.size());
+        }
+        break;
+      }
       case Op::statfs: {
         const FsStat s = fs.statfs();
         for (uint64_t v : {s.block_size, s.blocks, s.blocks_free, s.files, s.files_free, s.name_max}) w.u64(v);

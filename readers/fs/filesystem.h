@@ -130,6 +130,16 @@ class Filesystem {
   virtual size_t read(uint64_t handle, uint64_t offset, std::span<std::byte> buf) = 0;
   virtual void release(uint64_t handle) = 0;
 
+  // Whole small files at once, for reading ahead (fuse/prefetch.h): for each
+  // (inode, size) its bytes [0, size), or nothing where it cannot be read
+  // whole at that size. Never throws for one file. The default opens and
+  // reads each; a reader behind a process boundary asks for all in one request.
+  struct WholeFile {
+    uint64_t ino = 0;
+    uint64_t size = 0;
+  };
+  virtual std::vector<std::vector<std::byte>> read_files(std::span<const WholeFile> files);
+
   // Where regular file `ino`'s bytes [0, size) are stored (block_device.h:
   // extents of the image files, zeros for holes), in file order; nullopt
   // where the reader cannot say (inline or compressed data, a format

@@ -22,6 +22,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "tests/integration/daemon_harness.h"
@@ -623,6 +624,49 @@ TEST_F(IsolationTest, AFoldersXattrNamesComeInOneRequest) {
   EXPECT_EQ(got.output, want);
   EXPECT_LT(took, 1500ms);
   EXPECT_EQ(count_events(daemon_->log(), "worker_failed", {{"backup", full_}}), 0);
+}
+
+// Reading ahead (fuse/prefetch.h): the files after the one a READ asks for
+// reach the kernel's page cache without a READ of their own: a raw image's
+// from the daemon's own descriptors (their maps), a zlib-compressed one's
+// in read_files requests to its worker. What the kernel holds is the
+// files' bytes, and a walk of the whole tree reads every byte right.
+TEST_F(IsolationTest, SmallFilesAreReadAheadIntoThePageCache) {
+  // A zlib-compressed qcow2 of a small tree: its clusters are not mapped.
+  const std::string zsrc = tmp_ / "z-src", zrepo = tmp_ / "z-repo", zid = "backup-zsmall-20260106000000";
+  run_ok("mkdir -p " + q(zrepo) + " " + q(zsrc) + " && cd " + q(zsrc) + " && for d in 0 1 2; do "
+         "mkdir -p tree/d$d && for i in $(seq 0 59); do head -c $((i * 97 + 1)) /dev/urandom | base64 "
+         ">tree/d$d/f$(printf %02d $i) || exit 1; done; done");
+  run_ok("mkfs.ext4 -q -F -d " + q(zsrc) + " " + q(tmp_ / "z.raw") + " 16M && qemu-img convert -c -O qcow2 " +
+         q(tmp_ / "z.raw") + " " + q(zrepo + "/" + zid + ".qcow2"));
+  ASSERT_EQ(cli("catalog import " + q(zrepo)).status, 0);
+  start({"--log-level", "debug"});
+  auto reads = [&] { return count_events(daemon_->log(), "op", {{"op", "read"}}); };
+  for (const auto& [backup, src, files] :
+       {std::tuple{big_, tmp_ / "big-src/tree/d07", 50}, std::tuple{zid, zsrc + "/tree/d1", 60}}) {
+    SCOPED_TRACE(backup);
+    const std::string dir = vol(backup, "disk") + src.substr(src.rfind("/tree/"));
+    const int windows = count_events(daemon_->log(), "prefetched");
+    run_ok("ls -l " + q(dir) + " >/dev/null");  // the kernel knows the files (readdirplus)
+    run_ok("cat " + q(dir + "/f00") + " >/dev/null");
+    // One READ reads ahead the other files, in windows of 4, 8, 16, 32 (or
+    // the listing did: a READ came less than a second before).
+    EXPECT_TRUE(wait_for([&] { return count_events(daemon_->log(), "prefetched") >= windows + 4; }, 10s))
+        << "no read ahead after the first file's READ";
+    const int before = reads();
+    EXPECT_EQ(run_ok("cd " + q(dir) + " && sha256sum f*"), run_ok("cd " + q(src) + " && sha256sum f*"));
+    EXPECT_EQ(reads() - before, 0) << "files read ahead were asked for again";
+    EXPECT_EQ(count_events(daemon_->log(), "prefetched", {{"stored", "0"}}), 0);
+  }
+  // A walk of a whole tree (folders read ahead as they are listed, READs
+  // waiting for the window being read) reads every byte right.
+  run_ok("tar -cf - -C " + q(vol(big_, "disk")) + " tree | cat >/dev/null");
+  run_ok("tar -cf - -C " + q(vol(zid, "disk")) + " tree | cat >/dev/null");
+  EXPECT_EQ(run(checksums_command(vol(big_, "disk") + "/tree", false)).output,
+            run(checksums_command(tmp_ / "big-src/tree", false)).output);
+  EXPECT_EQ(run(checksums_command(vol(zid, "disk") + "/tree", false)).output,
+            run(checksums_command(zsrc + "/tree", false)).output);
+  EXPECT_EQ(count_events(daemon_->log(), "worker_failed"), 0);
 }
 
 TEST_F(IsolationTest, HungWorkerIsKilledByTheWatchdog) {
