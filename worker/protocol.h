@@ -33,7 +33,9 @@
 //     map against its own descriptors, so a worker can point it at nothing
 //     but the bytes of its backup's image files, which the worker reads
 //     anyway. A larger file's map is asked for once, by its first read
-//     (kMap): its reads then cost no request either.
+//     (kMap): its reads then cost no request either;
+//   - small files read ahead (fuse/prefetch.h) come a window of up to
+//     kReadFilesMax files per request (read_files).
 //
 // The first exchange: the daemon sends kSetup (id 0) with everything the
 // worker needs (the backup, the passed descriptors, the sandbox); the
