@@ -1,5 +1,6 @@
 #include "fuse/prefetch.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -14,7 +15,7 @@ Prefetcher::~Prefetcher() { stop(); }
 void Prefetcher::start(fuse_session* se, Metrics* metrics) {
   se_ = se;
   metrics_ = metrics;
-  thread_ = std::thread([this] { loop(); });
+  for (size_t i = 0; i < kThreads; ++i) threads_.emplace_back([this] { loop(); });
 }
 
 void Prefetcher::stop() {
@@ -22,10 +23,13 @@ void Prefetcher::stop() {
     std::lock_guard lock(mutex_);
     stopping_ = true;
     queue_.clear();
+    windows_.clear();
   }
   cv_.notify_all();
   ready_cv_.notify_all();
-  if (thread_.joinable()) thread_.join();
+  for (auto& t : threads_)
+    if (t.joinable()) t.join();
+  threads_.clear();
 }
 
 void Prefetcher::forget_locked(const std::shared_ptr<Folder>& folder) {
@@ -118,13 +122,22 @@ bool Prefetcher::queue_ahead_locked(Folder& folder, size_t first, size_t steps) 
   // Where the reader is now goes first: a walk that went down into a
   // folder reads it before the rest of the one above. The oldest windows
   // past kMaxQueued are dropped, their files left to be asked again.
+  for (const WindowPtr& w : windows)
+    for (const File& f : w->files) windows_[f.node] = w;
   queue_.insert(queue_.begin(), std::make_move_iterator(windows.begin()), std::make_move_iterator(windows.end()));
   while (queue_.size() > kMaxQueued) {
-    for (const File& f : queue_.back()->files)
+    const WindowPtr& dropped = queue_.back();
+    for (const File& f : dropped->files)
       if (auto it = where_.find(f.node); it != where_.end()) it->second.first->taken[it->second.second] = false;
+    forget_window_locked(dropped);
     queue_.pop_back();
   }
   return true;
+}
+
+void Prefetcher::forget_window_locked(const WindowPtr& window) {
+  for (const File& f : window->files)
+    if (auto it = windows_.find(f.node); it != windows_.end() && it->second == window) windows_.erase(it);
 }
 
 void Prefetcher::loop() {
@@ -134,26 +147,49 @@ void Prefetcher::loop() {
     if (stopping_) return;
     WindowPtr window = std::move(queue_.front());
     queue_.pop_front();
-    for (const File& f : window->files) reading_[f.node] = window;
+    const bool read = window->started;  // by a READ that took it (read_from_window)
+    window->started = true;
     lock.unlock();
-    prefetch(window);
+    if (!read) read_window(window);
+    store_window(window);
     lock.lock();
-    for (const File& f : window->files)
-      if (auto it = reading_.find(f.node); it != reading_.end() && it->second == window) reading_.erase(it);
+    forget_window_locked(window);
   }
 }
 
 std::optional<size_t> Prefetcher::read_from_window(uint64_t node, uint64_t offset, std::span<std::byte> buf) {
   std::unique_lock lock(mutex_);
-  auto it = reading_.find(node);
-  if (it == reading_.end()) return std::nullopt;
+  auto it = windows_.find(node);
+  if (it == windows_.end() || stopping_) return std::nullopt;
   WindowPtr window = it->second;
+  auto index = [&]() -> size_t {
+    size_t i = 0;
+    while (i < window->files.size() && window->files[i].node != node) ++i;
+    return i;
+  };
+  if (!window->started) {
+    // The walk got here before the window's turn: this READ reads the
+    // window itself (one request for its files, not one for this file
+    // and another for the window later), and leaves the storing of the
+    // others to the threads.
+    window->started = true;
+    if (auto q = std::find(queue_.begin(), queue_.end(), window); q != queue_.end()) queue_.erase(q);
+    lock.unlock();
+    read_window(window);
+    lock.lock();
+    if (stopping_) return std::nullopt;
+    // Its own file is not stored: a store would wait for the page this READ holds.
+    if (const size_t i = index(); i < window->files.size() && !window->data[i].empty()) window->served[i] = true;
+    queue_.push_front(window);
+    lock.unlock();
+    cv_.notify_one();
+    lock.lock();
+  }
   // Bounded: a worker that hangs is the watchdog's, and this READ then
   // reads on its own (and fails as the worker's reads do).
   if (!ready_cv_.wait_for(lock, kWaitForWindow, [&] { return window->ready || stopping_; }) || !window->ready)
     return std::nullopt;
-  size_t i = 0;
-  while (i < window->files.size() && window->files[i].node != node) ++i;
+  const size_t i = index();
   if (i == window->files.size() || window->data[i].empty()) return std::nullopt;
   const auto& data = window->data[i];
   if (!files_.read_through(node, window->mark)) return std::nullopt;  // read() refuses it too, with its message
@@ -164,7 +200,7 @@ std::optional<size_t> Prefetcher::read_from_window(uint64_t node, uint64_t offse
   return n;
 }
 
-void Prefetcher::prefetch(const WindowPtr& window) {
+void Prefetcher::read_window(const WindowPtr& window) {
   std::vector<std::pair<uint64_t, uint64_t>> asked;
   for (const File& f : window->files) asked.emplace_back(f.node, f.size);
   NodeFiles::Mark mark;
@@ -185,6 +221,10 @@ void Prefetcher::prefetch(const WindowPtr& window) {
     window->ready = true;
   }
   ready_cv_.notify_all();
+}
+
+void Prefetcher::store_window(const WindowPtr& window) {
+  const NodeFiles::Mark& mark = window->mark;
   size_t stored = 0, served = 0, waits = 0;
   for (size_t i = 0; i < window->files.size(); ++i) {
     const File& f = window->files[i];

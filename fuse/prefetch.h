@@ -18,10 +18,12 @@
 // reads ahead only its own files (its own NodeFiles and tree). Best effort:
 // a file that cannot be read, a node the kernel forgot (ENOENT from the
 // store), a backup no longer attached are skipped, never retried, never an
-// error anyone sees. A READ that comes for a file of the window being read
-// ahead waits for that window instead of reading the file a second time
-// (the window answers it; the store skips it: a store would wait for the
-// page that READ holds locked). It never attaches a backup (RestoreTree::read_ahead),
+// error anyone sees. A READ that comes for a file of a window being read
+// waits for that window instead of reading the file a second time; one
+// that comes for a file of a window still queued reads that window itself
+// (one request for all its files) and leaves storing the rest to the
+// threads. Either way the window answers it and the store skips it (a
+// store would wait for the page that READ holds locked). It never attaches a backup (RestoreTree::read_ahead),
 // and a window of files costs a sandboxed worker one request (read_files).
 // The kernel keeps the pages because reads without an open keep the cache
 // (fuse_ops.cpp, FUSE_CAP_NO_OPEN_SUPPORT): with OPEN kept (--attach
@@ -65,6 +67,10 @@ class Prefetcher {
   static constexpr std::chrono::milliseconds kWalking{1000};
   static constexpr size_t kMaxQueued = 16;              // windows waiting; the oldest past it are dropped
   static constexpr std::chrono::milliseconds kWaitForWindow{1000};
+  // Windows read at once: a walk waits on the window its next file is in,
+  // and the next window is read meanwhile (a worker serves requests on
+  // several threads).
+  static constexpr size_t kThreads = 2;
   static constexpr size_t kWaitsForInodes = 3;          // of 1 ms per window (prefetch())
 
   Prefetcher(RestoreTree& tree, NodeFiles& files);
@@ -104,6 +110,7 @@ class Prefetcher {
   // Files read ahead together (one read_files request through a worker).
   struct Window {
     std::vector<File> files;
+    bool started = false;                       // taken from the queue to be read (guarded by mutex_)
     bool ready = false;                         // `data` is there (guarded by mutex_)
     std::vector<std::vector<std::byte>> data;   // per file: its bytes, or empty
     std::vector<bool> served;                   // a READ took it from here: not stored
@@ -111,7 +118,11 @@ class Prefetcher {
   };
   using WindowPtr = std::shared_ptr<Window>;
   void loop();
-  void prefetch(const WindowPtr& window);
+  // Reads the window's files and makes them ready for READs waiting.
+  void read_window(const WindowPtr& window);
+  // Hands the files no READ took to the kernel's page cache.
+  void store_window(const WindowPtr& window);
+  void forget_window_locked(const WindowPtr& window);
   void forget_locked(const std::shared_ptr<Folder>& folder);
 
   RestoreTree& tree_;
@@ -124,11 +135,11 @@ class Prefetcher {
   std::deque<std::shared_ptr<Folder>> folders_;  // oldest first
   std::unordered_map<uint64_t, std::pair<std::shared_ptr<Folder>, size_t>> where_;  // node -> its folder, index
   std::deque<WindowPtr> queue_;
-  std::unordered_map<uint64_t, WindowPtr> reading_;  // node -> the window being read ahead with it
+  std::unordered_map<uint64_t, WindowPtr> windows_;  // node -> the window (queued or being read) it is in
   std::condition_variable ready_cv_;
   bool stopping_ = false;
   std::chrono::steady_clock::time_point last_read_{};  // the last READ of a listed small file
-  std::thread thread_;
+  std::vector<std::thread> threads_;
 };
 
 }  // namespace sendense
