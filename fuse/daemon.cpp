@@ -307,6 +307,7 @@ std::string mount_options(const DaemonOptions& options) {
   // nosuid,nodev: setuid bits and device nodes in a backup are shown, never honoured.
   std::string opts = std::string("ro,nosuid,nodev,default_permissions,fsname=") + kFsName + ",subtype=" + kFsName;
   if (::geteuid() == 0) opts += ",allow_other";
+  opts += ",max_read=" + std::to_string(kMaxRead);  // see fuse_ops.h
   for (const auto& o : options.fuse_options) opts += "," + o;
   return opts;
 }

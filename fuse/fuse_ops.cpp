@@ -1,9 +1,11 @@
 #include "fuse/fuse_ops.h"
 
 #include <fcntl.h>
+#include <linux/fuse.h>
 #include <sys/statvfs.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -13,6 +15,7 @@
 
 #include "fuse/node_id.h"
 #include "fuse/restore_tree.h"
+#include "readers/block/image_file.h"
 #include "readers/common/error.h"
 #include "readers/common/log.h"
 
@@ -93,6 +96,8 @@ void op_init(void* userdata, fuse_conn_info* conn) {
   if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS;
   if (conn->capable & FUSE_CAP_READDIRPLUS_AUTO) conn->want |= FUSE_CAP_READDIRPLUS_AUTO;
   conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+  if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;  // see reply_mapped
+  conn->max_read = kMaxRead;  // the mount's option (fuse_ops.h); libfuse checks both agree
 }
 
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
@@ -309,6 +314,66 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   });
 }
 
+// Replies with bytes of the image files themselves: libfuse splices them
+// from each image's descriptor through a pipe into /dev/fuse (replies of
+// two pages or more, with FUSE_CAP_SPLICE_WRITE), a copy fewer than reading
+// them into a buffer first. The images are checked unchanged before (as a
+// read checks them after itself); one changed while its bytes were being
+// sent is caught after, and the kernel's pages of the node are dropped
+// with it: later reads answer EIO (image_file.h).
+// Whether libfuse will splice a reply of these pieces whole: it copies
+// one under two pages, and one too big for its pipe (fuse_ops.h: kMaxRead;
+// a mount taken over from a run that allowed larger READs sends them)
+// through a buffer it allocates per reply, slower than our own read.
+bool spliceable(const std::vector<Extent>& pieces) {
+  size_t size = 0;
+  for (const Extent& e : pieces) size += e.length;
+  return size >= 2 * 4096 &&
+         (pieces.size() + 2) * 4096 + sizeof(fuse_out_header) + size <= kSplicePipe;  // libfuse's own reckoning
+}
+
+void reply_mapped(fuse_req_t req, fuse_ino_t ino, const std::vector<Extent>& extents) {
+  std::vector<const ImageFile*> files;
+  size_t total = 0, hole = 0;
+  for (const Extent& e : extents) {
+    total += e.length;
+    if (!e.file) {
+      hole = std::max<size_t>(hole, e.length);
+      continue;
+    }
+    if (std::find(files.begin(), files.end(), e.file) == files.end()) {
+      e.file->check_unchanged();
+      files.push_back(e.file);
+    }
+    if (e.offset > e.file->size() || e.length > e.file->size() - e.offset)
+      throw Error(EIO, "a file's map reaches past the end of " + e.file->display());
+  }
+  thread_local std::vector<char> zeros;  // never written: holes read from here
+  if (zeros.size() < hole) zeros.resize(hole);  // before any piece points into it
+  std::unique_ptr<fuse_bufvec, decltype(&std::free)> bv(
+      static_cast<fuse_bufvec*>(std::calloc(1, sizeof(fuse_bufvec) + (extents.size() - 1) * sizeof(fuse_buf))),
+      &std::free);
+  if (!bv) throw std::bad_alloc();
+  bv->count = extents.size();
+  for (size_t i = 0; i < extents.size(); ++i) {
+    const Extent& e = extents[i];
+    fuse_buf& b = bv->buf[i];
+    b.size = e.length;
+    if (e.file) {
+      b.flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK | FUSE_BUF_FD_RETRY);
+      b.fd = e.file->fd();
+      b.pos = static_cast<off_t>(e.offset);
+    } else {
+      b.mem = zeros.data();
+    }
+  }
+  FuseContext& context = context_of(req);
+  count_bytes(req, "read", total);
+  fuse_reply_data(req, bv.get(), static_cast<fuse_buf_copy_flags>(0));
+  for (const ImageFile* f : files)
+    if (f->check_changed() && context.session) fuse_lowlevel_notify_inval_inode(context.session, ino, 0, 0);
+}
+
 void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_file_info* fi) {
   checked(req, "read", ino, [&] {
     thread_local std::vector<std::byte> buf;
@@ -317,8 +382,16 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_fil
     const std::span<std::byte> into(buf.data(), size);
     size_t n = 0;
     if (fi->fh == 0) {  // no OPEN was sent (node_files.h)
-      if (auto ahead = context.prefetch.read_from_window(ino, static_cast<uint64_t>(offset), into)) n = *ahead;
-      else n = context.node_files.read(ino, static_cast<uint64_t>(offset), into);
+      if (auto ahead = context.prefetch.read_from_window(ino, static_cast<uint64_t>(offset), into)) {
+        n = *ahead;
+      } else if (auto mapped = context.node_files.map_read(ino, static_cast<uint64_t>(offset), size);
+                 mapped && spliceable(mapped->extents)) {
+        if (offset == 0) context.prefetch.read_started(ino);
+        reply_mapped(req, ino, mapped->extents);
+        return;
+      } else {
+        n = context.node_files.read(ino, static_cast<uint64_t>(offset), into);
+      }
       if (offset == 0) context.prefetch.read_started(ino);
     } else {
       std::shared_ptr<OpenFile> file = context.files.find(fi->fh);
@@ -411,6 +484,10 @@ void op_copy_file_range(fuse_req_t req, fuse_ino_t, off_t, fuse_file_info*, fuse
 }  // namespace
 
 SessionIo& io_of(void* userdata) { return *static_cast<FuseContext*>(userdata)->io; }
+
+void count_spliced(void* userdata, size_t bytes) {
+  if (Metrics* m = static_cast<FuseContext*>(userdata)->metrics) m->fuse_bytes("read_spliced", bytes);
+}
 
 fuse_lowlevel_ops make_fuse_operations() {
   fuse_lowlevel_ops ops{};

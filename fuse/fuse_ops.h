@@ -44,6 +44,7 @@ struct FuseContext {
   explicit FuseContext(RestoreTree& t) : tree(t), node_files(t) {}
   RestoreTree& tree;
   Metrics* metrics = nullptr;  // counts requests and bytes when set
+  fuse_session* session = nullptr;  // for notifications (set once the session exists)
   SessionIo* io = nullptr;     // the session's I/O (session_io.h)
   HandleTable<OpenFile> files;  // files the kernel opened (with --attach kernel)
   HandleTable<DirHandle> dirs;
@@ -58,6 +59,15 @@ struct FuseContext {
   // mount is read-only and open files need not pin anything).
   std::atomic<bool> no_open{false};
 };
+
+// The largest READ the kernel may send (the mount's max_read; op_init
+// agrees). A spliced reply (fuse_ops.cpp: reply_mapped) must fit one pipe,
+// and libfuse counts a page per piece on top of the bytes; without
+// CAP_SYS_RESOURCE a pipe grows to /proc/sys/fs/pipe-max-size at most,
+// 1 MiB by default, the size of the kernel's own largest READ. So READs
+// stop at 896 KiB, which leaves room for Filesystem::kMaxReadExtents pieces.
+inline constexpr unsigned kMaxRead = 896 * 1024;
+inline constexpr size_t kSplicePipe = 1024 * 1024;  // the pipe a spliced reply must fit
 
 fuse_lowlevel_ops make_fuse_operations();
 

@@ -25,7 +25,7 @@ std::string number(double v) {
 // operation is one label (they all answer EROFS).
 const std::vector<std::string> kFuseOps = {"lookup", "getattr", "readlink", "opendir", "readdir", "readdirplus",
                                            "open", "read", "release", "statfs", "getxattr", "listxattr",
-                                           "write_refused", "prefetch", "other"};
+                                           "write_refused", "prefetch", "read_spliced", "other"};
 
 uint64_t resident_bytes() {
   std::ifstream in("/proc/self/statm");

@@ -28,17 +28,29 @@ bool stale(const std::shared_ptr<const AttachedBackup::ChangeMark>& before) {
 
 }  // namespace
 
+void NodeFiles::check_fresh(uint64_t node) {
+  std::lock_guard lock(mutex_);
+  if (auto it = read_through_.find(node); it != read_through_.end() && stale(it->second)) refuse_stale();
+}
+
+std::shared_ptr<const NodeFiles::Held> NodeFiles::held(uint64_t node) {
+  auto h = open_.find(node);
+  return h ? h : open_.insert(node, std::make_shared<const Held>(tree_, node), 1);
+}
+
 size_t NodeFiles::read(uint64_t node, uint64_t offset, std::span<std::byte> buf) {
-  {
-    std::lock_guard lock(mutex_);
-    if (auto it = read_through_.find(node); it != read_through_.end() && stale(it->second)) refuse_stale();
-  }
-  auto held = open_.find(node);
-  if (!held) held = open_.insert(node, std::make_shared<const Held>(tree_, node), 1);
+  check_fresh(node);
   Mark mark;
-  const size_t n = tree_.read(*held->file, offset, buf, &mark);
+  const size_t n = tree_.read(*held(node)->file, offset, buf, &mark);
   if (!read_through(node, std::move(mark))) refuse_stale();
   return n;
+}
+
+std::optional<RestoreTree::MappedRead> NodeFiles::map_read(uint64_t node, uint64_t offset, size_t size) {
+  check_fresh(node);
+  auto mapped = tree_.map_read(*held(node)->file, offset, size);
+  if (mapped && !read_through(node, mapped->read_through)) refuse_stale();
+  return mapped;
 }
 
 bool NodeFiles::read_through(uint64_t node, Mark mark) {

@@ -45,6 +45,10 @@ class NodeFiles {
   // the node was read through an attach whose image changed since.
   size_t read(uint64_t node, uint64_t offset, std::span<std::byte> buf);
 
+  // Where those bytes lie in the image files, when the reader can say
+  // (RestoreTree::map_read), checked as read() checks its own.
+  std::optional<RestoreTree::MappedRead> map_read(uint64_t node, uint64_t offset, size_t size);
+
   // The kernel dropped its inode of `node` (FORGET).
   void forget(uint64_t node);
 
@@ -63,6 +67,10 @@ class NodeFiles {
     RestoreTree& tree;
     std::shared_ptr<OpenFile> file;
   };
+
+  // Throws EIO when `node` was read through an attach whose image changed.
+  void check_fresh(uint64_t node);
+  std::shared_ptr<const Held> held(uint64_t node);
 
   RestoreTree& tree_;
   ext::SharedLru<Held> open_{kMaxOpen, kMaxOpen};

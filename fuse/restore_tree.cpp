@@ -420,6 +420,13 @@ size_t RestoreTree::read(OpenFile& file, uint64_t offset, std::span<std::byte> b
   return n;
 }
 
+std::optional<RestoreTree::MappedRead> RestoreTree::map_read(OpenFile& file, uint64_t offset, size_t size) {
+  auto [r, handle] = reader_of(file);
+  auto extents = r.volume->fs->map_read(handle, offset, size);
+  if (!extents) return std::nullopt;
+  return MappedRead{r.backup, std::move(*extents), r.backup->change_seen};
+}
+
 void RestoreTree::close(OpenFile& file, bool activity) {
   std::lock_guard lock(file.mutex);
   AttachedBackupPtr last = file.backup.lock();

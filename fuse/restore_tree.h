@@ -116,6 +116,15 @@ class RestoreTree {
   // the bytes came from.
   size_t read(OpenFile& file, uint64_t offset, std::span<std::byte> buf,
               std::shared_ptr<const AttachedBackup::ChangeMark>* read_through = nullptr);
+  // Where read() would find bytes [offset, offset + size) of `file` in the
+  // backup's image files, when its reader can say (Filesystem::map_read),
+  // with the attach that keeps those files open until the bytes are sent.
+  struct MappedRead {
+    AttachedBackupPtr backup;
+    std::vector<Extent> extents;
+    std::shared_ptr<const AttachedBackup::ChangeMark> read_through;
+  };
+  std::optional<MappedRead> map_read(OpenFile& file, uint64_t offset, size_t size);
   // `activity`: a request of the caller's (a RELEASE) keeps the backup from
   // going idle; a table dropping a file it kept (node_files.h) does not.
   void close(OpenFile& file, bool activity = true);

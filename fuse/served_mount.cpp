@@ -86,6 +86,7 @@ ServedMount::ServedMount(std::string path, FuseContext& context, const std::stri
     se_ = nullptr;
     throw;
   }
+  context.session = se_;
   context.prefetch.start(se_, context.metrics);
 }
 

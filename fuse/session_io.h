@@ -46,6 +46,10 @@ class SessionIo {
  private:
   static ssize_t read(int fd, void* buf, size_t len, void* userdata);
   static ssize_t writev(int fd, struct iovec* iov, int count, void* userdata);
+  // Replies whose bytes libfuse splices from a pipe (fuse_reply_data with
+  // descriptors); without it libfuse never splices on a custom I/O.
+  static ssize_t splice_send(int fdin, off_t* offin, int fdout, off_t* offout, size_t len, unsigned int flags,
+                             void* userdata);
 
   std::function<void(std::string_view)> on_init_;
   std::string replay_;          // takeover: the INIT to hand libfuse first
@@ -60,5 +64,8 @@ class SessionIo {
 // The session's SessionIo, from the userdata libfuse passes the I/O
 // callbacks (the session's FuseContext; defined in fuse_ops.cpp).
 SessionIo& io_of(void* userdata);
+// Counts `bytes` of file data spliced into a reply (the session's metrics;
+// defined in fuse_ops.cpp).
+void count_spliced(void* userdata, size_t bytes);
 
 }  // namespace sendense

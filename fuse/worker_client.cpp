@@ -170,19 +170,14 @@ class WorkerFilesystem final : public Filesystem {
   // No request: the worker opens the inode on the handle's first read.
   uint64_t open(uint64_t ino) override { return files_.add(std::make_shared<const uint64_t>(ino)); }
   size_t read(uint64_t handle, uint64_t offset, std::span<std::byte> buf) override {
-    const auto ino = files_.find(handle);
-    if (!ino) throw Error(EBADF, "no open file " + std::to_string(handle));
-    auto known = attrs_.find(*ino);
-    if (known && known->map.empty() && !known->asked && S_ISREG(known->attr.mode) &&
-        known->attr.size > worker::kMapMaxSize)
-      known = ask_map(*known);
+    const auto [ino, known] = file_of(handle);
     if (known && !known->map.empty()) return read_mapped(*known, offset, buf);
     size_t done = 0;
     while (done < buf.size()) {
       const size_t want = std::min(buf.size() - done, worker_->max_read());
       size_t n;
       try {
-        n = worker_->read(index_, handle, *ino, offset + done, buf.subspan(done, want));
+        n = worker_->read(index_, handle, ino, offset + done, buf.subspan(done, want));
       } catch (const Error& e) {
         if (e.code() == EIO) worker_->check_images();
         throw;
@@ -191,6 +186,13 @@ class WorkerFilesystem final : public Filesystem {
       if (n < want) break;  // end of file
     }
     return done;
+  }
+  std::optional<std::vector<Extent>> map_read(uint64_t handle, uint64_t offset, size_t size) override {
+    const auto [ino, known] = file_of(handle);
+    if (!known || known->map.empty()) return std::nullopt;
+    auto pieces = slice(*known, offset, size);
+    if (pieces.size() > kMaxReadExtents) return std::nullopt;
+    return pieces;
   }
   // Releases go in batches (a walk closes a file per file): until then the
   // worker keeps at most kReleaseBatch files open that nobody reads.
@@ -440,32 +442,54 @@ class WorkerFilesystem final : public Filesystem {
     return replace(k.attr.ino, std::move(updated));
   }
 
-  // A read of a mapped file: from the daemon's own descriptors. A failed
-  // worker fails its backup's every read, as those through it fail.
-  size_t read_mapped(const Known& k, uint64_t offset, std::span<std::byte> buf) {
+  // The inode open under `handle`, and what is known of it: a larger
+  // file's map is asked for once, by its first read.
+  std::pair<uint64_t, std::shared_ptr<const Known>> file_of(uint64_t handle) {
+    const auto ino = files_.find(handle);
+    if (!ino) throw Error(EBADF, "no open file " + std::to_string(handle));
+    auto known = attrs_.find(*ino);
+    if (known && known->map.empty() && !known->asked && S_ISREG(known->attr.mode) &&
+        known->attr.size > worker::kMapMaxSize)
+      known = ask_map(*known);
+    return {*ino, std::move(known)};
+  }
+
+  // Where a mapped file's bytes [offset, offset + size) lie (clipped at its
+  // end), in the daemon's own image files. A failed worker fails its
+  // backup's every read, as those through it fail.
+  std::vector<Extent> slice(const Known& k, uint64_t offset, size_t size) const {
     if (worker_->failed()) throw Error(EIO, "worker for backup " + worker_->backup_id() + " failed (" + worker_->failure() + ")");
-    if (offset >= k.attr.size) return 0;
-    const size_t count = static_cast<size_t>(std::min<uint64_t>(buf.size(), k.attr.size - offset));
-    size_t done = 0;
+    std::vector<Extent> out;
+    if (offset >= k.attr.size) return out;
+    const uint64_t end = offset + std::min<uint64_t>(size, k.attr.size - offset);
     uint64_t start = 0;  // of the extent in the file
     for (const auto& e : k.map) {
-      if (done == count) break;
-      const uint64_t pos = offset + done;
-      if (pos < start + e.length) {
-        const uint64_t within = pos - start;
-        const size_t n = static_cast<size_t>(std::min<uint64_t>(count - done, e.length - within));
-        if (e.file == worker::kZeros) {
-          std::memset(buf.data() + done, 0, n);
-        } else {
-          try {
-            worker_->images()[e.file]->read_exact(buf.data() + done, n, e.offset + within, "file data");
-          } catch (const Error& err) {
-            throw Error(err.code(), err.what(), "inode " + std::to_string(k.attr.ino) + " of " + volume_.name);
-          }
-        }
-        done += n;
+      if (start >= end) break;
+      if (offset < start + e.length) {
+        const uint64_t from = std::max(offset, start);
+        const uint64_t n = std::min(end, start + e.length) - from;
+        if (e.file == worker::kZeros) append_extent(out, nullptr, 0, n);
+        else append_extent(out, worker_->images()[e.file].get(), e.offset + (from - start), n);
       }
       start += e.length;
+    }
+    return out;
+  }
+
+  // A read of a mapped file: from the daemon's own descriptors.
+  size_t read_mapped(const Known& k, uint64_t offset, std::span<std::byte> buf) {
+    size_t done = 0;
+    for (const Extent& e : slice(k, offset, buf.size())) {
+      if (!e.file) {
+        std::memset(buf.data() + done, 0, e.length);
+      } else {
+        try {
+          e.file->read_exact(buf.data() + done, e.length, e.offset, "file data");
+        } catch (const Error& err) {
+          throw Error(err.code(), err.what(), "inode " + std::to_string(k.attr.ino) + " of " + volume_.name);
+        }
+      }
+      done += e.length;
     }
     return done;
   }

@@ -40,18 +40,27 @@ void read_block_runs(const BlockDevice& device, std::span<const BlockRun> runs, 
 }
 
 std::optional<std::vector<Extent>> map_block_runs(const BlockDevice& device, std::span<const BlockRun> runs,
-                                                  uint64_t block_size, uint64_t size, size_t max_extents) {
+                                                  uint64_t block_size, uint64_t offset, uint64_t length,
+                                                  size_t max_extents) {
+  const uint64_t bs = block_size;
+  const uint64_t end = offset + length;
+  // First run that ends after `offset`.
+  auto it = std::upper_bound(runs.begin(), runs.end(), offset / bs,
+                             [](uint64_t block, const BlockRun& r) { return block < r.logical + r.length; });
   std::vector<Extent> out;
-  uint64_t pos = 0;
-  for (const BlockRun& r : runs) {
-    const uint64_t start = r.logical * block_size;
-    if (start >= size) break;
-    append_extent(out, nullptr, 0, start - pos);  // the hole before the run
-    const uint64_t n = std::min(r.length * block_size, size - start);
-    if (!device.map(r.physical * block_size, n, out) || out.size() > max_extents) return std::nullopt;
-    pos = start + n;
+  uint64_t pos = offset;
+  for (; it != runs.end() && pos < end; ++it) {
+    const uint64_t start = it->logical * bs;
+    if (start >= end) break;
+    if (start > pos) {
+      append_extent(out, nullptr, 0, start - pos);  // the hole before the run
+      pos = start;
+    }
+    const uint64_t n = std::min(end, (it->logical + it->length) * bs) - pos;
+    if (!device.map(it->physical * bs + (pos - start), n, out) || out.size() > max_extents) return std::nullopt;
+    pos += n;
   }
-  append_extent(out, nullptr, 0, size - pos);
+  append_extent(out, nullptr, 0, end - pos);
   if (out.size() > max_extents) return std::nullopt;
   return out;
 }

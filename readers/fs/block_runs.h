@@ -27,9 +27,11 @@ struct BlockRun {
 void read_block_runs(const BlockDevice& device, std::span<const BlockRun> runs, uint64_t block_size,
                      uint64_t offset, std::span<std::byte> out, const std::string& where);
 
-// Where the file's `size` bytes lie (BlockDevice::map), holes as zeros;
-// nullopt where the device cannot say or past `max_extents`.
+// Where the file's bytes [offset, offset + length) lie (BlockDevice::map;
+// the caller cut them to the file's size), holes as zeros; nullopt where
+// the device cannot say or past `max_extents`.
 std::optional<std::vector<Extent>> map_block_runs(const BlockDevice& device, std::span<const BlockRun> runs,
-                                                  uint64_t block_size, uint64_t size, size_t max_extents);
+                                                  uint64_t block_size, uint64_t offset, uint64_t length,
+                                                  size_t max_extents);
 
 }  // namespace sendense

@@ -129,6 +129,17 @@ class Filesystem {
   // at end of file). Holes and unwritten extents read as zeros.
   virtual size_t read(uint64_t handle, uint64_t offset, std::span<std::byte> buf) = 0;
   virtual void release(uint64_t handle) = 0;
+  // Where the bytes read() would return for (`handle`, `offset`, `size`)
+  // are stored, as map_file's extents (clipped at the end of the file:
+  // empty past it), or nullopt where the reader cannot say cheaply. So
+  // that the daemon can reply with the image files' own bytes (spliced
+  // into /dev/fuse, fuse/fuse_ops.cpp) instead of copying them through a
+  // buffer. Throws as read() does. nullopt past kMaxReadExtents pieces.
+  static constexpr size_t kMaxReadExtents = 32;
+  virtual std::optional<std::vector<Extent>> map_read(uint64_t handle, uint64_t offset, size_t size) {
+    (void)handle, (void)offset, (void)size;
+    return std::nullopt;
+  }
 
   // Whole small files at once, for reading ahead (fuse/prefetch.h): for each
   // (inode, size) its bytes [0, size), or nothing where it cannot be read

@@ -60,6 +60,9 @@ class PagedListings final : public Filesystem {
     return reader_->read(handle, offset, buf);
   }
   void release(uint64_t handle) override { reader_->release(handle); }
+  std::optional<std::vector<Extent>> map_read(uint64_t handle, uint64_t offset, size_t size) override {
+    return reader_->map_read(handle, offset, size);
+  }
   std::optional<std::vector<Extent>> map_file(uint64_t ino, size_t max_extents) override {
     return reader_->map_file(ino, max_extents);
   }

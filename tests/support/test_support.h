@@ -54,6 +54,9 @@ std::string sha256_of(const std::string& path);
 // backing format. Throws if there is none.
 void hide_qcow2_backing_format(const std::string& image);
 
+// A loopback TCP port free a moment ago (for a server a test starts).
+int free_port();
+
 }  // namespace sendense::test
 
 // Skips the current test loudly, with the reason printed, so a run never

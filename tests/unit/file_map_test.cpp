@@ -217,5 +217,40 @@ TEST_F(FileMapTest, AFileOfMoreExtentsThanAskedHasNoMap) {
   EXPECT_FALSE(fs.map_file(a->ino, 2));
 }
 
+// A read's map (Filesystem::map_read, what the daemon splices into its
+// reply) names exactly the bytes that read would return, from any offset,
+// holes and the chain's two files included, and nothing past the end.
+TEST_F(FileMapTest, ReadMapsNameTheBytesOfTheirRead) {
+  OpenedDisks disks;
+  OpenedVolumes volumes;
+  disks = open_disks({{*dir_ / "top.qcow2", ImageFormat::qcow2}}, nullptr);
+  const BackupLayout layout = discover_backup(disks.devices);
+  EngineOptions engine;
+  volumes = open_volumes(layout, engine);
+  Filesystem& fs = *volumes.volumes.at(0).fs;
+  size_t mapped = 0;
+  for (const auto& [path, expected] : *source_) {
+    uint64_t ino = fs.root_ino();
+    for (const auto& part : std::filesystem::path(path)) {
+      const auto a = fs.lookup(ino, part.string());
+      ASSERT_TRUE(a) << path;
+      ino = a->ino;
+    }
+    const uint64_t handle = fs.open(ino);
+    for (const uint64_t offset : {uint64_t{0}, uint64_t{1}, uint64_t{4095}, uint64_t{4096 + 17},
+                                  uint64_t{expected.size() / 2}, uint64_t{expected.size()}, uint64_t{expected.size() + 9}})
+      for (const size_t size : {size_t{1}, size_t{4096}, size_t{65536 + 3}, size_t{1} << 20}) {
+        const auto map = fs.map_read(handle, offset, size);
+        if (!map) continue;
+        ++mapped;
+        const std::string want = offset >= expected.size() ? "" : expected.substr(offset, size);
+        EXPECT_TRUE(copy_by_map(*map) == want) << path << " at " << offset << " for " << size;
+        EXPECT_LE(map->size(), Filesystem::kMaxReadExtents);
+      }
+    fs.release(handle);
+  }
+  EXPECT_GT(mapped, source_->size() * 20) << "most reads of a plain chain are mapped";
+}
+
 }  // namespace
 }  // namespace sendense

@@ -392,13 +392,7 @@ class ExtFilesystem final : public Filesystem {
   }
 
   size_t read(uint64_t handle, uint64_t offset, std::span<std::byte> buf) override {
-    std::shared_ptr<const FileMap> map;
-    {
-      std::shared_lock lock(handles_mutex_);
-      auto it = handles_.find(handle);
-      if (it == handles_.end()) throw Error(EBADF, "unknown file handle " + std::to_string(handle), name_);
-      map = it->second;
-    }
+    const std::shared_ptr<const FileMap> map = opened(handle);
     if (offset >= map->size) return 0;
     const size_t count = static_cast<size_t>(std::min<uint64_t>(buf.size(), map->size - offset));
     if (map->is_inline) {
@@ -418,10 +412,18 @@ class ExtFilesystem final : public Filesystem {
     handles_.erase(handle);
   }
 
+  std::optional<std::vector<Extent>> map_read(uint64_t handle, uint64_t offset, size_t size) override {
+    const std::shared_ptr<const FileMap> map = opened(handle);
+    if (map->is_inline) return std::nullopt;
+    if (offset >= map->size) return std::vector<Extent>{};
+    return map_block_runs(*device_, map->runs, block_size_, offset, std::min<uint64_t>(size, map->size - offset),
+                          kMaxReadExtents);
+  }
+
   std::optional<std::vector<Extent>> map_file(uint64_t ino, size_t max_extents) override {
     const std::shared_ptr<const FileMap> map = file_map(ino);
     if (map->is_inline) return std::nullopt;
-    return map_block_runs(*device_, map->runs, block_size_, map->size, max_extents);
+    return map_block_runs(*device_, map->runs, block_size_, 0, map->size, max_extents);
   }
 
   std::vector<std::string> listxattr(uint64_t ino) override {
@@ -793,7 +795,14 @@ class ExtFilesystem final : public Filesystem {
   // Immutable run maps by inode, shared by every handle of the file.
   ext::SharedLru<FileMap> maps_;
 
-  std::shared_mutex handles_mutex_;
+  std::shared_ptr<const FileMap> opened(uint64_t handle) const {
+    std::shared_lock lock(handles_mutex_);
+    auto it = handles_.find(handle);
+    if (it == handles_.end()) throw Error(EBADF, "unknown file handle " + std::to_string(handle), name_);
+    return it->second;
+  }
+
+  mutable std::shared_mutex handles_mutex_;
   std::unordered_map<uint64_t, std::shared_ptr<const FileMap>> handles_;
   uint64_t next_handle_ = 1;
 
