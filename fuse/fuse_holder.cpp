@@ -139,6 +139,9 @@ void unmount_all(std::vector<Kept>& kept) {
   kept.clear();
 }
 
+// How long a kept mount may be gone before the holder sees it.
+constexpr int kGoneCheckMs = 1000;
+
 [[noreturn]] void holder_main(int listen_fd) {
   std::vector<Kept> kept;
   std::vector<UniqueFd> clients;
@@ -148,17 +151,23 @@ void unmount_all(std::vector<Kept>& kept) {
     std::vector<pollfd> fds;
     fds.push_back({listen_fd, POLLIN, 0});
     for (const auto& c : clients) fds.push_back({c.get(), POLLIN, 0});
-    const size_t first_kept = fds.size();
-    // No events asked: /dev/fuse reports POLLERR once its connection is
-    // gone (unmounted or aborted), and never wakes us for requests.
-    for (const auto& k : kept) fds.push_back({k.fd.get(), 0, 0});
-    if (::poll(fds.data(), fds.size(), -1) < 0) {
+    // The kept connections are looked at every kGoneCheck, not waited on:
+    // /dev/fuse wakes every poller of a connection on each request it
+    // queues (fuse_dev_poll waits on the request queue whatever events are
+    // asked), so a holder waiting on them took a wake-up per request of a
+    // busy mount. A look with no wait registers nothing.
+    if (::poll(fds.data(), fds.size(), kept.empty() ? -1 : kGoneCheckMs) < 0) {
       if (errno == EINTR) continue;
       log::error("holder_failed", {{"error", std::strerror(errno)}});
       ::_exit(1);
     }
+    std::vector<pollfd> connections;
+    // No events asked: /dev/fuse reports POLLERR once its connection is
+    // gone (unmounted or aborted).
+    for (const auto& k : kept) connections.push_back({k.fd.get(), 0, 0});
+    if (!connections.empty()) ::poll(connections.data(), connections.size(), 0);
     for (size_t i = kept.size(); i-- > 0;) {
-      if (fds[first_kept + i].revents & (POLLERR | POLLHUP | POLLNVAL)) {
+      if (connections[i].revents & (POLLERR | POLLHUP | POLLNVAL)) {
         log::info("holder_mount_gone", {{"mountpoint", kept[i].path}});
         kept.erase(kept.begin() + static_cast<std::ptrdiff_t>(i));
       }

@@ -645,6 +645,40 @@ TEST_F(DaemonTest, TenantViewIsAMountOfItsOwnOwnedByTheTenant) {
   EXPECT_EQ(count_events(log(), "op_failed"), 0) << tail(log(), 20);
 }
 
+// The holder keeps the mount's descriptor, but sleeps through its
+// requests: /dev/fuse wakes every poller of a connection on each request,
+// so it must not wait on it (fuse_holder.cpp). It still sees the mount go:
+// its connection aborted after the daemon stopped, the holder ends by itself.
+TEST_F(DaemonTest, TheHolderSleepsThroughRequestsAndSeesTheMountGo) {
+  START_DAEMON();
+  const std::string holder = trim(run("pgrep -f -x " + q("sendense-restorefs --fuse-holder " + mnt_)).output);
+  ASSERT_FALSE(holder.empty()) << "no holder";
+  auto wakeups = [&] {
+    const std::string status = read_file("/proc/" + holder + "/status");
+    const auto at = status.find("voluntary_ctxt_switches:");
+    return at == std::string::npos ? -1L : std::atol(status.c_str() + at + 24);
+  };
+  const long before = wakeups();
+  const int ops = count_events(log(), "op");
+  run_ok("for i in $(seq 300); do ls " + q(mnt_) + " >/dev/null || exit 1; done");
+  const int requests = count_events(log(), "op") - ops;
+  const long woken = wakeups() - before;
+  EXPECT_GE(requests, 600) << "the listings did not reach the daemon";
+  EXPECT_LT(woken, requests / 10) << woken << " wake-ups of the holder for " << requests << " requests";
+  ASSERT_EQ(daemon_->terminate(), "");
+  ASSERT_TRUE(is_mounted(mnt_));
+  // Its connection aborted behind its back (fusectl; a plain umount would
+  // wait for a daemon to answer the kernel's DESTROY).
+  const std::string ctl = "/sys/fs/fuse/connections";
+  const bool mounted_ctl = !is_mounted(ctl) && run("mount -t fusectl none " + ctl).status == 0;
+  const std::string minor = trim(run_ok("awk -v m=" + q(mnt_) + " '$5 == m { split($3, d, \":\"); print d[2] }' /proc/self/mountinfo"));
+  ASSERT_FALSE(minor.empty());
+  run_ok("echo 1 >" + q(ctl + "/" + minor + "/abort"));
+  EXPECT_TRUE(wait_for([&] { return !daemon_->holder_running(); }, 10s)) << "the holder outlived its mount";
+  run("umount -l " + q(mnt_));
+  if (mounted_ctl) run("umount " + ctl);
+}
+
 TEST_F(DaemonTest, RestartAfterKill9ClearsDeadMountAndReconciles) {
   START_DAEMON();
   const std::string file = vol(full_, "part1") + "/docs/readme.txt";
