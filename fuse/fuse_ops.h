@@ -10,7 +10,7 @@
 #include <mutex>
 #include <vector>
 
-#include "fuse/handle_table.h"
+#include "readers/common/handle_table.h"
 #include "fuse/metrics.h"
 #include "fuse/node_files.h"
 #include "fuse/prefetch.h"

@@ -21,7 +21,7 @@
 #include <iterator>
 #include <limits>
 
-#include "fuse/handle_table.h"
+#include "readers/common/handle_table.h"
 #include "readers/common/error.h"
 #include "readers/common/log.h"
 #include "readers/common/shared_lru.h"

@@ -137,6 +137,15 @@ class FileMapTest : public ::testing::Test {
     return m;
   }
 
+  // The volume of the qcow2 chain (version 2 over version 1).
+  static Filesystem& open_top(OpenedDisks& disks, OpenedVolumes& volumes) {
+    disks = open_disks({{*dir_ / "top.qcow2", ImageFormat::qcow2}}, nullptr);
+    const BackupLayout layout = discover_backup(disks.devices);
+    EngineOptions engine;
+    volumes = open_volumes(layout, engine);
+    return *volumes.volumes.at(0).fs;
+  }
+
   void expect_maps_equal_source(const std::string& image) {
     OpenedDisks disks;
     OpenedVolumes volumes;
@@ -206,11 +215,7 @@ TEST_F(FileMapTest, CompressedClustersHaveNoMap) {
 TEST_F(FileMapTest, AFileOfMoreExtentsThanAskedHasNoMap) {
   OpenedDisks disks;
   OpenedVolumes volumes;
-  disks = open_disks({{*dir_ / "top.qcow2", ImageFormat::qcow2}}, nullptr);
-  const BackupLayout layout = discover_backup(disks.devices);
-  EngineOptions engine;
-  volumes = open_volumes(layout, engine);
-  Filesystem& fs = *volumes.volumes.at(0).fs;
+  Filesystem& fs = open_top(disks, volumes);
   const auto a = fs.lookup(fs.root_ino(), "sparse");  // data, a hole, data: three extents
   ASSERT_TRUE(a);
   EXPECT_TRUE(fs.map_file(a->ino, 3));
@@ -223,11 +228,7 @@ TEST_F(FileMapTest, AFileOfMoreExtentsThanAskedHasNoMap) {
 TEST_F(FileMapTest, ReadMapsNameTheBytesOfTheirRead) {
   OpenedDisks disks;
   OpenedVolumes volumes;
-  disks = open_disks({{*dir_ / "top.qcow2", ImageFormat::qcow2}}, nullptr);
-  const BackupLayout layout = discover_backup(disks.devices);
-  EngineOptions engine;
-  volumes = open_volumes(layout, engine);
-  Filesystem& fs = *volumes.volumes.at(0).fs;
+  Filesystem& fs = open_top(disks, volumes);
   size_t mapped = 0;
   for (const auto& [path, expected] : *source_) {
     uint64_t ino = fs.root_ino();

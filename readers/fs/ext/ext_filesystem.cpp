@@ -5,7 +5,7 @@
 // block is stored; they call nothing out, so there is no order to get
 // wrong):
 //   lib_mutex_     every libext2fs call on fs_ (the library is not thread-safe)
-//   handles_mutex_ the table of open files (shared for read())
+//   handles_       the table of open files (its own mutex)
 //   dir_indexes_   the per-directory name cache (its own mutex, as maps_)
 //   maps_          the file-map cache (its own mutex; taken under lib_mutex_
 //                  when a new map is stored)
@@ -27,11 +27,11 @@ extern "C" {  // com_err.h has no C++ guards
 #include <exception>
 #include <list>
 #include <mutex>
-#include <shared_mutex>
 #include <type_traits>
 #include <unordered_map>
 
 #include "readers/common/error.h"
+#include "readers/common/handle_table.h"
 #include "readers/common/log.h"
 #include "readers/fs/ext/block_device_io_manager.h"
 #include "readers/fs/ext/ext_cache_stats.h"
@@ -385,10 +385,7 @@ class ExtFilesystem final : public Filesystem {
 
   uint64_t open(uint64_t ino) override {
     std::shared_ptr<const FileMap> map = file_map(ino);
-    std::unique_lock lock(handles_mutex_);
-    const uint64_t handle = next_handle_++;
-    handles_.emplace(handle, std::move(map));
-    return handle;
+    return handles_.add(std::move(map));
   }
 
   size_t read(uint64_t handle, uint64_t offset, std::span<std::byte> buf) override {
@@ -408,8 +405,7 @@ class ExtFilesystem final : public Filesystem {
   }
 
   void release(uint64_t handle) override {
-    std::unique_lock lock(handles_mutex_);
-    handles_.erase(handle);
+    handles_.take(handle);
   }
 
   std::optional<std::vector<Extent>> map_read(uint64_t handle, uint64_t offset, size_t size) override {
@@ -796,15 +792,12 @@ class ExtFilesystem final : public Filesystem {
   ext::SharedLru<FileMap> maps_;
 
   std::shared_ptr<const FileMap> opened(uint64_t handle) const {
-    std::shared_lock lock(handles_mutex_);
-    auto it = handles_.find(handle);
-    if (it == handles_.end()) throw Error(EBADF, "unknown file handle " + std::to_string(handle), name_);
-    return it->second;
+    auto map = handles_.find(handle);
+    if (!map) throw Error(EBADF, "unknown file handle " + std::to_string(handle), name_);
+    return map;
   }
 
-  mutable std::shared_mutex handles_mutex_;
-  std::unordered_map<uint64_t, std::shared_ptr<const FileMap>> handles_;
-  uint64_t next_handle_ = 1;
+  HandleTable<const FileMap> handles_;  // open files
 
   DirIndexCache dir_indexes_;
 };

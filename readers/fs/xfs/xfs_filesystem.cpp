@@ -2,7 +2,7 @@
 //
 // Locks (none is taken inside another except the caches' own, which call
 // nothing out):
-//   handles_mutex_ the table of open files (shared for read())
+//   handles_       the table of open files (its own mutex)
 //   dir_indexes_   the per-directory name index cache (its own mutex)
 //   maps_          the file-map cache (its own mutex)
 // Metadata decoding (XfsVolume) is stateless and needs no lock; file data is
@@ -16,10 +16,10 @@
 #include <list>
 #include <memory>
 #include <mutex>
-#include <shared_mutex>
 #include <unordered_map>
 
 #include "readers/common/error.h"
+#include "readers/common/handle_table.h"
 #include "readers/common/log.h"
 #include "readers/common/shared_lru.h"
 #include "readers/fs/block_runs.h"
@@ -108,10 +108,7 @@ class XfsFilesystem final : public Filesystem {
 
   uint64_t open(uint64_t ino) override {
     std::shared_ptr<const FileMap> map = file_map(ino);
-    std::unique_lock lock(handles_mutex_);
-    const uint64_t handle = next_handle_++;
-    handles_.emplace(handle, std::move(map));
-    return handle;
+    return handles_.add(std::move(map));
   }
 
   size_t read(uint64_t handle, uint64_t offset, std::span<std::byte> buf) override {
@@ -123,8 +120,7 @@ class XfsFilesystem final : public Filesystem {
   }
 
   void release(uint64_t handle) override {
-    std::unique_lock lock(handles_mutex_);
-    handles_.erase(handle);
+    handles_.take(handle);
   }
 
   std::optional<std::vector<sendense::Extent>> map_read(uint64_t handle, uint64_t offset, size_t size) override {
@@ -248,15 +244,12 @@ class XfsFilesystem final : public Filesystem {
   ext::SharedLru<FileMap> maps_;
 
   std::shared_ptr<const FileMap> opened(uint64_t handle) const {
-    std::shared_lock lock(handles_mutex_);
-    auto it = handles_.find(handle);
-    if (it == handles_.end()) throw Error(EBADF, "unknown file handle " + std::to_string(handle), name_);
-    return it->second;
+    auto map = handles_.find(handle);
+    if (!map) throw Error(EBADF, "unknown file handle " + std::to_string(handle), name_);
+    return map;
   }
 
-  mutable std::shared_mutex handles_mutex_;
-  std::unordered_map<uint64_t, std::shared_ptr<const FileMap>> handles_;
-  uint64_t next_handle_ = 1;
+  HandleTable<const FileMap> handles_;  // open files
 
   DirIndexCache dir_indexes_;
 };

@@ -1,4 +1,5 @@
-// Handles given to the kernel (open files, open folders) as FUSE `fh`
+// Handles given out as numbers: a reader's open files (Filesystem::open),
+// and those given to the kernel (open files, open folders) as FUSE `fh`
 // values. An `fh` is a number, never a pointer: the kernel keeps the handles
 // of a mount across a daemon restart (the FUSE connection outlives the
 // process, see fuse/fuse_holder.h) and sends them back to a process that
