@@ -325,7 +325,17 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 // one under two pages, and one too big for its pipe (fuse_ops.h: kMaxRead;
 // a mount taken over from a run that allowed larger READs sends them)
 // through a buffer it allocates per reply, slower than our own read.
+//
+// libfuse decides per reply, out of sight: a pipe that may not grow
+// (pipe-max-size lowered, a user over its pipe pages without
+// CAP_SYS_RESOURCE or CAP_SYS_ADMIN) makes it copy every reply of that
+// thread that way. A thread whose spliced reply did not reach splice_send
+// (session_io.h) therefore goes back to reading itself.
+thread_local bool thread_splices = true;
+thread_local bool spliced_now = false;  // set by count_spliced during a reply
+
 bool spliceable(const std::vector<Extent>& pieces) {
+  if (!thread_splices) return false;
   size_t size = 0;
   for (const Extent& e : pieces) size += e.length;
   return size >= 2 * 4096 &&
@@ -369,7 +379,13 @@ void reply_mapped(fuse_req_t req, fuse_ino_t ino, const std::vector<Extent>& ext
   }
   FuseContext& context = context_of(req);
   count_bytes(req, "read", total);
+  spliced_now = false;
   fuse_reply_data(req, bv.get(), static_cast<fuse_buf_copy_flags>(0));
+  if (!spliced_now) {
+    thread_splices = false;
+    log::info("splice_off", {{"reason", "libfuse copied a reply it could have spliced (its pipe could not grow)"},
+                             {"effect", "this FUSE thread reads into a buffer from now on"}});
+  }
   for (const ImageFile* f : files)
     if (f->check_changed() && context.session) fuse_lowlevel_notify_inval_inode(context.session, ino, 0, 0);
 }
@@ -486,6 +502,7 @@ void op_copy_file_range(fuse_req_t req, fuse_ino_t, off_t, fuse_file_info*, fuse
 SessionIo& io_of(void* userdata) { return *static_cast<FuseContext*>(userdata)->io; }
 
 void count_spliced(void* userdata, size_t bytes) {
+  spliced_now = true;
   if (Metrics* m = static_cast<FuseContext*>(userdata)->metrics) m->fuse_bytes("read_spliced", bytes);
 }
 

@@ -738,6 +738,23 @@ TEST_F(IsolationTest, LargeReadsAreSplicedFromTheImages) {
     EXPECT_EQ(count_events(daemon_->log(), "op_failed"), 0);
     ASSERT_EQ(daemon_->stop(), "");
   }
+  // A pipe that may not grow to hold a reply (pipe-max-size lowered):
+  // libfuse would copy every such reply through a buffer it allocates; a
+  // thread that sees it reads by itself from then on (`splice_off`), and
+  // the bytes are the same. (A daemon with CAP_SYS_RESOURCE grows its
+  // pipes past the limit and still splices.)
+  const std::string max_size = trim(read_text("/proc/sys/fs/pipe-max-size"));
+  run_ok("echo 65536 >/proc/sys/fs/pipe-max-size");
+  const int port = free_port();
+  const std::string started = daemon_->start({"--metrics-listen", "127.0.0.1:" + std::to_string(port)});
+  CommandResult read = run("sync && echo 3 >/proc/sys/vm/drop_caches && cd " + q(vol(id, "disk")) +
+                           " && sha256sum a.bin b.bin sparse.bin tiny.bin");
+  const std::string metrics = run("curl -sf http://127.0.0.1:" + std::to_string(port) + "/metrics").output;
+  run_ok("echo " + max_size + " >/proc/sys/fs/pipe-max-size");
+  ASSERT_EQ(started, "");
+  EXPECT_EQ(read.output, sums);
+  const bool spliced = metrics.find("sendense_fuse_read_bytes_total{op=\"read_spliced\"} 0\n") == std::string::npos;
+  EXPECT_TRUE(spliced || count_events(daemon_->log(), "splice_off") > 0) << "libfuse copied replies unseen";
 }
 
 TEST_F(IsolationTest, HungWorkerIsKilledByTheWatchdog) {
