@@ -314,13 +314,6 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   });
 }
 
-// Replies with bytes of the image files themselves: libfuse splices them
-// from each image's descriptor through a pipe into /dev/fuse (replies of
-// two pages or more, with FUSE_CAP_SPLICE_WRITE), a copy fewer than reading
-// them into a buffer first. The images are checked unchanged before (as a
-// read checks them after itself); one changed while its bytes were being
-// sent is caught after, and the kernel's pages of the node are dropped
-// with it: later reads answer EIO (image_file.h).
 // Whether libfuse will splice a reply of these pieces whole: it copies
 // one under two pages, and one too big for its pipe (fuse_ops.h: kMaxRead;
 // a mount taken over from a run that allowed larger READs sends them)
@@ -342,6 +335,13 @@ bool spliceable(const std::vector<Extent>& pieces) {
          (pieces.size() + 2) * 4096 + sizeof(fuse_out_header) + size <= kSplicePipe;  // libfuse's own reckoning
 }
 
+// Replies with bytes of the image files themselves: libfuse splices them
+// from each image's descriptor through a pipe into /dev/fuse (replies of
+// two pages or more, with FUSE_CAP_SPLICE_WRITE), a copy fewer than reading
+// them into a buffer first. The images are checked unchanged before (as a
+// read checks them after itself); one changed while its bytes were being
+// sent is caught after, and the kernel's pages of the node are dropped
+// with it: later reads answer EIO (image_file.h).
 void reply_mapped(fuse_req_t req, fuse_ino_t ino, const std::vector<Extent>& extents) {
   std::vector<const ImageFile*> files;
   size_t total = 0, hole = 0;

@@ -10,12 +10,12 @@
 #include <mutex>
 #include <vector>
 
-#include "readers/common/handle_table.h"
 #include "fuse/metrics.h"
 #include "fuse/node_files.h"
 #include "fuse/prefetch.h"
 #include "fuse/restore_tree.h"
 #include "fuse/session_io.h"
+#include "readers/common/handle_table.h"
 
 namespace sendense {
 

@@ -21,8 +21,8 @@
 #include <iterator>
 #include <limits>
 
-#include "readers/common/handle_table.h"
 #include "readers/common/error.h"
+#include "readers/common/handle_table.h"
 #include "readers/common/log.h"
 #include "readers/common/shared_lru.h"
 
