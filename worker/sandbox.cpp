@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <linux/capability.h>
 #include <malloc.h>
+#include <sched.h>
 #include <seccomp.h>
 #include <signal.h>
 #include <sys/mount.h>
@@ -43,6 +44,18 @@ void on_sigsys(int, siginfo_t* info, void*) {
   void* frames[40];
   backtrace_symbols_fd(frames, backtrace(frames, 40), 2);
   ::syscall(SYS_exit_group, 159);
+}
+
+bool g_root_emptied = false;  // by leave_host_mounts()
+
+// What glibc would open lazily, done while files can still be opened: the
+// time zone (log lines format times).
+void load_time_zone() {
+  ::tzset();
+  time_t now = ::time(nullptr);
+  struct tm parts {};
+  ::gmtime_r(&now, &parts);
+  ::localtime_r(&now, &parts);
 }
 
 // An empty, read-only root: a tmpfs pivoted to / in our mount namespace.
@@ -135,15 +148,22 @@ void install_filter() {
 
 }  // namespace
 
+bool leave_host_mounts() {
+  load_time_zone();
+  // A namespace of its own whatever the daemon could clone it with: the
+  // pivot below must never reach the host's.
+  if (::unshare(CLONE_NEWNS) != 0) return false;
+  try {
+    empty_root();
+  } catch (const Error&) {
+    return false;
+  }
+  g_root_emptied = true;
+  return true;
+}
+
 std::vector<std::string> enter_sandbox(const SandboxOptions& options) {
   std::vector<std::string> missing;
-  // What glibc would open lazily, done while files can still be opened:
-  // the time zone (log lines format times).
-  ::tzset();
-  time_t now = ::time(nullptr);
-  struct tm parts {};
-  ::gmtime_r(&now, &parts);
-  ::localtime_r(&now, &parts);
   // glibc gives each thread's allocations their own arena, and the first
   // time such an arena shrinks it reads /proc/sys/vm/overcommit_memory: an
   // open the filter kills for, seen as SIGSYS in the middle of a large read
@@ -153,13 +173,17 @@ std::vector<std::string> enter_sandbox(const SandboxOptions& options) {
 #if !defined(__SANITIZE_ADDRESS__)
   if (::mallopt(M_ARENA_MAX, 1) != 1) throw Error(EINVAL, "mallopt(M_ARENA_MAX, 1) failed");
 #endif
-  if (options.mount_namespace) {
+  if (g_root_emptied) {
+    // (a spare: leave_host_mounts)
+  } else if (options.mount_namespace) {
+    load_time_zone();
     try {
       empty_root();
     } catch (const Error& e) {
       missing.push_back(std::string("empty root: ") + e.what());
     }
   } else {
+    load_time_zone();
     missing.push_back("empty root: no mount namespace");
   }
   drop_privileges(options.uid, options.gid);

@@ -32,4 +32,14 @@ struct SandboxOptions {
 // Throws Error when a mandatory step fails. Returns what could not be done.
 std::vector<std::string> enter_sandbox(const SandboxOptions& options);
 
+// Step 1 ahead, for a spare (worker/spare.h), which may wait hours for a
+// backup: in the mount namespace it was cloned into it would keep a copy of
+// every mount the host had then (the tree, tenants' views, repositories,
+// the kernel backend's mounts), and an umount of one of them on the host
+// would not end its filesystem: the tree unmounted under the daemon did
+// not end the daemon. Unshares a mount namespace first, so it is never the
+// host's root it pivots. False when it could not (enter_sandbox then does
+// step 1 as for any worker).
+bool leave_host_mounts();
+
 }  // namespace sendense::worker

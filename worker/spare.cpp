@@ -21,9 +21,11 @@ namespace sendense::worker {
 
 namespace {
 
-// The process's memory layout as /proc/self/stat gives it, with the
-// current brk: what PR_SET_MM_MAP must be given back unchanged.
-prctl_mm_map current_layout() {
+// The process's memory layout as /proc/self/stat gives it: what
+// PR_SET_MM_MAP must be given back unchanged. Fixed for the process's life
+// but for brk (and arg_end, which take_name sets): read once, while /proc
+// is still there (before leave_host_mounts, sandbox.h).
+prctl_mm_map layout_from_proc() {
   std::ifstream in("/proc/self/stat");
   std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   const auto close = stat.rfind(')');
@@ -40,7 +42,6 @@ prctl_mm_map current_layout() {
   m.start_data = f[45];
   m.end_data = f[46];
   m.start_brk = f[47];
-  m.brk = static_cast<__u64>(::syscall(SYS_brk, 0));
   m.arg_start = f[48];
   m.arg_end = f[49];
   m.env_start = f[50];
@@ -49,15 +50,22 @@ prctl_mm_map current_layout() {
   return m;
 }
 
+prctl_mm_map current_layout() {
+  static const prctl_mm_map fixed = layout_from_proc();
+  prctl_mm_map m = fixed;
+  m.brk = static_cast<__u64>(::syscall(SYS_brk, 0));
+  return m;
+}
+
 }  // namespace
 
-void say_ready() {
-  // A kernel without PR_SET_MM_MAP could not give the spare its name: it
-  // is found here, before the spare says it is ready (the daemon then
-  // stops making spares).
+void check_name_can_change() {
   prctl_mm_map layout = current_layout();
   if (::prctl(PR_SET_MM, PR_SET_MM_MAP, &layout, sizeof layout, 0) != 0)
     throw sys_error("cannot set the command line (PR_SET_MM_MAP)");
+}
+
+void say_ready() {
   const Header h{0, 0, 0};
   while (::send(kControlFd, &h, sizeof h, MSG_NOSIGNAL) < 0)
     if (errno != EINTR) throw sys_error("cannot tell the daemon the spare is ready");

@@ -11,8 +11,13 @@
 
 namespace sendense::worker {
 
-// Tells the daemon the spare is up (exec'd, linked, waiting), once it has
-// checked that it can take a name (take_name). Throws Error.
+// Whether it will be able to take a name (take_name): a kernel without
+// PR_SET_MM_MAP could not give it one. Found before the spare says it is
+// ready (the daemon then stops making spares). Reads /proc: before the
+// spare leaves the host's mounts. Throws Error.
+void check_name_can_change();
+
+// Tells the daemon the spare is up (exec'd, linked, waiting). Throws Error.
 void say_ready();
 
 // The descriptors an SCM_RIGHTS message carried (received with `m`).

@@ -323,6 +323,8 @@ int run(std::string backup_id, char** argv) {
   const bool spare = backup_id.empty();
   if (spare) {
     try {
+      check_name_can_change();
+      leave_host_mounts();  // before it waits (sandbox.h)
       say_ready();
     } catch (const Error&) {
       return 2;

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -375,6 +376,12 @@ TEST_F(IsolationTest, ASpareWorkerBecomesTheNextBackupsWorker) {
   EXPECT_EQ(spare_fds.find("repo/"), std::string::npos) << "a spare holds an image:\n" << spare_fds;
   EXPECT_EQ(fd_count(spare), 4) << spare_fds;  // stdio and the socket
   EXPECT_EQ(status_field(spare, "NoNewPrivs"), "1");
+  // It waits in its empty root, not holding copies of the host's mounts
+  // (the tree's among them: an umount of it would not end its filesystem).
+  const std::string spare_mounts = read_text("/proc/" + std::to_string(spare) + "/mountinfo");
+  EXPECT_EQ(std::count(spare_mounts.begin(), spare_mounts.end(), '\n'), 1) << spare_mounts;
+  EXPECT_EQ(spare_mounts.find(mnt_), std::string::npos) << spare_mounts;
+  EXPECT_EQ(run_ok("ls -A /proc/" + std::to_string(spare) + "/root/ | wc -l"), "0\n");
 
   const pid_t w = attach(full_, "part1");
   ASSERT_EQ(w, spare) << "the attach did not take the spare";
