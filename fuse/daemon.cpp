@@ -303,6 +303,44 @@ class Housekeeper {
   std::thread thread_;
 };
 
+// Stop signals are blocked in every thread (all are started after
+// block_stop_signals) and taken by the main thread alone, with sigwait. A
+// handler runs on whichever thread takes a process's signal: any thread
+// that leaves it unblocked may (one in fork(2) does, say), and libfuse's loop
+// wakes only when its own thread is interrupted. CI saw that: a SIGTERM
+// taken by the spare workers' thread, and a daemon that went on serving.
+// The tree's loop thread tells the main thread that it ended by itself
+// (an unmount) with kTreeLoopEnded.
+constexpr int kTreeLoopEnded = SIGUSR1;
+
+sigset_t waited_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP, kTreeLoopEnded}) sigaddset(&set, sig);
+  return set;
+}
+
+void block_stop_signals() {
+  const sigset_t set = waited_signals();
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  // What libfuse's fuse_set_signal_handlers did for SIGPIPE: a write to a
+  // closed socket or pipe fails with EPIPE instead of ending the daemon (a
+  // handler, not SIG_IGN, so that children start with the default).
+  struct sigaction sa {};
+  sa.sa_handler = [](int) {};
+  sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGPIPE, &sa, nullptr);
+}
+
+// Returns the stop signal, or kTreeLoopEnded.
+int wait_for_stop() {
+  const sigset_t set = waited_signals();
+  int sig = 0;
+  while (::sigwait(&set, &sig) != 0) {
+  }
+  return sig;
+}
+
 std::string mount_options(const DaemonOptions& options) {
   // nosuid,nodev: setuid bits and device nodes in a backup are shown, never honoured.
   std::string opts = std::string("ro,nosuid,nodev,default_permissions,fsname=") + kFsName + ",subtype=" + kFsName;
@@ -355,6 +393,7 @@ int run_daemon(const DaemonOptions& options) {
                                                  "another sendense-restorefs serves " + mountpoint);
     // Before anything starts a thread: the holder may be forked here.
     holder.emplace(FuseHolder::connect_or_start(mountpoint));
+    block_stop_signals();
     held = holder->take_over();
     catalog = std::make_unique<Catalog>(catalog_path);
     std::set<std::string> dead_runs;
@@ -439,11 +478,6 @@ int run_daemon(const DaemonOptions& options) {
     log::error("startup_failed", {{"error", e.what()}, {"mountpoint", mountpoint}, {"options", opts}});
     return 1;
   }
-  fuse_session* se = tree_mount->session();
-  if (fuse_set_signal_handlers(se) != 0) {
-    log::error("startup_failed", {{"error", "cannot set signal handlers"}});
-    return 1;
-  }
   daemonizer->notify(true);
   notify_ready("serving " + mountpoint);
   watchdog.emplace(mountpoint);
@@ -453,24 +487,21 @@ int run_daemon(const DaemonOptions& options) {
                         {"idle_timeout", std::to_string(options.idle_timeout.count())},
                         {"max_mounts", std::to_string(options.max_mounts)},
                         {"journal_replay", options.fs_open.replay_journal ? "on" : "off"}});
-  int rc;
+  int stop_signal;
   {
     TenantViews tenants(mountpoint, opts, view, manager, &metrics, *holder, std::move(kept_tenants));
     Housekeeper housekeeper(options, mountpoint, view, manager, metrics, tenants);
-    fuse_loop_config* config = fuse_loop_cfg_create();
     // Generous: a request stuck on an unresponsive NFS/CIFS repository holds
     // its thread, and the other backups must still be served.
-    fuse_loop_cfg_set_max_threads(config, 64);
-    rc = fuse_session_loop_mt(se, config);
-    fuse_loop_cfg_destroy(config);
+    tree_mount->start(64, [main = pthread_self()] { pthread_kill(main, kTreeLoopEnded); });
+    stop_signal = wait_for_stop();
     tree_mount->stop();
   }
   watchdog->stop();
   notify_stopping();
   manager.detach_all("shutdown");
-  fuse_remove_signal_handlers(se);
-  // libfuse's signal handler leaves the signal number as the loop's result.
-  const bool signalled = rc == SIGINT || rc == SIGTERM || rc == SIGHUP;
+  const bool signalled = stop_signal != kTreeLoopEnded;
+  const int rc = tree_mount->loop_result();
   if (signalled) {
     // The mount stays, kept by the holder: clients wait for the next run,
     // which takes it over. `sendense-restorefs --unmount` takes it down.
@@ -483,7 +514,7 @@ int run_daemon(const DaemonOptions& options) {
     }
     log::info("stopped", {{"mountpoint", mountpoint}, {"mount", "gone"}});
   }
-  return rc == 0 || signalled ? 0 : 1;
+  return signalled || rc == 0 ? 0 : 1;
 }
 
 int unmount_tree(const std::string& mountpoint_arg) {

@@ -95,19 +95,17 @@ ServedMount::~ServedMount() {
   if (se_) fuse_session_destroy(se_);
 }
 
-void ServedMount::start(int max_threads) {
+void ServedMount::start(int max_threads, std::function<void()> ended) {
   install_wake_handler();
-  thread_ = std::thread([this, max_threads] {
-    // Stop signals are the tree's session's: none lands in this one's workers.
-    sigset_t block;
-    sigemptyset(&block);
-    for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&block, sig);
-    pthread_sigmask(SIG_BLOCK, &block, nullptr);
+  thread_ = std::thread([this, max_threads, ended = std::move(ended)] {
+    // (Stop signals are blocked here as in every thread: the daemon's main
+    // thread waits for them, daemon.cpp.)
     fuse_loop_config* config = fuse_loop_cfg_create();
     fuse_loop_cfg_set_max_threads(config, static_cast<unsigned>(max_threads));
-    fuse_session_loop_mt(se_, config);
+    loop_result_ = fuse_session_loop_mt(se_, config);
     fuse_loop_cfg_destroy(config);
     loop_done_ = true;
+    if (ended) ended();
   });
 }
 

@@ -9,6 +9,7 @@
 #include <fuse_lowlevel.h>
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -35,13 +36,14 @@ class ServedMount {
   const std::string& path() const { return path_; }
   bool taken_over() const { return taken_over_; }
 
-  // Serves on a thread of its own (a tenant's view) with up to
-  // `max_threads` workers; stop() ends it.
-  void start(int max_threads);
-  // Ends reading ahead (prefetch.h) and the thread start() began, if any
-  // (the tree's session runs on the daemon's main thread: it calls this
-  // once its loop ended, before the backups are detached).
+  // Serves on a thread of its own with up to `max_threads` workers; stop()
+  // ends it. `ended` runs on that thread once its loop ended, by stop() or
+  // by itself (the mount went away, or the connection failed).
+  void start(int max_threads, std::function<void()> ended = {});
+  // Ends reading ahead (prefetch.h) and the thread start() began, if any.
   void stop();
+  // What the loop returned once it ended: 0 when the mount went away.
+  int loop_result() const { return loop_result_; }
 
   // Takes the mount down for good (a tenant removed): the holder forgets it.
   void unmount();
@@ -54,6 +56,7 @@ class ServedMount {
   fuse_session* se_ = nullptr;
   bool taken_over_ = false;
   std::atomic<bool> loop_done_{false};
+  std::atomic<int> loop_result_{0};
   std::thread thread_;
 };
 

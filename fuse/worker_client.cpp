@@ -670,6 +670,7 @@ StartedWorker start_process(const WorkerOptions& options, std::vector<std::strin
   // CPU seconds over the worker's life: a backup read for hours uses many;
   // a spin in one request is the watchdog's to catch.
   const rlimit cpu{6 * 3600, 6 * 3600};
+  const uint64_t no_signals = 0;  // the kernel's sigset_t: the daemon's threads block stop signals
 
   auto child = [&]() -> void {
     // First: the descriptor shuffle below may reuse quiet_fd's number.
@@ -687,6 +688,7 @@ StartedWorker start_process(const WorkerOptions& options, std::vector<std::strin
     ::syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, &nofile, nullptr);
     ::syscall(SYS_prlimit64, 0, RLIMIT_CORE, &no_core, nullptr);
     ::syscall(SYS_prlimit64, 0, RLIMIT_CPU, &cpu, nullptr);
+    ::syscall(SYS_rt_sigprocmask, SIG_SETMASK, &no_signals, nullptr, sizeof no_signals);
     ::syscall(SYS_execve, argv[0], argv.data(), envp.data());
     ::syscall(SYS_exit_group, 127);
   };

@@ -286,10 +286,17 @@ class RestoreDaemon {
   std::string terminate(int sig = SIGTERM) {
     if (pid_ <= 0) return "not running";
     ::kill(pid_, sig);
+    return wait_exit(std::chrono::seconds(20), "of signal " + std::to_string(sig));
+  }
+
+  // Waits up to `timeout` for the daemon to exit (then SIGKILL). Returns ""
+  // on exit 0, else what happened; `after` says after what, for the message.
+  std::string wait_exit(std::chrono::seconds timeout, const std::string& after) {
+    if (pid_ <= 0) return "not running";
     int st = 0;
     std::string problem;
-    if (!wait_for([&] { return ::waitpid(pid_, &st, WNOHANG) == pid_; }, std::chrono::seconds(20))) {
-      problem = "daemon did not exit within 20 s of signal " + std::to_string(sig);
+    if (!wait_for([&] { return ::waitpid(pid_, &st, WNOHANG) == pid_; }, timeout)) {
+      problem = "daemon did not exit within " + std::to_string(timeout.count()) + " s " + after;
       ::kill(pid_, SIGKILL);
       ::waitpid(pid_, &st, 0);
     } else if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {

@@ -581,6 +581,62 @@ TEST_F(DaemonTest, StopWithFilesAndFoldersStillOpenExitsCleanly) {
   EXPECT_FALSE(is_mounted(mnt_));
 }
 
+// Stop signals are blocked in every thread and taken by the main thread
+// with sigwait (fuse/daemon.cpp). When they were caught by a handler
+// instead, any thread that left them unblocked could take a SIGTERM (one in
+// fork(2) does), and the daemon went on serving: CI saw it once. This looks
+// at every thread once the daemon has started them all: the tree's and a
+// tenant view's FUSE workers, read ahead, an attach's worker client, the
+// spare workers' maker, the housekeeper.
+TEST_F(DaemonTest, EveryThreadBlocksTheStopSignals) {
+  for (const char* cmd : {"tenant add acme --uid 20101 --gid 20101", "tenant assign acme --vm files"}) {
+    CommandResult r = cli(cmd);
+    ASSERT_EQ(r.status, 0) << cmd << ": " << r.output;
+  }
+  START_DAEMON();
+  const std::string view = path("tenants/acme");
+  ASSERT_TRUE(wait_for([&] { return is_mounted(view); }, 10s)) << tail(log(), 20);
+  EXPECT_EQ(sha(view + "/" + files_ + "/disk/README"), sha(fx_ + "/src-files/README"));
+  EXPECT_EQ(sha(vol(full_, "part1") + "/docs/readme.txt"), sha(fx_ + "/src/docs/readme.txt"));
+  run_ok("ls -lR " + q(vol(full_, "part1")) + " >/dev/null");
+  const std::string task_dir = "/proc/" + std::to_string(daemon_->pid()) + "/task";
+  const uint64_t stop_bits = (1ULL << (SIGHUP - 1)) | (1ULL << (SIGINT - 1)) | (1ULL << (SIGTERM - 1));
+  int threads = 0;
+  std::string unblocked;
+  for (const auto& task : std::filesystem::directory_iterator(task_dir)) {
+    // The main thread: in sigwait, which unblocks what it waits for.
+    if (task.path().filename() == std::to_string(daemon_->pid())) continue;
+    std::istringstream status(read_file(task.path() / "status"));
+    std::string line, name;
+    uint64_t blocked = 0;
+    while (std::getline(status, line)) {
+      if (line.starts_with("Name:")) name = trim(line.substr(5));
+      if (line.starts_with("SigBlk:")) blocked = std::stoull(trim(line.substr(7)), nullptr, 16);
+    }
+    ++threads;
+    if ((blocked & stop_bits) != stop_bits) unblocked += " " + task.path().filename().string() + "(" + name + ")";
+  }
+  EXPECT_GE(threads, 5);
+  EXPECT_EQ(unblocked, "") << "threads that could take a SIGTERM before the main thread's sigwait";
+  EXPECT_EQ(daemon_->stop(SIGTERM), "");
+}
+
+// The tree unmounted under a running daemon (umount, not a signal): the
+// daemon ends by itself, exit status 0, and the mount is not kept.
+TEST_F(DaemonTest, UnmountingTheTreeEndsTheDaemon) {
+  START_DAEMON();
+  EXPECT_EQ(sha(vol(full_, "part1") + "/docs/readme.txt"), sha(fx_ + "/src/docs/readme.txt"));
+  // Spare workers (a worker-isolated run) included: the one that follows
+  // the attach's take must not keep a copy of the mount (worker/sandbox.h).
+  wait_for([&] { return count_events(log(), "spare_worker_ready") > count_events(log(), "worker_started", {{"spare", "yes"}}); },
+           10s);
+  run_ok("umount " + q(mnt_));
+  EXPECT_EQ(daemon_->wait_exit(20s, "of its tree's umount"), "");
+  EXPECT_EQ(count_events(log(), "stopped", {{"mount", "gone"}}), 1) << tail(log(), 20);
+  EXPECT_GE(count_events(log(), "detach", {{"backup", full_}, {"reason", "shutdown"}}), 1) << tail(log(), 20);
+  EXPECT_FALSE(is_mounted(mnt_));
+}
+
 TEST_F(DaemonTest, SigintStopsCleanlyAndUnmountTakesTheTreeDown) {
   START_DAEMON();
   EXPECT_EQ(sha(vol(full_, "part1") + "/docs/readme.txt"), sha(fx_ + "/src/docs/readme.txt"));
