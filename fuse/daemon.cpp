@@ -393,7 +393,6 @@ int run_daemon(const DaemonOptions& options) {
                                                  "another sendense-restorefs serves " + mountpoint);
     // Before anything starts a thread: the holder may be forked here.
     holder.emplace(FuseHolder::connect_or_start(mountpoint));
-    block_stop_signals();
     held = holder->take_over();
     catalog = std::make_unique<Catalog>(catalog_path);
     std::set<std::string> dead_runs;
@@ -401,6 +400,11 @@ int run_daemon(const DaemonOptions& options) {
       log::info("reconciled", {{"backup", row.backup_id}, {"mount_id", row.id}, {"was", row.status}});
       dead_runs.insert(row.id);
     }
+    // Until here a stop signal ends the daemon at once (its default): a
+    // catalog on a hung NFS server cannot keep it from stopping. From here
+    // on threads start (the child processes' spawner, below), and every one
+    // must find the stop signals blocked.
+    block_stop_signals();
     // The kernel backend's nbd devices of dead runs (their qemu-nbd died
     // with them), then staging mounts, loop devices and exports.
     for (const auto& dev : catalog->kernel_devices()) {
