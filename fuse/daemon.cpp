@@ -306,9 +306,10 @@ class Housekeeper {
 // Stop signals are blocked in every thread (all are started after
 // block_stop_signals) and taken by the main thread alone, with sigwait. A
 // handler runs on whichever thread takes a process's signal: any thread
-// that leaves it unblocked may (one in fork(2) does, say), and libfuse's loop
+// that leaves it unblocked may (one in clone(2) does), and libfuse's loop
 // wakes only when its own thread is interrupted. CI saw that: a SIGTERM
-// taken by the spare workers' thread, and a daemon that went on serving.
+// taken, most likely, by the spare workers' maker as it cloned a spare,
+// and a daemon that went on serving.
 // The tree's loop thread tells the main thread that it ended by itself
 // (an unmount) with kTreeLoopEnded.
 constexpr int kTreeLoopEnded = SIGUSR1;
