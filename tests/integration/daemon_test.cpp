@@ -94,6 +94,18 @@ class DaemonTest : public ::testing::Test {
     ASSERT_EQ(err, "") << "starting the daemon";
   }
 
+  // The tenant acme (uid/gid 20101), given the VM "files"; the daemon
+  // started, and acme's view mounted at `view`.
+  void start_with_tenant_acme(std::string& view) {
+    for (const char* cmd : {"tenant add acme --uid 20101 --gid 20101", "tenant assign acme --vm files"}) {
+      CommandResult r = cli(cmd);
+      ASSERT_EQ(r.status, 0) << cmd << ": " << r.output;
+    }
+    ASSERT_NO_FATAL_FAILURE(start());
+    view = path("tenants/acme");
+    ASSERT_TRUE(wait_for([&] { return is_mounted(view); }, std::chrono::seconds(10))) << tail(log(), 20);
+  }
+
   std::string path(const std::string& rel) const { return mnt_ + "/" + rel; }
   std::string vol(const std::string& id, const std::string& volume) const { return mnt_ + "/" + id + "/" + volume; }
   std::string expected(const std::string& id, const std::string& volume) const {
@@ -589,13 +601,8 @@ TEST_F(DaemonTest, StopWithFilesAndFoldersStillOpenExitsCleanly) {
 // tenant view's FUSE workers, read ahead, an attach's worker client, the
 // spare workers' maker, the housekeeper.
 TEST_F(DaemonTest, EveryThreadBlocksTheStopSignals) {
-  for (const char* cmd : {"tenant add acme --uid 20101 --gid 20101", "tenant assign acme --vm files"}) {
-    CommandResult r = cli(cmd);
-    ASSERT_EQ(r.status, 0) << cmd << ": " << r.output;
-  }
-  START_DAEMON();
-  const std::string view = path("tenants/acme");
-  ASSERT_TRUE(wait_for([&] { return is_mounted(view); }, 10s)) << tail(log(), 20);
+  std::string view;
+  ASSERT_NO_FATAL_FAILURE(start_with_tenant_acme(view));
   EXPECT_EQ(sha(view + "/" + files_ + "/disk/README"), sha(fx_ + "/src-files/README"));
   EXPECT_EQ(sha(vol(full_, "part1") + "/docs/readme.txt"), sha(fx_ + "/src/docs/readme.txt"));
   run_ok("ls -lR " + q(vol(full_, "part1")) + " >/dev/null");
@@ -658,13 +665,8 @@ namespace {
 // its VMs' backups, everything owned by the tenant and readable by it alone;
 // it follows the catalog (assign, remove) and a restart keeps it.
 TEST_F(DaemonTest, TenantViewIsAMountOfItsOwnOwnedByTheTenant) {
-  for (const char* cmd : {"tenant add acme --uid 20101 --gid 20101", "tenant assign acme --vm files"}) {
-    CommandResult r = cli(cmd);
-    ASSERT_EQ(r.status, 0) << cmd << ": " << r.output;
-  }
-  START_DAEMON();
-  const std::string view = path("tenants/acme");
-  ASSERT_TRUE(wait_for([&] { return is_mounted(view); }, 10s)) << tail(log(), 20);
+  std::string view;
+  ASSERT_NO_FATAL_FAILURE(start_with_tenant_acme(view));
   EXPECT_NE(trim(run_ok("mountpoint -d " + q(view))), trim(run_ok("mountpoint -d " + q(mnt_))))
       << "the view is not a filesystem of its own";
   std::set<std::string> want = {files_, "by-vm"};
