@@ -148,18 +148,16 @@ void install_filter() {
 
 }  // namespace
 
-bool leave_host_mounts() {
+void leave_host_mounts() {
   load_time_zone();
   // A namespace of its own whatever the daemon could clone it with: the
   // pivot below must never reach the host's.
-  if (::unshare(CLONE_NEWNS) != 0) return false;
+  if (::unshare(CLONE_NEWNS) != 0) return;
   try {
     empty_root();
+    g_root_emptied = true;
   } catch (const Error&) {
-    return false;
   }
-  g_root_emptied = true;
-  return true;
 }
 
 std::vector<std::string> enter_sandbox(const SandboxOptions& options) {
@@ -173,18 +171,17 @@ std::vector<std::string> enter_sandbox(const SandboxOptions& options) {
 #if !defined(__SANITIZE_ADDRESS__)
   if (::mallopt(M_ARENA_MAX, 1) != 1) throw Error(EINVAL, "mallopt(M_ARENA_MAX, 1) failed");
 #endif
-  if (g_root_emptied) {
-    // (a spare: leave_host_mounts)
-  } else if (options.mount_namespace) {
+  if (!g_root_emptied) {  // (a spare left the host's mounts before it waited)
     load_time_zone();
-    try {
-      empty_root();
-    } catch (const Error& e) {
-      missing.push_back(std::string("empty root: ") + e.what());
+    if (!options.mount_namespace) {
+      missing.push_back("empty root: no mount namespace");
+    } else {
+      try {
+        empty_root();
+      } catch (const Error& e) {
+        missing.push_back(std::string("empty root: ") + e.what());
+      }
     }
-  } else {
-    load_time_zone();
-    missing.push_back("empty root: no mount namespace");
   }
   drop_privileges(options.uid, options.gid);
   if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) throw sys_error("PR_SET_DUMPABLE");

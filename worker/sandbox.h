@@ -38,8 +38,8 @@ std::vector<std::string> enter_sandbox(const SandboxOptions& options);
 // the kernel backend's mounts), and an umount of one of them on the host
 // would not end its filesystem: the tree unmounted under the daemon did
 // not end the daemon. Unshares a mount namespace first, so it is never the
-// host's root it pivots. False when it could not (enter_sandbox then does
-// step 1 as for any worker).
-bool leave_host_mounts();
+// host's root it pivots. When it cannot, enter_sandbox does step 1 as for
+// any worker (and reports what failed).
+void leave_host_mounts();
 
 }  // namespace sendense::worker
