@@ -153,6 +153,20 @@ inline std::vector<MountEntry> read_mountinfo() {
   return out;
 }
 
+// A field of /proc/PID/status (a thread's id works too), without its
+// leading blanks; "" when there is none (or no such process any more).
+inline std::string status_field(pid_t pid, const std::string& key) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.starts_with(key + ":")) {
+      std::string v = line.substr(key.size() + 1);
+      const auto first = v.find_first_not_of(" \t");
+      return first == std::string::npos ? "" : v.substr(first);
+    }
+  return "";
+}
+
 inline bool is_mounted(const std::string& path) {
   for (const auto& e : read_mountinfo())
     if (e.mount_point == path) return true;

@@ -596,7 +596,7 @@ TEST_F(DaemonTest, StopWithFilesAndFoldersStillOpenExitsCleanly) {
 // Stop signals are blocked in every thread and taken by the main thread
 // with sigwait (fuse/daemon.cpp). When they were caught by a handler
 // instead, any thread that left them unblocked could take a SIGTERM (one in
-// fork(2) does), and the daemon went on serving: CI saw it once. This looks
+// clone(2) does), and the daemon went on serving: CI saw it once. This looks
 // at every thread once the daemon has started them all: the tree's and a
 // tenant view's FUSE workers, read ahead, an attach's worker client, the
 // spare workers' maker, the housekeeper.
@@ -611,17 +611,14 @@ TEST_F(DaemonTest, EveryThreadBlocksTheStopSignals) {
   int threads = 0;
   std::string unblocked;
   for (const auto& task : std::filesystem::directory_iterator(task_dir)) {
+    const pid_t tid = std::stoi(task.path().filename().string());
     // The main thread: in sigwait, which unblocks what it waits for.
-    if (task.path().filename() == std::to_string(daemon_->pid())) continue;
-    std::istringstream status(read_file(task.path() / "status"));
-    std::string line, name;
-    uint64_t blocked = 0;
-    while (std::getline(status, line)) {
-      if (line.starts_with("Name:")) name = trim(line.substr(5));
-      if (line.starts_with("SigBlk:")) blocked = std::stoull(trim(line.substr(7)), nullptr, 16);
-    }
+    if (tid == daemon_->pid()) continue;
+    const std::string sigblk = status_field(tid, "SigBlk");
+    if (sigblk.empty()) continue;  // it ended meanwhile
     ++threads;
-    if ((blocked & stop_bits) != stop_bits) unblocked += " " + task.path().filename().string() + "(" + name + ")";
+    const uint64_t blocked = std::stoull(sigblk, nullptr, 16);
+    if ((blocked & stop_bits) != stop_bits) unblocked += " " + std::to_string(tid) + "(" + status_field(tid, "Name") + ")";
   }
   EXPECT_GE(threads, 5);
   EXPECT_EQ(unblocked, "") << "threads that could take a SIGTERM before the main thread's sigwait";

@@ -88,18 +88,6 @@ pid_t spare_of(pid_t daemon) {
   return -1;
 }
 
-std::string status_field(pid_t pid, const std::string& key) {
-  std::istringstream in(read_text("/proc/" + std::to_string(pid) + "/status"));
-  std::string line;
-  while (std::getline(in, line))
-    if (line.starts_with(key + ":")) {
-      std::string v = line.substr(key.size() + 1);
-      const auto first = v.find_first_not_of(" \t");
-      return first == std::string::npos ? "" : v.substr(first);
-    }
-  return "";
-}
-
 int fd_count(pid_t pid) {
   int n = 0;
   DIR* d = ::opendir(("/proc/" + std::to_string(pid) + "/fd").c_str());
