@@ -42,4 +42,9 @@ std::vector<std::string> enter_sandbox(const SandboxOptions& options);
 // any worker (and reports what failed).
 void leave_host_mounts();
 
+// Step 4's program compiled ahead, for a spare: libseccomp's compile is
+// most of the millisecond the sandbox adds to an attach. enter_sandbox
+// loads it (or compiles it then, for a worker started for its backup).
+void prepare_filter();
+
 }  // namespace sendense::worker

@@ -325,6 +325,7 @@ int run(std::string backup_id, char** argv) {
     try {
       check_name_can_change();
       leave_host_mounts();  // before it waits (sandbox.h)
+      prepare_filter();
       say_ready();
     } catch (const Error&) {
       return 2;
