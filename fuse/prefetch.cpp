@@ -24,6 +24,9 @@ void Prefetcher::stop() {
     stopping_ = true;
     queue_.clear();
     windows_.clear();
+    left_.clear();
+    left_order_.clear();
+    left_bytes_ = 0;
   }
   cv_.notify_all();
   ready_cv_.notify_all();
@@ -159,8 +162,13 @@ void Prefetcher::loop() {
 
 std::optional<size_t> Prefetcher::read_from_window(uint64_t node, uint64_t offset, std::span<std::byte> buf) {
   std::unique_lock lock(mutex_);
+  if (stopping_) return std::nullopt;
   auto it = windows_.find(node);
-  if (it == windows_.end() || stopping_) return std::nullopt;
+  if (it == windows_.end()) {
+    if (left_.empty()) return std::nullopt;
+    lock.unlock();
+    return read_left(node, offset, buf);
+  }
   WindowPtr window = it->second;
   auto index = [&]() -> size_t {
     size_t i = 0;
@@ -246,8 +254,13 @@ void Prefetcher::store_window(const WindowPtr& window) {
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
       rc = fuse_lowlevel_notify_store(se_, f.node, 0, &bv, FUSE_BUF_NO_SPLICE);
     }
+    if (rc == -ENOENT) {
+      // The kernel has no inode for it (yet, or no more): its READ, when
+      // a lookup brings one, takes the bytes from here.
+      keep_left(f.node, window->data[i], mark);
+      continue;
+    }
     if (rc != 0) {
-      // ENOENT: the kernel forgot the node meanwhile (or never made it).
       if (rc != -ENOENT)
         log::debug("prefetch_store_failed", {{"node", std::to_string(f.node)}, {"error", std::strerror(-rc)}});
       continue;
@@ -262,6 +275,59 @@ void Prefetcher::store_window(const WindowPtr& window) {
     log::debug("prefetched", {{"files", std::to_string(window->files.size())},
                               {"stored", std::to_string(stored)},
                               {"to_reads", std::to_string(served)}});
+}
+
+void Prefetcher::keep_left(uint64_t node, std::vector<std::byte>& data, const NodeFiles::Mark& mark) {
+  std::vector<Left> dropped;  // freed after the lock
+  auto bytes = std::make_shared<const std::vector<std::byte>>(std::move(data));
+  std::lock_guard lock(mutex_);
+  if (stopping_ || bytes->size() > kMaxLeftBytes) return;
+  const auto now = std::chrono::steady_clock::now();
+  Left& left = left_[node];
+  if (left.data) {
+    left_bytes_ -= left.data->size();
+    dropped.push_back(std::move(left));
+  }
+  left = Left{std::move(bytes), mark, ++left_seq_};
+  left_bytes_ += left.data->size();
+  left_order_.emplace_back(node, left.seq, now);
+  // Oldest first: past the budget, or kept too long (a file the walk
+  // skipped: a pattern, an error before it).
+  while (!left_order_.empty()) {
+    const auto& [old, seq, at] = left_order_.front();
+    auto it = left_.find(old);
+    const bool current = it != left_.end() && it->second.seq == seq;
+    if (current && left_bytes_ <= kMaxLeftBytes && now - at < kKeepLeft) break;
+    if (current) {
+      left_bytes_ -= it->second.data->size();
+      dropped.push_back(std::move(it->second));
+      left_.erase(it);
+    }
+    left_order_.pop_front();
+  }
+}
+
+std::optional<size_t> Prefetcher::read_left(uint64_t node, uint64_t offset, std::span<std::byte> buf) {
+  Left left;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = left_.find(node);
+    if (it == left_.end()) return std::nullopt;
+    left = it->second;
+    // Kept until a READ reaches its end: its pages are the kernel's then.
+    if (offset + buf.size() >= left.data->size()) {
+      left_bytes_ -= left.data->size();
+      left_.erase(it);
+    }
+  }
+  // Kept for seconds: the view may have lost the backup meanwhile, or the
+  // backup its attach (read() would refuse or read the new one).
+  if (!tree_.reads_ahead(node) || !files_.read_through(node, left.mark)) return std::nullopt;
+  const auto& data = *left.data;
+  if (offset >= data.size()) return 0;
+  const size_t n = std::min<size_t>(buf.size(), data.size() - offset);
+  std::memcpy(buf.data(), data.data() + offset, n);
+  return n;
 }
 
 }  // namespace sendense

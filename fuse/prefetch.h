@@ -23,7 +23,12 @@
 // that comes for a file of a window still queued reads that window itself
 // (one request for all its files) and leaves storing the rest to the
 // threads. Either way the window answers it and the store skips it (a
-// store would wait for the page that READ holds locked). It never attaches a backup (RestoreTree::read_ahead),
+// store would wait for the page that READ holds locked). A file the kernel
+// would not take (the store's ENOENT: it has no inode for it yet, as for
+// the entries of a large folder it listed without attributes and looks up
+// one by one as a walk reaches them) is kept for a while for its READ,
+// which then needs no reader (through a worker: no request, no second
+// decompression). It never attaches a backup (RestoreTree::read_ahead),
 // and a window of files costs a sandboxed worker one request (read_files).
 // The kernel keeps the pages because reads without an open keep the cache
 // (fuse_ops.cpp, FUSE_CAP_NO_OPEN_SUPPORT): with OPEN kept (--attach
@@ -42,6 +47,7 @@
 #include <optional>
 #include <span>
 #include <thread>
+#include <tuple>
 #include <unordered_map>
 #include <vector>
 
@@ -72,6 +78,10 @@ class Prefetcher {
   // several threads).
   static constexpr size_t kThreads = 2;
   static constexpr size_t kWaitsForInodes = 3;          // of 1 ms per window (prefetch())
+  // Files the kernel would not take, kept for their READ: at most this
+  // much, each at most kKeepLeft (a walk reaches them within seconds).
+  static constexpr uint64_t kMaxLeftBytes = 16 << 20;
+  static constexpr std::chrono::seconds kKeepLeft{10};
 
   Prefetcher(RestoreTree& tree, NodeFiles& files);
   ~Prefetcher();
@@ -95,7 +105,8 @@ class Prefetcher {
   void read_started(uint64_t node);
   // A READ of `node` whose window is being read ahead right now: waits for
   // it (at most kWaitForWindow) and answers from it, so the file is not
-  // read twice. nullopt: read it as usual.
+  // read twice; one of a file read ahead that the kernel would not take
+  // answers from what was kept. nullopt: read it as usual.
   std::optional<size_t> read_from_window(uint64_t node, uint64_t offset, std::span<std::byte> buf);
 
  private:
@@ -123,6 +134,9 @@ class Prefetcher {
   // Hands the files no READ took to the kernel's page cache.
   void store_window(const WindowPtr& window);
   void forget_window_locked(const WindowPtr& window);
+  // Keeps a file the kernel would not take (its bytes moved from `data`).
+  void keep_left(uint64_t node, std::vector<std::byte>& data, const NodeFiles::Mark& mark);
+  std::optional<size_t> read_left(uint64_t node, uint64_t offset, std::span<std::byte> buf);
   void forget_locked(const std::shared_ptr<Folder>& folder);
 
   RestoreTree& tree_;
@@ -139,6 +153,15 @@ class Prefetcher {
   std::condition_variable ready_cv_;
   bool stopping_ = false;
   std::chrono::steady_clock::time_point last_read_{};  // the last READ of a listed small file
+  struct Left {
+    std::shared_ptr<const std::vector<std::byte>> data;
+    NodeFiles::Mark mark;
+    uint64_t seq = 0;
+  };
+  std::unordered_map<uint64_t, Left> left_;  // node -> its bytes the kernel would not take
+  std::deque<std::tuple<uint64_t, uint64_t, std::chrono::steady_clock::time_point>> left_order_;  // node, seq, kept at
+  uint64_t left_bytes_ = 0;
+  uint64_t left_seq_ = 0;
   std::vector<std::thread> threads_;
 };
 

@@ -133,13 +133,10 @@ RestoreTree::Resolved RestoreTree::resolve(uint64_t node) {
 std::vector<std::vector<std::byte>> RestoreTree::read_ahead(std::span<const std::pair<uint64_t, uint64_t>> files,
                                                             std::shared_ptr<const AttachedBackup::ChangeMark>* read_through) {
   std::vector<std::vector<std::byte>> none(files.size());
-  if (files.empty() || !node::is_volume_node(files.front().first)) return none;
+  if (files.empty()) return none;
+  const auto [b, v] = read_ahead_volume(files.front().first);
+  if (!v) return none;
   const int64_t vid = node::volume_of(files.front().first);
-  auto backup_id = view_.backup_of_volume(vid);
-  if (!backup_id || (!tenant_.empty() && !visible_backup(*backup_id))) return none;
-  AttachedBackupPtr b = manager_.find(*backup_id);
-  const AttachedVolume* v = b ? b->volume(vid) : nullptr;
-  if (!v || !b->current() || b->replaced_changed) return none;
   std::vector<Filesystem::WholeFile> asked;
   for (const auto& [node, size] : files) {
     if (!node::is_volume_node(node) || node::volume_of(node) != vid) return none;
@@ -148,6 +145,19 @@ std::vector<std::vector<std::byte>> RestoreTree::read_ahead(std::span<const std:
   *read_through = b->change_seen;
   return v->fs->read_files(asked);
 }
+
+std::pair<AttachedBackupPtr, const AttachedVolume*> RestoreTree::read_ahead_volume(uint64_t node) {
+  if (!node::is_volume_node(node)) return {};
+  const int64_t vid = node::volume_of(node);
+  auto backup_id = view_.backup_of_volume(vid);
+  if (!backup_id || (!tenant_.empty() && !visible_backup(*backup_id))) return {};
+  AttachedBackupPtr b = manager_.find(*backup_id);
+  const AttachedVolume* v = b ? b->volume(vid) : nullptr;
+  if (!v || !b->current() || b->replaced_changed) return {};
+  return {b, v};
+}
+
+bool RestoreTree::reads_ahead(uint64_t node) { return read_ahead_volume(node).second != nullptr; }
 
 std::optional<NodeAttr> RestoreTree::lookup(uint64_t parent, std::string_view name, double* negative_timeout) {
   auto snap = view_.snapshot();

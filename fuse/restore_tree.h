@@ -112,6 +112,9 @@ class RestoreTree {
   // attaches. `read_through` as for read().
   std::vector<std::vector<std::byte>> read_ahead(std::span<const std::pair<uint64_t, uint64_t>> files,
                                                  std::shared_ptr<const AttachedBackup::ChangeMark>* read_through);
+  // Whether bytes read ahead of `node` may still be handed out: read_ahead
+  // would read it now (same rules; never attaches).
+  bool reads_ahead(uint64_t node);
   // `read_through`, when given, is set to the change mark of the attach
   // the bytes came from.
   size_t read(OpenFile& file, uint64_t offset, std::span<std::byte> buf,
@@ -157,6 +160,8 @@ class RestoreTree {
   // Whether this view shows the backup now (a VM can be unassigned while
   // one of its files is open in the tenant's view).
   bool visible_backup(const std::string& backup_id) const;
+  // The attached backup and volume of `node` when read_ahead may read it.
+  std::pair<AttachedBackupPtr, const AttachedVolume*> read_ahead_volume(uint64_t node);
   // Folders the tree makes up (root, by-vm, vm folders: 0555; a backup's
   // folder: backup_dir_mode), owned by the daemon's user.
   NodeAttr synthetic_dir(uint64_t node, int64_t mtime, mode_t perms = 0555) const;

@@ -688,6 +688,63 @@ TEST_F(IsolationTest, SmallFilesAreReadAheadIntoThePageCache) {
   EXPECT_EQ(count_events(daemon_->log(), "worker_failed"), 0);
 }
 
+// A large folder: the kernel lists its first part with attributes and the
+// rest without, so it has no inode for most files when their window is read
+// ahead, and refuses the store (ENOENT); a walk then looks each one up and
+// reads it. Those files are kept and their READs answered from them: with
+// the worker stopped, none of them needs it (through it, each would wait
+// for the watchdog, then fail).
+TEST_F(IsolationTest, FilesTheKernelCouldNotTakeAreKeptForTheirRead) {
+  const std::string src = tmp_ / "w-src", repo = tmp_ / "w-repo", id = "backup-wide-20260108000000";
+  run_ok("mkdir -p " + q(repo) + " " + q(src + "/wide") + " && cd " + q(src + "/wide") +
+         " && for i in $(seq 0 599); do head -c $((i % 50 * 61 + 1)) /dev/urandom | base64 >f$(printf %03d $i) || "
+         "exit 1; done");
+  run_ok("mkfs.ext4 -q -F -d " + q(src) + " " + q(tmp_ / "w.raw") + " 16M && qemu-img convert -c -O qcow2 " +
+         q(tmp_ / "w.raw") + " " + q(repo + "/" + id + ".qcow2"));
+  ASSERT_EQ(cli("catalog import " + q(repo)).status, 0);
+  start({"--log-level", "debug", "--worker-timeout", "2"});
+  const pid_t w = attach(id, "disk");
+  ASSERT_GT(w, 0);
+  const std::string dir = vol(id, "disk") + "/wide";
+  // The folder's order (the walk's); no stat, so no lookup makes inodes.
+  std::vector<std::string> order;
+  std::istringstream listed(run_ok("ls -f " + q(dir)));
+  for (std::string name; std::getline(listed, name);)
+    if (name != "." && name != "..") order.push_back(name);
+  ASSERT_EQ(order.size(), 600u);
+  // A READ of a file past the part listed with attributes (the kernel's
+  // first request, at most 32 KiB of entries: about 200 here) reads ahead
+  // the next 128 (kAheadFiles).
+  const size_t first = 400;
+  const int windows = count_events(daemon_->log(), "prefetched");
+  run_ok("cat " + q(dir + "/" + order[first]) + " >/dev/null");
+  ASSERT_TRUE(wait_for([&] { return count_events(daemon_->log(), "prefetched") >= windows + 7; }, 10s))
+      << "the windows of 128 files (4, 8, 16, 32, 32, 32, 4) were not all read ahead";
+  // The premise: most were refused (the kernel had no inode for them).
+  int refused = 0;
+  std::istringstream lines(daemon_->log());
+  for (std::string line; std::getline(lines, line);) {
+    if (line.find(" prefetched ") == std::string::npos) continue;
+    auto field = [&](const std::string& key) {
+      const size_t at = line.find(" " + key + "=");
+      return at == std::string::npos ? 0 : std::atoi(line.c_str() + at + key.size() + 2);
+    };
+    refused += field("files") - field("stored") - field("to_reads");
+  }
+  ASSERT_GT(refused, 50) << "the kernel took the files: no case to test";
+  ASSERT_EQ(::kill(w, SIGSTOP), 0);
+  std::string names;
+  for (size_t i = first + 1; i <= first + 128; ++i) names += " " + q(order[i]);
+  const auto t0 = std::chrono::steady_clock::now();
+  CommandResult got = run("cd " + q(dir) + " && sha256sum" + names);
+  const auto took = std::chrono::steady_clock::now() - t0;
+  ::kill(w, SIGCONT);  // (gone if the watchdog killed it: the failures below say so)
+  EXPECT_EQ(got.status, 0) << got.output;
+  EXPECT_EQ(got.output, run_ok("cd " + q(src + "/wide") + " && sha256sum" + names));
+  EXPECT_LT(took, 1500ms);
+  EXPECT_EQ(count_events(daemon_->log(), "worker_failed"), 0);
+}
+
 // Large reads of mapped files are replied with the image files' own bytes,
 // spliced into /dev/fuse (fuse_ops.cpp: reply_mapped), by a worker's daemon
 // and in process alike. The files are made fragmented and sparse on a real
