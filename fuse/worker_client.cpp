@@ -498,7 +498,12 @@ class WorkerFilesystem final : public Filesystem {
   uint32_t index_;
   worker::HelloVolume volume_;
   ext::SharedLru<Known> attrs_;
-  static constexpr size_t kNamedFolders = 256;
+  // Bounded by names (kListingAttrsMax) more than by folders: a walk goes
+  // through the subfolders of a large folder one by one, and between two
+  // of its lookups (the entries the kernel listed without attributes) it
+  // lists a subfolder's whole subtree; at 256 folders the large one was
+  // gone halfway, and each lookup after that was a request.
+  static constexpr size_t kNamedFolders = 8192;
   ext::SharedLru<Names> names_;  // by folder
   // Open files: the handle number (sent with each read) -> the inode.
   HandleTable<const uint64_t> files_;
