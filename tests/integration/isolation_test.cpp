@@ -734,7 +734,7 @@ TEST_F(IsolationTest, FilesTheKernelCouldNotTakeAreKeptForTheirRead) {
   ASSERT_GT(refused, 50) << "the kernel took the files: no case to test";
   ASSERT_EQ(::kill(w, SIGSTOP), 0);
   std::string names;
-  for (size_t i = first + 1; i <= first + 128; ++i) names += " " + q(order[i]);
+  for (size_t i = first + 1; i <= first + 128; ++i) names.append(" ").append(q(order[i]));
   CommandResult got = run("cd " + q(dir) + " && sha256sum" + names);
   ::kill(w, SIGCONT);  // (gone if the watchdog killed it: the failures below say so)
   EXPECT_EQ(got.status, 0) << got.output;
