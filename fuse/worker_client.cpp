@@ -557,8 +557,7 @@ std::shared_ptr<Worker> Worker::start(const std::string& backup_id, int64_t num,
   if (::geteuid() == 0) {
     const uint64_t id = options.id_base + static_cast<uint64_t>(num);
     if (num < 0 || id >= 0xfffffffeull) throw Error(EINVAL, "no worker id for backup #" + std::to_string(num), backup_id);
-    check_unowned_id(static_cast<uint32_t>(id), backup_id);
-    setup.uid = setup.gid = static_cast<uint32_t>(id);
+    setup.uid = setup.gid = static_cast<uint32_t>(id);  // checked below
   }
   std::shared_ptr<Worker> w(new Worker(backup_id, options));
   w->images_ = std::move(images);
@@ -605,6 +604,19 @@ std::shared_ptr<Worker> Worker::start(const std::string& backup_id, int64_t num,
     std::lock_guard lock(w->mutex_);
     w->pending_.erase(0);
     throw e;
+  }
+  // The id is checked while the worker sets itself up: about a
+  // millisecond of NSS (the files, then systemd's userdb over a socket),
+  // off the attach's path. The worker may run under the id by then, inside
+  // its sandbox; a failed check kills it before anything it says is used.
+  if (setup.uid != 0) {
+    try {
+      check_unowned_id(setup.uid, backup_id);
+    } catch (...) {
+      std::lock_guard lock(w->mutex_);
+      w->pending_.erase(0);
+      throw;
+    }
   }
   const std::vector<std::byte> hello = w->wait(p);
   worker::Reader r(hello);
