@@ -146,7 +146,15 @@ void Prefetcher::forget_window_locked(const WindowPtr& window) {
 void Prefetcher::loop() {
   std::unique_lock lock(mutex_);
   while (true) {
-    cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+    // Kept files the walk never read go when they expire, also once it
+    // has ended (each view holds up to kMaxLeftBytes).
+    if (!cv_.wait_for(lock, kKeepLeft, [&] { return stopping_ || !queue_.empty(); })) {
+      std::vector<Left> dropped = drop_left_locked(std::chrono::steady_clock::now());
+      lock.unlock();
+      dropped.clear();  // freed outside the lock
+      lock.lock();
+      continue;
+    }
     if (stopping_) return;
     WindowPtr window = std::move(queue_.front());
     queue_.pop_front();
@@ -291,8 +299,13 @@ void Prefetcher::keep_left(uint64_t node, std::vector<std::byte>& data, const No
   left = Left{std::move(bytes), mark, ++left_seq_};
   left_bytes_ += left.data->size();
   left_order_.emplace_back(node, left.seq, now);
+  for (Left& l : drop_left_locked(now)) dropped.push_back(std::move(l));
+}
+
+std::vector<Prefetcher::Left> Prefetcher::drop_left_locked(std::chrono::steady_clock::time_point now) {
   // Oldest first: past the budget, or kept too long (a file the walk
   // skipped: a pattern, an error before it).
+  std::vector<Left> dropped;
   while (!left_order_.empty()) {
     const auto& [old, seq, at] = left_order_.front();
     auto it = left_.find(old);
@@ -305,6 +318,7 @@ void Prefetcher::keep_left(uint64_t node, std::vector<std::byte>& data, const No
     }
     left_order_.pop_front();
   }
+  return dropped;
 }
 
 std::optional<size_t> Prefetcher::read_left(uint64_t node, uint64_t offset, std::span<std::byte> buf) {

@@ -137,6 +137,10 @@ class Prefetcher {
   // Keeps a file the kernel would not take (its bytes moved from `data`).
   void keep_left(uint64_t node, std::vector<std::byte>& data, const NodeFiles::Mark& mark);
   std::optional<size_t> read_left(uint64_t node, uint64_t offset, std::span<std::byte> buf);
+  struct Left;
+  // Takes out the kept files past the budget or kKeepLeft (to be freed
+  // after the lock).
+  std::vector<Left> drop_left_locked(std::chrono::steady_clock::time_point now);
   void forget_locked(const std::shared_ptr<Folder>& folder);
 
   RestoreTree& tree_;
