@@ -25,6 +25,7 @@
 #include "readers/common/handle_table.h"
 #include "readers/common/log.h"
 #include "readers/common/shared_lru.h"
+#include "worker/replies.h"
 
 namespace sendense {
 
@@ -56,15 +57,6 @@ constexpr size_t kMaxReply = 16u * 1024 * 1024;
 // Namespaces we ask for, most first; the host may refuse some (containers).
 constexpr uint64_t kAllNamespaces = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS;
 
-// What the engine names volumes: part1, disk, disk0-part1, lvm-<vg>-<lv>
-// (LVM names are [A-Za-z0-9+_.-]).
-void check_volume_name(const std::string& name, const std::string& backup_id) {
-  const bool ok = !name.empty() && name.size() <= 1024 && name != "." && name != ".." &&
-                  name.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+_.-") ==
-                      std::string::npos;
-  if (!ok) throw Error(EPROTO, "worker protocol: the worker named a volume '" + name.substr(0, 64) + "'; refused", backup_id);
-}
-
 // A worker's uid/gid must be nobody's: a worker running as a real user
 // could read that user's files through any descriptor it is ever given,
 // and that user could signal or trace it.
@@ -86,6 +78,12 @@ std::string describe_status(int st) {
   if (WIFSIGNALED(st)) return "signal=" + std::to_string(WTERMSIG(st));
   if (WIFEXITED(st)) return "exit=" + std::to_string(WEXITSTATUS(st));
   return "status=" + std::to_string(st);
+}
+
+std::vector<uint64_t> sizes_of(const std::vector<ImageFilePtr>& images) {
+  std::vector<uint64_t> sizes;
+  for (const auto& image : images) sizes.push_back(image->size());
+  return sizes;
 }
 
 // Attributes are immutable (so is the image): those a listing or a lookup
@@ -110,7 +108,7 @@ class WorkerFilesystem final : public Filesystem {
  public:
   WorkerFilesystem(std::shared_ptr<Worker> worker, uint32_t index)
       : worker_(std::move(worker)), index_(index), volume_(worker_->hello().volumes.at(index)),
-        attrs_(worker::kListingAttrsMax, worker::kListingAttrsMax),
+        image_sizes_(sizes_of(worker_->images())), attrs_(worker::kListingAttrsMax, worker::kListingAttrsMax),
         names_(kNamedFolders, worker::kListingAttrsMax) {}
 
   uint64_t root_ino() const override { return volume_.root_ino; }
@@ -121,8 +119,7 @@ class WorkerFilesystem final : public Filesystem {
     if (auto known = attrs_.find(ino)) return known->attr;
     auto out = call(Op::getattr, [&](worker::Writer& w) { w.u64(ino); });
     worker::Reader r(out);
-    Attr a = worker::get_attr(r);
-    return keep(a, worker::get_map(r), ino);
+    return keep(worker::get_checked_attr_map(r, image_sizes_), ino);
   }
   std::optional<Attr> lookup(uint64_t dir, std::string_view name) override {
     // A page's names are the names the tree shows, each unique in its
@@ -137,8 +134,9 @@ class WorkerFilesystem final : public Filesystem {
     });
     worker::Reader r(out);
     if (r.u32() == 0) return std::nullopt;
-    Attr a = worker::get_attr(r);
-    return keep(a, worker::get_map(r), a.ino);
+    auto am = worker::get_checked_attr_map(r, image_sizes_);
+    const uint64_t ino = am.attr.ino;
+    return keep(std::move(am), ino);
   }
   std::vector<DirEntry> readdir(uint64_t dir) override {
     return readdir_page(dir, 0, std::numeric_limits<size_t>::max(), false);
@@ -151,11 +149,7 @@ class WorkerFilesystem final : public Filesystem {
       const size_t want = std::min(max - out.size(), worker::kMaxPageEntries);
       auto part = page_request(dir, cookie, want, attrs_next);
       const bool last = part.size() < want;
-      if (!part.empty()) {
-        // A worker's answer is data: cookies that do not grow would list forever.
-        if (part.back().next <= cookie) throw Error(EIO, "worker protocol: a page's cookies do not advance");
-        cookie = part.back().next;
-      }
+      if (!part.empty()) cookie = part.back().next;
       if (out.empty()) out = std::move(part);
       else std::move(part.begin(), part.end(), std::back_inserter(out));
       if (last) break;
@@ -226,14 +220,11 @@ class WorkerFilesystem final : public Filesystem {
             w.u64(files[i].size);
           }
         });
-        worker::Reader r(reply);
-        for (size_t i : asked) {
-          if (r.u32() == 0) continue;
-          std::vector<std::byte> data(files[i].size);
-          r.raw(data.data(), data.size());
-          out[i] = std::move(data);
-        }
-        if (!r.done()) throw Error(EIO, "worker protocol: read_files answered with more than was asked");
+        std::vector<uint64_t> sizes;
+        for (size_t i : asked) sizes.push_back(files[i].size);
+        auto got = worker::decode_read_files(reply, sizes);
+        for (size_t k = 0; k < asked.size(); ++k)
+          if (got[k]) out[asked[k]] = std::move(*got[k]);
       } catch (const std::exception& e) {
         // A worker that answers wrong or fails: nothing of this batch is
         // kept (its files' READs get the worker's answer on their own).
@@ -278,9 +269,7 @@ class WorkerFilesystem final : public Filesystem {
     if (auto names = known_xattrs(ino)) return *names;
     auto out = call(Op::listxattr, [&](worker::Writer& w) { w.u64(ino); });
     worker::Reader r(out);
-    std::vector<std::string> names(r.count(4));
-    for (auto& n : names) n = r.str();
-    return names;
+    return worker::get_xattr_names(r);
   }
   // `ls -l` asks every entry for its POSIX ACLs (two getxattr each): a
   // name its listxattr would show but does not is answered here.
@@ -319,17 +308,14 @@ class WorkerFilesystem final : public Filesystem {
       w.u64(max);
       w.u32(attrs_next ? 1 : 0);
     });
-    worker::Reader r(out);
-    std::vector<DirEntry> entries(r.count(28));
+    auto page = worker::decode_page(out, cookie, max, image_sizes_);
+    std::vector<DirEntry> entries;
+    entries.reserve(page.size());
     auto names = attrs_next && cookie == 0 ? std::make_shared<Names>() : nullptr;
-    for (auto& e : entries) {
-      e.name = r.str();
-      e.ino = r.u64();
-      e.type = r.u32();
-      e.next = r.u64();
-      if (r.u32() != 0) {
-        Attr a = worker::get_attr(r);
-        keep(a, worker::get_map(r), e.ino, names ? dir : 0);
+    for (auto& p : page) {
+      const DirEntry& e = entries.emplace_back(std::move(p.entry));
+      if (p.attr) {
+        keep(std::move(*p.attr), e.ino, names ? dir : 0);
         if (names && e.name != "." && e.name != "..") names->emplace(e.name, e.ino);
       }
     }
@@ -354,11 +340,10 @@ class WorkerFilesystem final : public Filesystem {
   // Keeps the attributes the worker gave for `ino` (those it names another
   // inode in are not kept: the cache is keyed by the inode asked for), with
   // the file's map once checked.
-  const Attr& keep(const Attr& a, std::vector<worker::MappedExtent> map, uint64_t ino, uint64_t folder = 0) {
-    if (!map.empty()) check_map(a, map, worker::kMapMaxExtents, worker::kMapMaxSize);
-    if (a.ino == ino && ino != 0)
-      attrs_.insert(ino, std::make_shared<const Known>(Known{a, std::move(map), false, folder, nullptr}), 1);
-    return a;
+  Attr keep(worker::AttrMap am, uint64_t ino, uint64_t folder = 0) {
+    if (am.attr.ino == ino && ino != 0)
+      attrs_.insert(ino, std::make_shared<const Known>(Known{am.attr, std::move(am.map), false, folder, nullptr}), 1);
+    return am.attr;
   }
 
   // Replaces what is known of an inode (insert() keeps a value already there).
@@ -400,33 +385,9 @@ class WorkerFilesystem final : public Filesystem {
     for (auto& [ino, k] : asked) {
       Known updated = *k;
       updated.folder = 0;
-      if (r.u32() != 0) {
-        auto list = std::make_shared<std::vector<std::string>>(r.count(4));
-        for (auto& n : *list) n = r.str();
-        updated.xattrs = std::move(list);
-      }
+      if (r.u32() != 0) updated.xattrs = std::make_shared<std::vector<std::string>>(worker::get_xattr_names(r));
       replace(ino, std::move(updated));
     }
-  }
-
-  // A map is the worker's word: it must cover the file exactly, with
-  // extents inside the daemon's own image files.
-  void check_map(const Attr& a, const std::vector<worker::MappedExtent>& map, size_t max_extents,
-                 uint64_t max_size) const {
-    const auto& images = worker_->images();
-    uint64_t total = 0;
-    bool ok = map.size() <= max_extents && a.size <= max_size;
-    for (const auto& e : map) {
-      if (!ok) break;
-      ok = e.length > 0 && e.length <= a.size - total &&
-           (e.file == worker::kZeros ||
-            (e.file < images.size() && e.offset <= images[e.file]->size() &&
-             e.length <= images[e.file]->size() - e.offset));
-      total += e.length;
-    }
-    if (!ok || total != a.size)
-      throw Error(EIO, "worker protocol: the map of inode " + std::to_string(a.ino) +
-                           " does not cover the file inside the backup's image files");
   }
 
   // A larger file's map, asked for once by its first read; kept with its
@@ -435,7 +396,7 @@ class WorkerFilesystem final : public Filesystem {
     auto out = call(Op::map, [&](worker::Writer& w) { w.u64(k.attr.ino); });
     worker::Reader r(out);
     auto map = worker::get_map(r);
-    if (!map.empty()) check_map(k.attr, map, worker::kMapMaxExtentsAsked, UINT64_MAX);
+    if (!map.empty()) worker::check_map(k.attr, map, image_sizes_, worker::kMapMaxExtentsAsked, UINT64_MAX);
     Known updated = k;
     updated.map = std::move(map);
     updated.asked = true;
@@ -497,6 +458,7 @@ class WorkerFilesystem final : public Filesystem {
   std::shared_ptr<Worker> worker_;
   uint32_t index_;
   worker::HelloVolume volume_;
+  const std::vector<uint64_t> image_sizes_;  // of the daemon's descriptors, which maps must stay inside
   ext::SharedLru<Known> attrs_;
   // Bounded by names (kListingAttrsMax) more than by folders: a walk goes
   // through the subfolders of a large folder one by one, and between two
@@ -619,12 +581,7 @@ std::shared_ptr<Worker> Worker::start(const std::string& backup_id, int64_t num,
     }
   }
   const std::vector<std::byte> hello = w->wait(p);
-  worker::Reader r(hello);
-  w->hello_ = worker::decode_hello(r);
-  // Volume names become folder names in the tree and, for the kernel
-  // backend, mount points: a worker is not trusted to make them safe.
-  for (const auto& v : w->hello_.volumes) check_volume_name(v.name, backup_id);
-  for (const auto& problem : w->hello_.problems) check_volume_name(problem.name, backup_id);
+  w->hello_ = worker::decode_checked_hello(hello, backup_id);
   {
     std::lock_guard lock(w->mutex_);
     w->serving_ = true;

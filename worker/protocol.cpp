@@ -80,6 +80,13 @@ void put_attr(Writer& w, const Attr& a) {
   put_time(w, a.ctime);
 }
 
+void put_entry(Writer& w, const DirEntry& e) {
+  w.str(e.name);
+  w.u64(e.ino);
+  w.u32(e.type);
+  w.u64(e.next);
+}
+
 void put_map(Writer& w, const std::vector<MappedExtent>& map) {
   w.u32(static_cast<uint32_t>(map.size()));
   for (const MappedExtent& e : map) {

@@ -194,6 +194,11 @@ class Reader {
 void put_attr(Writer& w, const Attr& a);
 Attr get_attr(Reader& r);
 
+// A kReaddir reply: a count, then per entry put_entry and a flag (1: its
+// attributes and map follow, put_attr and put_map). Read by decode_page
+// (worker/replies.h).
+void put_entry(Writer& w, const DirEntry& e);
+
 // A file map (see above): extents in file order covering [0, size).
 inline constexpr uint64_t kMapMaxSize = 1u << 20;
 inline constexpr size_t kMapMaxExtents = 16;

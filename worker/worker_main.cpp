@@ -197,10 +197,7 @@ class Server {
         const auto entries = fs.readdir_page(dir, cookie, max, attrs);
         w.u32(static_cast<uint32_t>(entries.size()));
         for (const auto& e : entries) {
-          w.str(e.name);
-          w.u64(e.ino);
-          w.u32(e.type);
-          w.u64(e.next);
+          put_entry(w, e);
           std::optional<Attr> a;
           if (attrs && e.ino != 0 && e.name != "." && e.name != "..") {
             try {

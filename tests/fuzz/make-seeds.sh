@@ -334,5 +334,8 @@ printf 'a/b\377a\342\210\225b\377a\342\210\225b\357\277\2750' >"$OUT/names/colli
 head -c 300 /dev/zero | tr '\0' '/' >"$OUT/names/long-slashes"
 printf 'caf\303\251\377\200\201invalid-utf8\377' >"$OUT/names/utf8"
 
+# ---------------------------------------------------------------- worker_replies
+python3 "$HERE/worker_replies_seeds.py" "$OUT/worker_replies"
+
 count=$(find "$OUT" -type f | wc -l)
 note "$count seeds in $OUT ($(du -sh "$OUT" | cut -f1))"

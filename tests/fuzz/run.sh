@@ -19,7 +19,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 BUILD=${FUZZ_BUILD:-$HERE/../../build-fuzz}
 CORPUS=${FUZZ_CORPUS:-/var/tmp/sendense-fuzz}
 JOBS=${FUZZ_JOBS:-1}
-ALL=(qcow2 vmdk_descriptor partitions lvm ext journal xfs ntfs names)
+ALL=(qcow2 vmdk_descriptor partitions lvm ext journal xfs ntfs names worker_replies)
 TARGETS=("$@")
 [[ ${#TARGETS[@]} -gt 0 ]] || TARGETS=("${ALL[@]}")
 
@@ -28,6 +28,7 @@ TARGETS=("$@")
 max_len() {
   case $1 in
     names) echo 4096 ;;
+    worker_replies) echo 262144 ;;
     lvm) echo 65536 ;;
     *) echo 1048576 ;;
   esac
