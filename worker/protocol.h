@@ -163,6 +163,7 @@ class Reader {
   std::string str();
   void raw(void* p, size_t n) {
     need(n);
+    if (n == 0) return;  // (p may be an empty vector's null data(): memcpy must not see it)
     std::memcpy(p, data_.data() + pos_, n);
     pos_ += n;
   }
