@@ -214,6 +214,12 @@ if has readers; then
         "$(span_s "${tar_t[$i]}")" "$(span_s "${tar_t[$w]}")" "$(ratio "${tar_t[$i]}" "${tar_t[$w]}")" \
         "${a_i:+$(span_ms "$a_i")}" "${a_w:+$(span_ms "$a_w")}" "$( [ -n "$a_i" ] && ratio "$a_i" "$a_w")"
     done
+    # What each of a worker's requests costs here before any work (a walk
+    # is a few thousand of them): the machine's part of the ratios above.
+    if rt=$("$build/round_trip_bench" 20000 2>/dev/null); then
+      echo
+      echo "A round trip of a 64-byte message over a SOCK_SEQPACKET socketpair (the worker protocol's transport; \`round_trip_bench\`, 20,000 of them) costs ${rt%% *} µs here between two processes, ${rt##* } µs between two threads of one process."
+    fi
   } >>"$out"
 fi
 
