@@ -15,11 +15,21 @@ void check_volume_name(const std::string& name, const std::string& backup_id) {
   if (!ok) throw Error(EPROTO, "worker protocol: the worker named a volume '" + name.substr(0, 64) + "'; refused", backup_id);
 }
 
+// Every reader clamps the nanoseconds of its times below a second: a
+// time outside that no reader of the worker's backup gave.
+void check_attr(const Attr& a) {
+  auto ok = [](const timespec& t) { return t.tv_nsec >= 0 && t.tv_nsec <= 999'999'999; };
+  if (!ok(a.atime) || !ok(a.mtime) || !ok(a.ctime))
+    throw Error(EIO, "worker protocol: the attributes of inode " + std::to_string(a.ino) +
+                         " hold a time no reader gives");
+}
+
 }  // namespace
 
 Hello decode_checked_hello(std::span<const std::byte> reply, const std::string& backup_id) {
   Reader r(reply);
   Hello hello = decode_hello(r);
+  if (!r.done()) throw Error(EPROTO, "worker protocol: the hello has bytes after its volumes", backup_id);
   for (const auto& v : hello.volumes) check_volume_name(v.name, backup_id);
   for (const auto& problem : hello.problems) check_volume_name(problem.name, backup_id);
   return hello;
@@ -43,6 +53,7 @@ void check_map(const Attr& a, const std::vector<MappedExtent>& map, std::span<co
 
 AttrMap get_checked_attr_map(Reader& r, std::span<const uint64_t> image_sizes) {
   AttrMap out{get_attr(r), get_map(r)};
+  check_attr(out.attr);
   if (!out.map.empty()) check_map(out.attr, out.map, image_sizes, kMapMaxExtents, kMapMaxSize);
   return out;
 }

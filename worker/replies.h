@@ -34,7 +34,8 @@ Hello decode_checked_hello(std::span<const std::byte> reply, const std::string& 
 void check_map(const Attr& a, const std::vector<MappedExtent>& map, std::span<const uint64_t> image_sizes,
                size_t max_extents, uint64_t max_size);
 
-// An entry's attributes with their map (checked).
+// An entry's attributes (times with nanoseconds below a second, as every
+// reader gives them) with their map (checked).
 struct AttrMap {
   Attr attr;
   std::vector<MappedExtent> map;

@@ -26,6 +26,11 @@ using namespace sendense::worker;
 // The daemon's image files in the check: one of 1 MiB, one of a page, one empty.
 constexpr uint64_t kImageSizes[] = {1 << 20, 4096, 0};
 
+void check_attr(const Attr& a) {
+  for (const timespec& t : {a.atime, a.mtime, a.ctime})
+    if (t.tv_nsec < 0 || t.tv_nsec > 999'999'999) std::abort();
+}
+
 void check_covered(const Attr& a, const std::vector<MappedExtent>& map) {
   if (map.empty()) return;
   uint64_t total = 0;
@@ -51,6 +56,7 @@ void one(uint8_t kind, std::span<const std::byte> in) {
     case 1: {
       Reader r(in);
       const AttrMap am = get_checked_attr_map(r, images);
+      check_attr(am.attr);
       if (!am.map.empty() && (am.map.size() > kMapMaxExtents || am.attr.size > kMapMaxSize)) std::abort();
       check_covered(am.attr, am.map);
       break;
@@ -68,7 +74,10 @@ void one(uint8_t kind, std::span<const std::byte> in) {
         if (!valid_entry_name(name) && name != "." && name != "..") std::abort();
         if (p.entry.next <= last) std::abort();
         last = p.entry.next;
-        if (p.attr) check_covered(p.attr->attr, p.attr->map);
+        if (p.attr) {
+          check_attr(p.attr->attr);
+          check_covered(p.attr->attr, p.attr->map);
+        }
       }
       break;
     }

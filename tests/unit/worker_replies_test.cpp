@@ -155,12 +155,30 @@ TEST(WorkerReplies, AMapOutsideTheImageFilesOrNotCoveringItsFileIsRefused) {
             "");
 }
 
+TEST(WorkerReplies, TimesNoReaderGivesAreRefused) {
+  for (int lie = 0; lie < 3; ++lie) {
+    auto in = honest_page();
+    Attr& a = *in[3].attr;
+    if (lie == 0) a.mtime.tv_nsec = 1'000'000'000;
+    if (lie == 1) a.atime.tv_nsec = -1;
+    if (lie == 2) a.ctime.tv_nsec = 2'000'000'000;
+    EXPECT_NE(refusal([&] { decode_page(page(in), 0, 100, kImages); }).find("no reader gives"), std::string::npos)
+        << lie;
+  }
+  auto in = honest_page();
+  in[3].attr->mtime.tv_nsec = 999'999'999;
+  EXPECT_EQ(refusal([&] { decode_page(page(in), 0, 100, kImages); }), "");
+}
+
 TEST(WorkerReplies, AHelloNamingAVolumeOutsideTheEnginesNamesIsRefused) {
   Hello h;
   h.readers = "qcow2";
   h.volumes.push_back(HelloVolume{"part1", "partition", "ext4", 1 << 20, 8 << 20, 2, {}});
   h.problems.push_back(HelloProblem{"lvm-vg0-root", "lvm", false, "", 0, 0, 0, 0, false});
   EXPECT_EQ(decode_checked_hello(encode(h), "b1").volumes.at(0).name, "part1");
+  auto longer = encode(h);
+  longer.push_back(std::byte{0});
+  EXPECT_NE(refusal([&] { decode_checked_hello(longer, "b1"); }).find("bytes after"), std::string::npos);
   for (const std::string bad : {"..", ".", "", "a/b", "../../etc", "x y"}) {
     Hello lie = h;
     lie.volumes[0].name = bad;
