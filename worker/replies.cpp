@@ -90,8 +90,10 @@ std::vector<std::string> get_xattr_names(Reader& r) {
   std::vector<std::string> names(r.count(4));
   for (auto& n : names) {
     n = r.str();
-    // The kernel gets them as one list of NUL-ended names.
-    if (n.empty() || n.size() > 255 || n.find('\0') != std::string::npos)
+    // The kernel gets them as one list of NUL-ended names: a NUL inside
+    // would make two. (Length is the image's word: ext's prefix and its
+    // 255-byte suffix make up to 263 bytes, shown in process too.)
+    if (n.empty() || n.find('\0') != std::string::npos)
       throw Error(EIO, "worker protocol: an extended attribute name that is not one");
   }
   return names;
