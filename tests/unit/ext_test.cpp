@@ -544,6 +544,33 @@ TEST_F(DamagedImage, WalkAfterGarbageInDirectoryAndExtentBlocks) {
   SUCCEED() << errors << " errors";
 }
 
+// A guest sets i_size/i_size_high to anything: a size past off_t is an
+// error naming the inode (the kernel would refuse the attributes), the
+// folder still lists, and its other files still read.
+TEST_F(DamagedImage, ASizeNoFileCanHaveIsAnErrorNamingItsInode) {
+  fs::path image = source_->make_image("-t ext4", "size.raw");
+  run_ok("debugfs -w -R 'sif /small.txt size 0xfffffffffffffff0' " + q(image) + " 2>/dev/null");
+  FilesystemPtr f = sendense::open_ext_filesystem(sendense::open_raw_image(image), "backup-x/part1");
+  uint64_t ino = 0;  // listed still: the folder's entries carry no size
+  for (const auto& e : f->readdir(f->root_ino()))
+    if (e.name == "small.txt") ino = e.ino;
+  ASSERT_NE(ino, 0u);
+  for (int call = 0; call < 2; ++call) {
+    try {
+      if (call == 0) f->getattr(ino);
+      else f->map_file(ino, 16);
+      ADD_FAILURE() << "a size past off_t was given, call " << call;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), EIO) << e.what();
+      EXPECT_NE(std::string(e.what()).find("larger than any file"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("inode " + std::to_string(ino)), std::string::npos) << e.what();
+    }
+  }
+  const auto medium = f->lookup(f->root_ino(), "medium.bin");
+  ASSERT_TRUE(medium);
+  EXPECT_EQ(medium->size, 100'003u);
+}
+
 // ---- hostile superblocks: refused before libext2fs sizes anything from them ----
 
 // Little-endian field access on an image file.

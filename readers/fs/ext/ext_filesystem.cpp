@@ -23,6 +23,7 @@ extern "C" {  // com_err.h has no C++ guards
 
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <cstring>
 #include <exception>
 #include <list>
@@ -545,7 +546,7 @@ class ExtFilesystem final : public Filesystem {
     if (LINUX_S_ISDIR(inode.i_mode)) throw Error(EISDIR, "is a directory", where(ino));
     if (!LINUX_S_ISREG(inode.i_mode)) throw Error(EINVAL, "not a regular file", where(ino));
     map->ino = ino;
-    map->size = EXT2_I_SIZE(&inode);
+    map->size = checked_size(ino, inode);
     if (inode.i_flags & EXT4_INLINE_DATA_FL) {
       map->is_inline = true;
       map->inline_data = read_inline_data(ino, inode);
@@ -576,6 +577,15 @@ class ExtFilesystem final : public Filesystem {
     return inode;
   }
 
+  // i_size and i_size_high are 64 bits a guest can set to anything; no
+  // file is larger than off_t holds (the kernel would refuse the inode).
+  uint64_t checked_size(uint64_t ino, const ext2_inode_large& inode) const {
+    const uint64_t size = EXT2_I_SIZE(&inode);
+    if (size > static_cast<uint64_t>(INT64_MAX))
+      throw Error(EIO, "size " + std::to_string(size) + " larger than any file", where(ino));
+    return size;
+  }
+
   Attr to_attr(uint64_t ino, const ext2_inode_large& inode) {
     Attr a;
     a.ino = ino;
@@ -583,7 +593,7 @@ class ExtFilesystem final : public Filesystem {
     a.nlink = inode.i_links_count;
     a.uid = inode_uid(inode);
     a.gid = inode_gid(inode);
-    a.size = EXT2_I_SIZE(&inode);
+    a.size = checked_size(ino, inode);
     a.blocks = ext2fs_get_stat_i_blocks(fs_.get(), const_cast<ext2_inode*>(reinterpret_cast<const ext2_inode*>(&inode)));
     a.generation = inode.i_generation;
     if (LINUX_S_ISCHR(inode.i_mode) || LINUX_S_ISBLK(inode.i_mode)) {
