@@ -87,6 +87,15 @@ void put_entry(Writer& w, const DirEntry& e) {
   w.u64(e.next);
 }
 
+DirEntry get_entry(Reader& r) {
+  DirEntry e;
+  e.name = r.str();
+  e.ino = r.u64();
+  e.type = r.u32();
+  e.next = r.u64();
+  return e;
+}
+
 void put_map(Writer& w, const std::vector<MappedExtent>& map) {
   w.u32(static_cast<uint32_t>(map.size()));
   for (const MappedExtent& e : map) {

@@ -199,6 +199,7 @@ Attr get_attr(Reader& r);
 // attributes and map follow, put_attr and put_map). Read by decode_page
 // (worker/replies.h).
 void put_entry(Writer& w, const DirEntry& e);
+DirEntry get_entry(Reader& r);
 
 // A file map (see above): extents in file order covering [0, size).
 inline constexpr uint64_t kMapMaxSize = 1u << 20;

@@ -9,7 +9,7 @@ namespace {
 constexpr size_t kMaxEntryName = 1024;  // the kernel's FUSE_NAME_MAX (NTFS names reach 765 bytes)
 
 void check_volume_name(const std::string& name, const std::string& backup_id) {
-  const bool ok = !name.empty() && name.size() <= 1024 && name != "." && name != ".." &&
+  const bool ok = !name.empty() && name.size() <= kMaxEntryName && name != "." && name != ".." &&
                   name.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+_.-") ==
                       std::string::npos;
   if (!ok) throw Error(EPROTO, "worker protocol: the worker named a volume '" + name.substr(0, 64) + "'; refused", backup_id);
@@ -67,11 +67,8 @@ std::vector<PageEntry> decode_page(std::span<const std::byte> reply, uint64_t co
                                               " entries where at most " + std::to_string(max) + " were asked");
   uint64_t last = cookie;
   for (auto& p : page) {
-    DirEntry& e = p.entry;
-    e.name = r.str();
-    e.ino = r.u64();
-    e.type = r.u32();
-    e.next = r.u64();
+    p.entry = get_entry(r);
+    const DirEntry& e = p.entry;
     if (r.u32() != 0) p.attr = get_checked_attr_map(r, image_sizes);
     // What shown_names makes; the kernel would refuse a whole batch for
     // one bad name, and lookups and the tree's caches key on them.
