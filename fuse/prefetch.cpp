@@ -206,7 +206,11 @@ std::optional<size_t> Prefetcher::read_from_window(uint64_t node, uint64_t offse
   if (!ready_cv_.wait_for(lock, kWaitForWindow, [&] { return window->ready || stopping_; }) || !window->ready)
     return std::nullopt;
   const size_t i = index();
-  if (i == window->files.size() || window->data[i].empty()) return std::nullopt;
+  if (i == window->files.size()) return std::nullopt;
+  if (window->data[i].empty()) {  // not read, or kept for this READ by the store (keep_left)
+    lock.unlock();
+    return read_left(node, offset, buf);
+  }
   const auto& data = window->data[i];
   if (!files_.read_through(node, window->mark)) return std::nullopt;  // read() refuses it too, with its message
   window->served[i] = true;
@@ -264,8 +268,18 @@ void Prefetcher::store_window(const WindowPtr& window) {
     }
     if (rc == -ENOENT) {
       // The kernel has no inode for it (yet, or no more): its READ, when
-      // a lookup brings one, takes the bytes from here.
-      keep_left(f.node, window->data[i], mark);
+      // a lookup brings one, takes the bytes from here. Moved out under
+      // the lock: a READ that came meanwhile (the lookup came during the
+      // waits) may be copying them from the window right now, and one
+      // that took them needs them kept no more.
+      std::vector<std::byte> bytes;
+      {
+        std::lock_guard lock(mutex_);
+        if (window->served[i]) continue;
+        bytes = std::move(window->data[i]);
+        window->data[i].clear();
+      }
+      keep_left(f.node, bytes, mark);
       continue;
     }
     if (rc != 0) {

@@ -7,7 +7,10 @@
 #   bench_release          releases what was tracked (cleanup does it too)
 #   bench_cold              sync and drop the page, dentry and inode caches
 #   bench_times CMD         RUNS cold runs of CMD (eval'd, stdout discarded):
-#                           the wall times in seconds, sorted, one line
+#                           the wall times in seconds, sorted, one line; a
+#                           run that fails (any command of its pipeline: a
+#                           tar that found a file shorter than its size)
+#                           says so loudly on stderr
 #   bench_measure CMD       the median of bench_times
 #   bench_median / bench_min / bench_max TIMES...
 #   bench_loop_mount IMG DIR [FSOPTS]   read-only loop device + kernel ext4 (ro,noload)
@@ -66,7 +69,9 @@ bench_times() {
   local times=() t0 t1 i
   for ((i = 0; i < runs; i++)); do
     bench_cold
-    t0=$(date +%s.%N); eval "$1" >/dev/null; t1=$(date +%s.%N)
+    t0=$(date +%s.%N)
+    (set -o pipefail; eval "$1") >/dev/null || echo "BENCHMARK RUN FAILED (exit $?), its figure is not a reader's: $1" >&2
+    t1=$(date +%s.%N)
     times+=("$(echo "$t1 - $t0" | bc -l)")
   done
   printf '%s\n' "${times[@]}" | sort -g | tr '\n' ' '
